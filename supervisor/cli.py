@@ -1,0 +1,65 @@
+"""`asr-supervisor`: read the config, apply flags, serve HTTP until told to stop."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from supervisor.config import ConfigError, Overrides, find_config, load_settings
+
+cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@cli.command()
+def serve(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="asr.toml to read (default: $ASR_CONFIG, ./asr.toml, /etc/asr-supervisor/asr.toml)")] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="serve this model (repeatable); default: every model in the config")] = None,
+    default_model: Annotated[Optional[str], typer.Option(help="model used when a request names none")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda, for every model")] = None,
+    compute_type: Annotated[Optional[str], typer.Option(help="auto, int8, float16, ... for every model")] = None,
+    cache_dir: Annotated[Optional[str], typer.Option(help="where hub models are downloaded")] = None,
+    ttl: Annotated[Optional[int], typer.Option(help="idle seconds before a model's worker ends (-1 never, 0 after each request)")] = None,
+    preload: Annotated[Optional[bool], typer.Option("--preload/--no-preload", help="load models at start-up")] = None,
+    host: Annotated[Optional[str], typer.Option(help="address to listen on")] = None,
+    port: Annotated[Optional[int], typer.Option(help="HTTP port")] = None,
+    log_level: Annotated[Optional[str], typer.Option(help="debug, info, warning or error")] = None,
+) -> None:
+    overrides = Overrides(
+        models=tuple(model or ()), default_model=default_model, device=device, compute_type=compute_type,
+        cache_dir=cache_dir, ttl=ttl, preload=preload, host=host, port=port, log_level=log_level,
+    )
+    try:
+        settings = load_settings(find_config(config), overrides)
+    except ConfigError as exc:
+        typer.echo(f"asr-supervisor: invalid configuration: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    import uvicorn
+
+    from supervisor.app import create_app
+
+    level = settings.server.log_level.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    logging.getLogger("asr").setLevel(level)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings),
+            host=settings.server.host,
+            port=settings.server.port,
+            log_level=settings.server.log_level,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=30,
+        )
+    )
+    server.run()
+    # uvicorn returns without having started when the port is taken; say so in the exit code.
+    raise typer.Exit(0 if server.started else 1)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,84 @@
+"""The configured models, each behind its own `ModelSlot`, and the shared worker plumbing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import zmq.asyncio
+
+from supervisor import runtime_dir
+from supervisor.config import ModelSpec, Settings
+from supervisor.lifecycle import ModelSlot, ModelUnavailable
+from supervisor.worker_client import Timeouts, WorkerProcess
+
+log = logging.getLogger("asr.registry")
+
+
+class UnknownModel(LookupError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"The model '{name}' does not exist. Available models: {', '.join(known)}")
+        self.name = name
+
+
+class ModelRegistry:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.default_model = settings.default_model
+        self._ctx: zmq.asyncio.Context | None = None
+        self._runtime_dir: Path | None = None
+        self._timeouts = Timeouts(
+            ready=settings.server.ready_timeout,
+            stop=settings.server.stop_timeout,
+            heartbeat_interval=settings.server.heartbeat_interval,
+            heartbeat=settings.server.heartbeat_timeout,
+        )
+        self._slots = {name: ModelSlot(spec, self._launch) for name, spec in settings.models.items()}
+        self._preloads: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._runtime_dir = runtime_dir.create(self.settings.server.runtime_dir)
+        self._ctx = zmq.asyncio.Context()
+        for slot in self._slots.values():
+            slot.start()
+        # Preloads run in the background: the server answers /health (state "starting")
+        # while large models load, instead of refusing connections.
+        self._preloads = [
+            asyncio.create_task(self._preload(slot)) for slot in self._slots.values() if slot.spec.preload
+        ]
+
+    async def close(self) -> None:
+        """Shutdown, in order: stop preloading, stop every worker (in parallel), release the plumbing."""
+        for task in self._preloads:
+            task.cancel()
+        await asyncio.gather(*(slot.close() for slot in self._slots.values()), return_exceptions=True)
+        if self._ctx is not None:
+            self._ctx.term()
+        if self._runtime_dir is not None:
+            runtime_dir.remove(self._runtime_dir)
+
+    def get(self, name: str | None) -> ModelSlot:
+        """The slot for `name` (the default model when None or empty); UnknownModel otherwise."""
+        key = name or self.default_model
+        slot = self._slots.get(key)
+        if slot is None:
+            raise UnknownModel(key, list(self._slots))
+        return slot
+
+    def names(self) -> list[str]:
+        return list(self._slots)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        return {name: slot.snapshot() for name, slot in self._slots.items()}
+
+    async def _launch(self, spec: ModelSpec, on_exit: Callable[[WorkerProcess], None]) -> WorkerProcess:
+        assert self._ctx is not None and self._runtime_dir is not None, "registry not started"
+        return await WorkerProcess.spawn(spec, self._ctx, self._runtime_dir, self._timeouts, on_exit)
+
+    async def _preload(self, slot: ModelSlot) -> None:
+        with contextlib.suppress(ModelUnavailable):
+            await slot.load()

@@ -1,0 +1,302 @@
+"""The supervisor's side of one worker process: spawn it, talk to it, end it.
+
+A `WorkerProcess` is one OS process and one ZeroMQ ROUTER socket. It knows nothing
+about TTLs or requests queued for a model (that is `lifecycle`'s job); it only turns
+the socket into awaitable calls and the process's death into typed exceptions for
+everyone waiting on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.asyncio
+
+from supervisor.config import ModelSpec
+from worker.protocol import (
+    WORKER_IDENTITY,
+    ErrorCode,
+    Kind,
+    Message,
+    ReadyInfo,
+    TranscribeParams,
+    TranscribeResult,
+    transcribe_message,
+)
+
+log = logging.getLogger("asr.worker")
+
+
+class WorkerError(Exception):
+    """Base for everything a worker can fail with."""
+
+
+class WorkerCrashed(WorkerError):
+    """The process ended (crash, OOM kill, kill -9) while the caller waited on it."""
+
+
+class WorkerLoadError(WorkerError):
+    """The worker could not load its model; the message says why."""
+
+
+class WorkerRequestError(WorkerError):
+    """The worker refused one request; `code` says whether the input was at fault."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    ready: float
+    stop: float
+    heartbeat_interval: float
+    heartbeat: float
+
+
+class WorkerProcess:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        proc: asyncio.subprocess.Process,
+        sock: zmq.asyncio.Socket,
+        ipc_path: Path,
+        timeouts: Timeouts,
+        on_exit: Callable[[WorkerProcess], None],
+    ) -> None:
+        self.spec = spec
+        self.pid = proc.pid
+        self.info: ReadyInfo | None = None
+        self.exit_code: int | None = None
+        self.last_heartbeat: dict[str, object] = {}
+        self._proc = proc
+        self._sock = sock
+        self._ipc_path = ipc_path
+        self._timeouts = timeouts
+        self._on_exit = on_exit
+        self._pending: dict[str, asyncio.Future[TranscribeResult]] = {}
+        self._ready: asyncio.Future[ReadyInfo] = asyncio.get_running_loop().create_future()
+        self._exited = asyncio.Event()
+        self._beat = asyncio.Event()
+        self._death_reason: str | None = None
+        self._tasks = [
+            asyncio.create_task(self._read_loop(), name=f"worker-{spec.name}-read"),
+            asyncio.create_task(self._watch_exit(), name=f"worker-{spec.name}-exit"),
+        ]
+
+    # -- starting ---------------------------------------------------------------
+
+    @classmethod
+    async def spawn(
+        cls,
+        spec: ModelSpec,
+        ctx: zmq.asyncio.Context,
+        runtime_dir: Path,
+        timeouts: Timeouts,
+        on_exit: Callable[[WorkerProcess], None],
+    ) -> WorkerProcess:
+        """Start the process and wait for READY; on any failure nothing is left running."""
+        ipc_path = runtime_dir / f"w-{uuid.uuid4().hex[:12]}.sock"
+        sock = ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.bind(f"ipc://{ipc_path}")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *worker_command(spec, f"ipc://{ipc_path}", timeouts.heartbeat_interval),
+                stdin=asyncio.subprocess.DEVNULL,
+                start_new_session=True,  # own process group: signals to us don't hit it by accident
+            )
+        except BaseException:
+            sock.close(linger=0)
+            ipc_path.unlink(missing_ok=True)
+            raise
+        worker = cls(spec, proc, sock, ipc_path, timeouts, on_exit)
+        try:
+            await worker._wait_ready()
+        except BaseException:
+            await worker.stop()
+            raise
+        return worker
+
+    async def _wait_ready(self) -> None:
+        started = time.monotonic()
+        try:
+            self.info = await asyncio.wait_for(asyncio.shield(self._ready), self._timeouts.ready)
+        except TimeoutError:
+            raise WorkerLoadError(
+                f"worker for {self.spec.name!r} did not load its model within {self._timeouts.ready:.0f}s "
+                "(raise server.ready_timeout for very large models)"
+            ) from None
+        self._tasks.append(asyncio.create_task(self._watch_heartbeat(), name=f"worker-{self.spec.name}-beat"))
+        log.info(
+            "worker ready model=%s pid=%d device=%s compute_type=%s load_s=%.2f start_s=%.2f",
+            self.spec.name, self.pid, self.info.device, self.info.compute_type,
+            self.info.load_seconds, time.monotonic() - started,
+        )
+
+    # -- requests ---------------------------------------------------------------
+
+    async def transcribe(self, audio: bytes, params: TranscribeParams) -> TranscribeResult:
+        if self._exited.is_set():
+            raise WorkerCrashed(self._crash_message())
+        request_id = uuid.uuid4().hex
+        future: asyncio.Future[TranscribeResult] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            await self._send(transcribe_message(request_id, params, audio))
+            return await future
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def _send(self, msg: Message) -> None:
+        try:
+            await self._sock.send_multipart([WORKER_IDENTITY, *msg.to_frames()], copy=False)
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: the worker's socket is gone
+            raise WorkerCrashed(f"worker for {self.spec.name!r} is unreachable: {exc}") from None
+
+    # -- stopping ---------------------------------------------------------------
+
+    async def stop(self) -> str:
+        """Polite SHUTDOWN, then SIGTERM, then SIGKILL, each with a deadline; always reaps.
+
+        Returns how the process ended, for the log and the admin API.
+        """
+        if self._exited.is_set():
+            return "already exited"
+        with contextlib.suppress(WorkerCrashed):
+            await self._send(Message(Kind.SHUTDOWN))
+        if await self._wait_exit(self._timeouts.stop):
+            return "shutdown"
+        self._signal(signal.SIGTERM)
+        if await self._wait_exit(self._timeouts.stop):
+            return "sigterm"
+        self._signal(signal.SIGKILL)
+        await self._exited.wait()  # SIGKILL cannot be ignored; the watcher reaps it
+        return "sigkill"
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    async def wait_exited(self) -> None:
+        await self._exited.wait()
+
+    @property
+    def is_alive(self) -> bool:
+        return not self._exited.is_set()
+
+    def _signal(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)  # the whole group: nothing the worker started survives
+
+    async def _wait_exit(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._exited.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    # -- background tasks -------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        while True:
+            frames = await self._sock.recv_multipart(copy=False)
+            try:
+                msg = Message.from_frames(frames[1:])
+            except ValueError as exc:
+                log.warning("model=%s malformed message from worker: %s", self.spec.name, exc)
+                continue
+            self._dispatch(msg)
+
+    def _dispatch(self, msg: Message) -> None:
+        if msg.kind is Kind.HEARTBEAT:
+            self.last_heartbeat = msg.body
+            self._beat.set()
+        elif msg.kind is Kind.RESULT:
+            self._resolve(msg.id, result=TranscribeResult.from_dict(msg.body["result"]))
+        elif msg.kind is Kind.ERROR:
+            code = ErrorCode(msg.body.get("code", ErrorCode.INTERNAL))
+            self._resolve(msg.id, error=WorkerRequestError(code, msg.body.get("message", "worker error")))
+        elif msg.kind is Kind.READY and not self._ready.done():
+            self._ready.set_result(ReadyInfo(**msg.body["info"]))
+        elif msg.kind is Kind.DYING:
+            self._death_reason = str(msg.body.get("message", "worker is exiting"))
+            if not self._ready.done():
+                self._ready.set_exception(WorkerLoadError(self._death_reason))
+
+    def _resolve(self, request_id: str, *, result: TranscribeResult | None = None, error: Exception | None = None) -> None:
+        future = self._pending.get(request_id)
+        if future is None or future.done():
+            return  # the caller gave up; nothing to do
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    async def _watch_exit(self) -> None:
+        self.exit_code = await self._proc.wait()
+        self._exited.set()
+        error_message = self._crash_message()
+        if not self._ready.done():
+            self._ready.set_exception(WorkerLoadError(self._death_reason or error_message))
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(WorkerCrashed(error_message))
+        for task in self._tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        self._sock.close(linger=0)
+        self._ipc_path.unlink(missing_ok=True)
+        self._on_exit(self)
+
+    async def _watch_heartbeat(self) -> None:
+        """A worker that stops heart-beating is hung (or frozen): kill it so it is replaced."""
+        while True:
+            try:
+                await asyncio.wait_for(self._beat.wait(), self._timeouts.heartbeat)
+            except TimeoutError:
+                log.error("model=%s pid=%d no heartbeat for %.0fs: killing it", self.spec.name, self.pid,
+                          self._timeouts.heartbeat)
+                self._death_reason = f"worker sent no heartbeat for {self._timeouts.heartbeat:.0f}s and was killed"
+                self.kill()
+                return
+            self._beat.clear()
+
+    def _crash_message(self) -> str:
+        code = self.exit_code
+        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+        reason = f": {self._death_reason}" if self._death_reason else ""
+        return f"worker for model {self.spec.name!r} (pid {self.pid}) {how}{reason}"
+
+
+def worker_command(spec: ModelSpec, endpoint: str, heartbeat_interval: float) -> list[str]:
+    cmd = [
+        sys.executable, "-m", "worker",
+        "--endpoint", endpoint,
+        "--parent-pid", str(os.getpid()),
+        "--name", spec.name,
+        "--backend", spec.backend,
+        "--source", spec.source,
+        "--device", spec.device,
+        "--compute-type", spec.compute_type,
+        "--cpu-threads", str(spec.cpu_threads),
+        "--concurrency", str(spec.concurrency),
+        "--beam-size", str(spec.beam_size),
+        "--heartbeat-interval", str(heartbeat_interval),
+        "--log-level", logging.getLevelName(logging.getLogger("asr").getEffectiveLevel()),
+    ]
+    if spec.cache_dir:
+        cmd += ["--cache-dir", spec.cache_dir]
+    return cmd

@@ -1,0 +1,38 @@
+"""Decode an uploaded audio file (any container/codec PyAV reads) to 16 kHz mono float32.
+
+Decoding happens here, in the worker, so the supervisor never holds decoded audio
+and its event loop never spends CPU on codecs.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+
+
+class AudioError(ValueError):
+    """The bytes are not audio we can decode; the message is safe to show a client."""
+
+
+def decode(data: bytes | memoryview) -> np.ndarray:
+    import av  # deferred: only the worker pays for FFmpeg
+    from faster_whisper.audio import decode_audio
+
+    if len(data) == 0:
+        raise AudioError("the audio file is empty")
+    try:
+        audio = decode_audio(io.BytesIO(data), sampling_rate=SAMPLE_RATE)
+    except (av.error.FFmpegError, IndexError, ValueError) as exc:
+        raise AudioError(f"could not decode the audio file: {_describe(exc)}") from exc
+    if audio.size == 0:
+        raise AudioError("the audio file contains no audio samples")
+    return audio.astype(np.float32, copy=False)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, IndexError):
+        return "it has no audio stream"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,36 @@
+"""Model backends behind one small interface; each imports its ML library lazily."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from worker.protocol import ReadyInfo, TranscribeParams, TranscribeResult
+
+
+class LoadError(RuntimeError):
+    """The model cannot be loaded here; the message tells the administrator what to fix."""
+
+
+class Backend(Protocol):
+    """What the worker needs from a model, whatever the library behind it."""
+
+    def load(self) -> ReadyInfo:
+        """Load the model; raise LoadError with an actionable message on failure."""
+        ...
+
+    def transcribe(self, audio: np.ndarray, params: TranscribeParams) -> TranscribeResult:
+        """Transcribe 16 kHz mono float32 audio. Called from worker threads."""
+        ...
+
+
+BACKENDS = ("faster-whisper",)
+
+
+def create_backend(name: str, **options: object) -> Backend:
+    if name == "faster-whisper":
+        from worker.backends.whisper import FasterWhisperBackend
+
+        return FasterWhisperBackend(**options)  # type: ignore[arg-type]
+    raise LoadError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")

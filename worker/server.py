@@ -1,0 +1,158 @@
+"""The worker's ZeroMQ loop: load the model, say READY, serve requests, heartbeat.
+
+Socket I/O stays on the event loop; decoding and inference run in a thread pool, so
+heartbeats keep flowing while a long file is transcribed (CTranslate2 releases the GIL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import zmq
+import zmq.asyncio
+
+from worker import audio
+from collections.abc import Callable
+
+from worker.backends import Backend, LoadError
+from worker.protocol import (
+    WORKER_IDENTITY,
+    ErrorCode,
+    Kind,
+    Message,
+    ReadyInfo,
+    TranscribeParams,
+    TranscribeResult,
+    dying_message,
+    error_message,
+    ready_message,
+    result_message,
+)
+
+log = logging.getLogger("worker")
+
+#: How long a closing socket may spend flushing a last DYING/RESULT to the supervisor.
+_CLOSE_LINGER_MS = 500
+
+
+class RequestError(Exception):
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class WorkerServer:
+    def __init__(
+        self, make_backend: Callable[[], Backend], endpoint: str, heartbeat_interval: float, concurrency: int
+    ) -> None:
+        self._make_backend = make_backend
+        self._backend: Backend | None = None
+        self._endpoint = endpoint
+        self._heartbeat_interval = heartbeat_interval
+        self._pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="infer")
+        self._info: ReadyInfo | None = None
+        self._in_flight = 0
+        self._served = 0
+        self._stop = asyncio.Event()
+
+    async def run(self) -> int:
+        """Serve until SHUTDOWN or SIGTERM; the return value is the process exit code."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        ctx = zmq.asyncio.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, WORKER_IDENTITY)
+        sock.setsockopt(zmq.LINGER, _CLOSE_LINGER_MS)
+        sock.connect(self._endpoint)
+        try:
+            return await self._serve(sock)
+        finally:
+            sock.close(linger=_CLOSE_LINGER_MS)
+            ctx.term()
+
+    async def _serve(self, sock: zmq.asyncio.Socket) -> int:
+        loop = asyncio.get_running_loop()
+        try:
+            self._info = await loop.run_in_executor(self._pool, self._load)
+        except LoadError as exc:
+            await sock.send_multipart(dying_message(str(exc)).to_frames())
+            return 1
+        except Exception as exc:  # an unexpected library failure is still a load failure
+            log.exception("model load failed")
+            await sock.send_multipart(dying_message(f"{type(exc).__name__}: {exc}").to_frames())
+            return 1
+        await sock.send_multipart(ready_message(self._info).to_frames())
+        log.info("ready", extra={"load_seconds": self._info.load_seconds, "device": self._info.device})
+
+        tasks: set[asyncio.Task[None]] = set()
+        heartbeat = asyncio.create_task(self._heartbeat(sock))
+        stop_wait = asyncio.create_task(self._stop.wait())
+        try:
+            while not self._stop.is_set():
+                recv = asyncio.ensure_future(sock.recv_multipart(copy=False))
+                done, _ = await asyncio.wait({recv, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if recv not in done:
+                    recv.cancel()
+                    break
+                try:
+                    msg = Message.from_frames(recv.result())
+                except ValueError as exc:
+                    log.warning("dropping malformed message: %s", exc)
+                    continue
+                if msg.kind is Kind.SHUTDOWN:
+                    break
+                if msg.kind is Kind.TRANSCRIBE:
+                    task = asyncio.create_task(self._handle(sock, msg))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+        finally:
+            heartbeat.cancel()
+            stop_wait.cancel()
+        return 0
+
+    def _load(self) -> ReadyInfo:
+        self._backend = self._make_backend()
+        return self._backend.load()
+
+    async def _heartbeat(self, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            body = {"in_flight": self._in_flight, "served": self._served, "time": time.time()}
+            await sock.send_multipart(Message(Kind.HEARTBEAT, "", body).to_frames())
+            await asyncio.sleep(self._heartbeat_interval)
+
+    async def _handle(self, sock: zmq.asyncio.Socket, msg: Message) -> None:
+        loop = asyncio.get_running_loop()
+        self._in_flight += 1
+        try:
+            params = TranscribeParams(**msg.body.get("params", {}))
+            result = await loop.run_in_executor(self._pool, self._transcribe, msg.payload or b"", params)
+            reply = result_message(msg.id, result)
+        except RequestError as exc:
+            reply = error_message(msg.id, exc.code, str(exc))
+        except TypeError as exc:
+            reply = error_message(msg.id, ErrorCode.BAD_PARAMETER, f"bad parameters: {exc}")
+        except Exception as exc:
+            log.exception("transcription failed")
+            reply = error_message(msg.id, ErrorCode.INTERNAL, f"transcription failed: {type(exc).__name__}: {exc}")
+        finally:
+            self._in_flight -= 1
+            self._served += 1
+        await sock.send_multipart(reply.to_frames())
+
+    def _transcribe(self, data: bytes | memoryview, params: TranscribeParams) -> TranscribeResult:
+        assert self._info is not None and self._backend is not None
+        if params.language and self._info.languages and params.language not in self._info.languages:
+            raise RequestError(
+                ErrorCode.BAD_PARAMETER,
+                f"language {params.language!r} is not supported by this model; "
+                f"supported: {', '.join(self._info.languages)}",
+            )
+        try:
+            samples = audio.decode(data)
+        except audio.AudioError as exc:
+            raise RequestError(ErrorCode.BAD_AUDIO, str(exc)) from exc
+        return self._backend.transcribe(samples, params)
