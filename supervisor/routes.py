@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from supervisor.errors import APIError, bad_request, from_worker_error
-from supervisor.lifecycle import ModelUnavailable
+from supervisor.errors import bad_request, from_worker_error
+from supervisor.lifecycle import ModelSlot, ModelUnavailable
 from supervisor.registry import ModelRegistry, UnknownModel
 from supervisor.worker_client import WorkerError
 from worker.protocol import TranscribeParams, TranscribeResult
@@ -41,16 +41,18 @@ async def transcriptions(
     if not audio:
         raise bad_request("The uploaded file is empty.", param="file", code="empty_file")
     params = TranscribeParams(language=language or None, prompt=prompt or None, temperature=temperature)
-    result = await _transcribe(slot, audio, params)
+    result, pid = await _transcribe(slot, audio, params)
+    # Which model and process answered: lets operators tie a response to a worker's logs.
+    headers = {"X-ASR-Model": slot.spec.name, "X-ASR-Worker-PID": str(pid)}
     if response_format == "text":
-        return PlainTextResponse(result.text + "\n")
-    return JSONResponse({"text": result.text})
+        return PlainTextResponse(result.text + "\n", headers=headers)
+    return JSONResponse({"text": result.text}, headers=headers)
 
 
-async def _transcribe(slot, audio: bytes, params: TranscribeParams) -> TranscribeResult:  # type: ignore[no-untyped-def]
+async def _transcribe(slot: ModelSlot, audio: bytes, params: TranscribeParams) -> tuple[TranscribeResult, int]:
     try:
         async with slot.lease() as worker:
-            return await worker.transcribe(audio, params)
+            return await worker.transcribe(audio, params), worker.pid
     except (WorkerError, ModelUnavailable) as exc:
         raise from_worker_error(exc) from None
 
@@ -70,5 +72,3 @@ async def health(request: Request) -> dict[str, object]:
         "models": models,
     }
 
-
-__all__ = ["router", "APIError"]

@@ -35,4 +35,5 @@ def decode(data: bytes | memoryview) -> np.ndarray:
 def _describe(exc: Exception) -> str:
     if isinstance(exc, IndexError):
         return "it has no audio stream"
-    return str(exc) or type(exc).__name__
+    # PyAV's messages end in the (meaningless here) file name: keep FFmpeg's reason only.
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

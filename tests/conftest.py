@@ -1,0 +1,207 @@
+"""Live-server fixtures: a real supervisor process on a loopback port, real workers."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import wave
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+ASSETS = Path(__file__).parent / "assets"
+REPO = Path(__file__).parent.parent
+
+
+def make_long_clip(tmp_path: Path, repeats: int) -> bytes:
+    """weather.wav (8.9 s) repeated: a WAV that takes the worker a while to transcribe."""
+    with wave.open(str(ASSETS / "weather.wav"), "rb") as src:
+        params = src.getparams()
+        frames = src.readframes(src.getnframes())
+    out = tmp_path / f"long-{repeats}.wav"
+    with wave.open(str(out), "wb") as dst:
+        dst.setparams(params)
+        dst.writeframes(frames * repeats)
+    return out.read_bytes()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z']+", text.lower())
+
+
+def reference(name: str) -> str:
+    return (ASSETS / f"{name}.txt").read_text().strip()
+
+
+def key_words_found(text: str, expected: list[str]) -> list[str]:
+    got = set(words(text))
+    return [w for w in expected if w in got]
+
+
+def worker_pids(supervisor_pid: int) -> list[int]:
+    """Every live `python -m worker` process this supervisor started."""
+    try:
+        children = psutil.Process(supervisor_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    return [p.pid for p in children if _is_worker(p)]
+
+
+def all_worker_pids_with_parent_arg(supervisor_pid: int) -> list[int]:
+    """Workers anywhere on the machine that were started by this supervisor (even re-parented)."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if _is_worker_cmd(cmd) and "--parent-pid" in cmd and cmd[cmd.index("--parent-pid") + 1] == str(supervisor_pid):
+            if p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p.pid)
+    return found
+
+
+def _is_worker(p: psutil.Process) -> bool:
+    try:
+        return _is_worker_cmd(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _is_worker_cmd(cmd: list[str]) -> bool:
+    return len(cmd) >= 3 and cmd[1:3] == ["-m", "worker"]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+    config_path: Path
+    log_path: Path
+    client: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = httpx.Client(base_url=self.url, timeout=60)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def health(self) -> dict:
+        return self.client.get("/health").json()
+
+    def model(self, name: str = "tiny.en") -> dict:
+        return self.health()["models"][name]
+
+    def transcribe(self, clip: str = "fox.wav", **form: str) -> httpx.Response:
+        path = ASSETS / clip
+        return self.client.post("/v1/audio/transcriptions", files={"file": (path.name, path.read_bytes())}, data=form)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_server(tmp_path: Path, config: str, *args: str, wait: bool = True) -> Server:
+    port = free_port()
+    config_path = tmp_path / f"asr-{port}.toml"
+    config_path.write_text(textwrap.dedent(config))
+    log_path = tmp_path / f"supervisor-{port}.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("ASR_CONFIG", None)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", "--config", str(config_path), "--port", str(port), *args],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+        )
+    server = Server(proc, port, config_path, log_path)
+    if wait:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"supervisor exited with {proc.returncode}:\n{server.log()}")
+            try:
+                if server.client.get("/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                server.stop()
+                raise AssertionError(f"supervisor did not answer /health:\n{server.log()}")
+            time.sleep(0.05)
+    return server
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start supervisors with a given asr.toml; each is stopped, and checked for leftovers, at the end."""
+    started: list[Server] = []
+
+    def make(config: str = "", *args: str, wait: bool = True) -> Server:
+        server = start_server(tmp_path, config, *args, wait=wait)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        pid = server.pid
+        server.stop()
+        # Whatever happened in the test, a stopped supervisor leaves no worker behind.
+        wait_for(lambda: not all_worker_pids_with_parent_arg(pid), 10, what=f"workers of {pid} to exit")
+
+
+BASIC_CONFIG = """
+[server]
+default_model = "tiny.en"
+
+[defaults]
+ttl = -1
+
+[models."tiny.en"]
+source = "bundled"
+description = "bundled test model"
+"""
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One long-lived server (TTL off) for tests that only need a working endpoint."""
+    server = start_server(tmp_path_factory.mktemp("shared"), BASIC_CONFIG)
+    yield server
+    server.stop()

@@ -1,0 +1,128 @@
+"""Workers die, supervisors die, models fail to load: the service stays honest and clean."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+from conftest import Server, all_worker_pids_with_parent_arg, make_long_clip, wait_for, worker_pids
+
+TTL_OFF = """
+[defaults]
+ttl = -1
+[models."tiny.en"]
+source = "bundled"
+"""
+
+
+def test_kill_9_during_a_request_gives_503_and_the_next_request_a_new_worker(make_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server: Server = make_server(TTL_OFF)
+    assert server.transcribe("short.wav").status_code == 200
+    victim = server.model()["pid"]
+    long_clip = make_long_clip(tmp_path, repeats=6)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(server.client.post, "/v1/audio/transcriptions", files={"file": ("long.wav", long_clip)})
+        wait_for(lambda: server.model()["in_flight"] == 1, 10, what="the request to be in flight")
+        time.sleep(0.3)
+        os.kill(victim, signal.SIGKILL)
+        response = pending.result(timeout=30)
+
+    assert response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert error["code"] == "worker_crashed" and error["type"] == "server_error"
+    assert "killed by signal 9" in error["message"]
+
+    assert server.proc.poll() is None, "the supervisor must survive a worker crash"
+    model = wait_for(lambda: (m := server.model())["state"] == "unloaded" and m, 5, what="crash noticed")
+    assert "unexpectedly" in model["last_error"]
+
+    response = server.transcribe("fox.wav")
+    assert response.status_code == 200 and "fox" in response.json()["text"].lower()
+    assert int(response.headers["x-asr-worker-pid"]) != victim
+
+
+def test_no_worker_outlives_a_sigkilled_supervisor(make_server) -> None:  # type: ignore[no-untyped-def]
+    server: Server = make_server(TTL_OFF)
+    assert server.transcribe("short.wav").status_code == 200
+    workers = worker_pids(server.pid)
+    assert len(workers) == 1
+
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait()
+    time.sleep(3)
+    survivors = [p for p in workers if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert survivors == [], f"workers {survivors} outlived their supervisor"
+
+
+def test_sigterm_stops_the_supervisor_and_its_workers_cleanly(make_server) -> None:  # type: ignore[no-untyped-def]
+    server: Server = make_server(TTL_OFF)
+    assert server.transcribe("short.wav").status_code == 200
+    worker = server.model()["pid"]
+    server.proc.send_signal(signal.SIGTERM)
+    # uvicorn re-raises the signal after its graceful shutdown; systemd counts that as clean.
+    assert server.proc.wait(30) in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in server.log()
+    assert not psutil.pid_exists(worker) or psutil.Process(worker).status() == psutil.STATUS_ZOMBIE
+    assert "state=stopping→unloaded reason=shutdown" in server.log()
+    assert "Traceback" not in server.log()
+
+
+def test_a_model_that_cannot_load_reports_why_and_backs_off(make_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "model.bin").write_bytes(b"not a CTranslate2 model")
+    server: Server = make_server(f"""
+    [models."tiny.en"]
+    source = "bundled"
+    [models."broken"]
+    source = "{broken}"
+    [models."missing"]
+    source = "{tmp_path / 'nowhere'}"
+    """)
+    response = server.transcribe("fox.wav", model="broken")
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "model_unavailable" and "failed to load" in error["message"]
+    assert "Retry-After" in response.headers
+
+    model = server.model("broken")
+    assert model["state"] == "failed" and model["last_error"] and model["retry_in"] is not None
+    # During the back-off the error comes straight back, without spawning another worker.
+    response = server.transcribe("fox.wav", model="broken")
+    assert response.status_code == 503 and "retrying in" in response.json()["error"]["message"]
+
+    response = server.transcribe("fox.wav", model="missing")
+    assert response.status_code == 503
+    assert "does not exist" in response.json()["error"]["message"]
+
+    assert all_worker_pids_with_parent_arg(server.pid) == []  # failed loads leave no process behind
+    assert server.transcribe("fox.wav", model="tiny.en").status_code == 200  # other models unaffected
+
+
+def test_cuda_asked_for_on_a_machine_without_it_fails_clearly(make_server) -> None:  # type: ignore[no-untyped-def]
+    server: Server = make_server("""
+    [models."tiny.en"]
+    source = "bundled"
+    device = "cuda"
+    """)
+    response = server.transcribe("fox.wav")
+    assert response.status_code == 503
+    assert "no CUDA device" in response.json()["error"]["message"]
+    assert "no CUDA device" in server.model()["last_error"]
+
+
+def test_port_in_use_is_a_clean_failure(make_server) -> None:  # type: ignore[no-untyped-def]
+    first: Server = make_server(TTL_OFF)
+    second = subprocess.run(
+        [sys.executable, "-m", "supervisor", "--config", str(first.config_path), "--port", str(first.port)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert second.returncode != 0
+    assert "address already in use" in second.stderr.lower()
