@@ -61,7 +61,7 @@ def test_ttl_zero_ends_the_worker_after_each_request_and_loses_none(make_server)
         pids.append(int(response.headers["x-asr-worker-pid"]))
     assert len(set(pids)) == 3, f"every request should get a fresh worker, got {pids}"
     wait_for(lambda: not worker_pids(server.pid), 10, what="the last worker to end")
-    assert server.model()["state"] == "unloaded"
+    wait_for(lambda: server.model()["state"] == "unloaded", 5, what="state unloaded")
     assert "state=stopping→unloaded" in server.log()
 
 
