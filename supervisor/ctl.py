@@ -1,0 +1,87 @@
+"""`asrctl`: the administrator's command line, a thin client of the HTTP API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Administer a running asr-supervisor.")
+models_app = typer.Typer(no_args_is_help=True, help="Inspect the configured models.")
+app.add_typer(models_app, name="models")
+console = Console()
+
+UrlOption = Annotated[str, typer.Option("--url", envvar="ASR_URL", help="the server's base URL")]
+DEFAULT_URL = "http://127.0.0.1:5000"
+
+
+def _request(method: str, url: str, path: str, **kwargs: Any) -> httpx.Response:
+    """One call to the server; a down server or an API error is one line and exit code 1."""
+    try:
+        response = httpx.request(method, url.rstrip("/") + path, timeout=kwargs.pop("timeout", 30), **kwargs)
+    except httpx.TransportError as exc:
+        typer.echo(f"asrctl: cannot reach asr-supervisor at {url}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if response.status_code >= 400:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text.strip()
+        typer.echo(f"asrctl: {message} (HTTP {response.status_code})", err=True)
+        raise typer.Exit(1)
+    return response
+
+
+def _models_table(models: dict[str, dict[str, Any]], default: str) -> Table:
+    table = Table("model", "state", "pid", "device", "ttl", "ttl left", "in flight", "requests", "note")
+    for name, m in models.items():
+        ttl_left = "" if m["ttl_remaining"] is None else f"{m['ttl_remaining']:.0f}s"
+        note = m["last_error"] or m["description"] or ""
+        label = f"{name} (default)" if name == default else name
+        table.add_row(label, m["state"], str(m["pid"] or ""), m["device"] or "", str(m["ttl"]), ttl_left,
+                      str(m["in_flight"]), str(m["requests"]), note)
+    return table
+
+
+@app.command()
+def status(url: UrlOption = DEFAULT_URL) -> None:
+    """The server's health and every model's state."""
+    health = _request("GET", url, "/health").json()
+    console.print(f"asr-supervisor at {url}: [bold]{health['status']}[/bold]")
+    console.print(_models_table(health["models"], health["default_model"]))
+
+
+@models_app.command("list")
+def models_list(url: UrlOption = DEFAULT_URL) -> None:
+    """Configured models with their state."""
+    health = _request("GET", url, "/health").json()
+    console.print(_models_table(health["models"], health["default_model"]))
+
+
+@app.command()
+def transcribe(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="audio file")],
+    model: Annotated[Optional[str], typer.Option(help="model name; default: the server's default")] = None,
+    language: Annotated[Optional[str], typer.Option(help="language code, e.g. en")] = None,
+    format: Annotated[str, typer.Option("--format", help="json or text")] = "text",
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Transcribe FILE and print the result."""
+    data = {k: v for k, v in {"model": model, "language": language, "response_format": format}.items() if v}
+    with file.open("rb") as f:
+        response = _request("POST", url, "/v1/audio/transcriptions", files={"file": (file.name, f)}, data=data,
+                            timeout=600)
+    typer.echo(response.text.rstrip("\n"))
+
+
+def main() -> None:
+    app(prog_name="asrctl")
+
+
+if __name__ == "__main__":
+    main()
