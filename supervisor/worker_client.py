@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from worker.protocol import (
     Kind,
     Message,
     ReadyInfo,
+    Segment,
     TranscribeParams,
     TranscribeResult,
     transcribe_message,
@@ -56,6 +57,10 @@ class WorkerRequestError(WorkerError):
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+#: What a request's queue receives from the worker: segments, then a result or an error.
+_Reply = Segment | TranscribeResult | BaseException
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +91,7 @@ class WorkerProcess:
         self._ipc_path = ipc_path
         self._timeouts = timeouts
         self._on_exit = on_exit
-        self._pending: dict[str, asyncio.Future[TranscribeResult]] = {}
+        self._pending: dict[str, asyncio.Queue[_Reply]] = {}
         self._ready: asyncio.Future[ReadyInfo] = asyncio.get_running_loop().create_future()
         self._exited = asyncio.Event()
         self._beat = asyncio.Event()
@@ -150,16 +155,40 @@ class WorkerProcess:
     # -- requests ---------------------------------------------------------------
 
     async def transcribe(self, audio: bytes, params: TranscribeParams) -> TranscribeResult:
+        async for item in self.stream(audio, params):
+            if isinstance(item, TranscribeResult):
+                return item
+        raise WorkerCrashed(self._crash_message())  # unreachable: stream() ends with a result or raises
+
+    async def stream(self, audio: bytes, params: TranscribeParams) -> AsyncIterator[Segment | TranscribeResult]:
+        """Segments as the worker decodes them (when `params.stream`), then the result.
+
+        If the consumer stops early (its client went away), the worker is told to stop
+        decoding, so an abandoned long file does not hold the model busy.
+        """
         if self._exited.is_set():
             raise WorkerCrashed(self._crash_message())
         request_id = uuid.uuid4().hex
-        future: asyncio.Future[TranscribeResult] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
+        inbox: asyncio.Queue[_Reply] = asyncio.Queue()
+        self._pending[request_id] = inbox
+        finished = False
         try:
             await self._send(transcribe_message(request_id, params, audio))
-            return await future
+            while True:
+                item = await inbox.get()
+                if isinstance(item, BaseException):
+                    finished = True
+                    raise item
+                if isinstance(item, TranscribeResult):
+                    finished = True
+                    yield item
+                    return
+                yield item
         finally:
             self._pending.pop(request_id, None)
+            if not finished and not self._exited.is_set():
+                with contextlib.suppress(WorkerCrashed):
+                    await self._send(Message(Kind.CANCEL, request_id))
 
     async def _send(self, msg: Message) -> None:
         try:
@@ -224,11 +253,13 @@ class WorkerProcess:
         if msg.kind is Kind.HEARTBEAT:
             self.last_heartbeat = msg.body
             self._beat.set()
+        elif msg.kind is Kind.SEGMENT:
+            self._deliver(msg.id, Segment.from_dict(msg.body["segment"]))
         elif msg.kind is Kind.RESULT:
-            self._resolve(msg.id, result=TranscribeResult.from_dict(msg.body["result"]))
+            self._deliver(msg.id, TranscribeResult.from_dict(msg.body["result"]))
         elif msg.kind is Kind.ERROR:
             code = ErrorCode(msg.body.get("code", ErrorCode.INTERNAL))
-            self._resolve(msg.id, error=WorkerRequestError(code, msg.body.get("message", "worker error")))
+            self._deliver(msg.id, WorkerRequestError(code, msg.body.get("message", "worker error")))
         elif msg.kind is Kind.READY and not self._ready.done():
             self._ready.set_result(ReadyInfo(**msg.body["info"]))
         elif msg.kind is Kind.DYING:
@@ -236,14 +267,10 @@ class WorkerProcess:
             if not self._ready.done():
                 self._ready.set_exception(WorkerLoadError(self._death_reason))
 
-    def _resolve(self, request_id: str, *, result: TranscribeResult | None = None, error: Exception | None = None) -> None:
-        future = self._pending.get(request_id)
-        if future is None or future.done():
-            return  # the caller gave up; nothing to do
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
+    def _deliver(self, request_id: str, item: _Reply) -> None:
+        inbox = self._pending.get(request_id)
+        if inbox is not None:  # None: the caller gave up; nothing to do
+            inbox.put_nowait(item)
 
     async def _watch_exit(self) -> None:
         self.exit_code = await self._proc.wait()
@@ -251,9 +278,8 @@ class WorkerProcess:
         error_message = self._crash_message()
         if not self._ready.done():
             self._ready.set_exception(WorkerLoadError(self._death_reason or error_message))
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(WorkerCrashed(error_message))
+        for inbox in self._pending.values():
+            inbox.put_nowait(WorkerCrashed(error_message))
         for task in self._tasks:
             if task is not asyncio.current_task():
                 task.cancel()

@@ -13,12 +13,14 @@ the way a REQ/REP lockstep does when a peer dies.
 Kinds, worker → supervisor:
     READY      the model is loaded (load time, device, compute type, languages)
     HEARTBEAT  liveness plus stats, every `heartbeat_interval` seconds
+    SEGMENT    one decoded segment of request `id`, sent as soon as it exists (streaming)
     RESULT     a finished transcription for request `id`
     ERROR      request `id` failed; `code` says whether the input was at fault
     DYING      the worker is about to exit (load failure, fatal error): `message` says why
 
 Kinds, supervisor → worker:
     TRANSCRIBE request `id` with parameters; frame 1 holds the encoded audio file
+    CANCEL     the client of request `id` went away: stop decoding it
     SHUTDOWN   finish nothing new, exit now
 """
 
@@ -36,10 +38,12 @@ WORKER_IDENTITY = b"worker"
 class Kind(StrEnum):
     READY = "ready"
     HEARTBEAT = "heartbeat"
+    SEGMENT = "segment"
     RESULT = "result"
     ERROR = "error"
     DYING = "dying"
     TRANSCRIBE = "transcribe"
+    CANCEL = "cancel"
     SHUTDOWN = "shutdown"
 
 
@@ -61,7 +65,17 @@ class TranscribeParams:
     beam_size: int | None = None
     vad_filter: bool = False
     word_timestamps: bool = False
+    hotwords: str | None = None
     task: str = "transcribe"
+    stream: bool = False  # send SEGMENT messages as segments are decoded
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    start: float
+    end: float
+    word: str
+    probability: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +84,19 @@ class Segment:
     start: float
     end: float
     text: str
+    seek: int = 0
+    tokens: list[int] = field(default_factory=list)
+    temperature: float = 0.0
+    avg_logprob: float = 0.0
+    compression_ratio: float = 0.0
+    no_speech_prob: float = 0.0
+    words: list[Word] | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Segment:
+        words = data.get("words")
+        fields = {**data, "words": [Word(**w) for w in words] if words is not None else None}
+        return cls(**fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +108,7 @@ class TranscribeResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TranscribeResult:
-        segments = [Segment(**s) for s in data.get("segments", [])]
+        segments = [Segment.from_dict(s) for s in data.get("segments", [])]
         return cls(
             text=data["text"],
             language=data.get("language"),
@@ -100,6 +127,7 @@ class ReadyInfo:
     compute_type: str
     load_seconds: float
     languages: list[str] = field(default_factory=list)
+    multilingual: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +168,10 @@ class Message:
 
 def transcribe_message(request_id: str, params: TranscribeParams, audio: bytes) -> Message:
     return Message(Kind.TRANSCRIBE, request_id, {"params": asdict(params)}, audio)
+
+
+def segment_message(request_id: str, segment: Segment) -> Message:
+    return Message(Kind.SEGMENT, request_id, {"segment": asdict(segment)})
 
 
 def result_message(request_id: str, result: TranscribeResult) -> Message:

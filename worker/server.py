@@ -18,19 +18,21 @@ import zmq.asyncio
 from worker import audio
 from collections.abc import Callable
 
-from worker.backends import Backend, LoadError
+from worker.backends import Backend, LoadError, OnSegment
 from worker.protocol import (
     WORKER_IDENTITY,
     ErrorCode,
     Kind,
     Message,
     ReadyInfo,
+    Segment,
     TranscribeParams,
     TranscribeResult,
     dying_message,
     error_message,
     ready_message,
     result_message,
+    segment_message,
 )
 
 log = logging.getLogger("worker")
@@ -58,6 +60,10 @@ class WorkerServer:
         self._in_flight = 0
         self._served = 0
         self._stop = asyncio.Event()
+        # Every outgoing message goes through one queue and one sender task: segments
+        # posted from inference threads, results and heartbeats keep their order.
+        self._outbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._cancelled: set[str] = set()
 
     async def run(self) -> int:
         """Serve until SHUTDOWN or SIGTERM; the return value is the process exit code."""
@@ -86,10 +92,11 @@ class WorkerServer:
             await sock.send_multipart(dying_message(f"{type(exc).__name__}: {exc}").to_frames())
             return 1
         await sock.send_multipart(ready_message(self._info).to_frames())
-        log.info("ready", extra={"load_seconds": self._info.load_seconds, "device": self._info.device})
+        log.info("ready: load_s=%.2f device=%s", self._info.load_seconds, self._info.device)
 
         tasks: set[asyncio.Task[None]] = set()
-        heartbeat = asyncio.create_task(self._heartbeat(sock))
+        sender = asyncio.create_task(self._send_loop(sock))
+        heartbeat = asyncio.create_task(self._heartbeat())
         stop_wait = asyncio.create_task(self._stop.wait())
         try:
             while not self._stop.is_set():
@@ -105,31 +112,45 @@ class WorkerServer:
                     continue
                 if msg.kind is Kind.SHUTDOWN:
                     break
-                if msg.kind is Kind.TRANSCRIBE:
-                    task = asyncio.create_task(self._handle(sock, msg))
+                if msg.kind is Kind.CANCEL:
+                    self._cancelled.add(msg.id)
+                elif msg.kind is Kind.TRANSCRIBE:
+                    task = asyncio.create_task(self._handle(msg))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
         finally:
             heartbeat.cancel()
             stop_wait.cancel()
+            sender.cancel()
         return 0
+
+    async def _send_loop(self, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            msg = await self._outbox.get()
+            await sock.send_multipart(msg.to_frames(), copy=False)
 
     def _load(self) -> ReadyInfo:
         self._backend = self._make_backend()
         return self._backend.load()
 
-    async def _heartbeat(self, sock: zmq.asyncio.Socket) -> None:
+    async def _heartbeat(self) -> None:
         while True:
             body = {"in_flight": self._in_flight, "served": self._served, "time": time.time()}
-            await sock.send_multipart(Message(Kind.HEARTBEAT, "", body).to_frames())
+            self._outbox.put_nowait(Message(Kind.HEARTBEAT, "", body))
             await asyncio.sleep(self._heartbeat_interval)
 
-    async def _handle(self, sock: zmq.asyncio.Socket, msg: Message) -> None:
+    async def _handle(self, msg: Message) -> None:
         loop = asyncio.get_running_loop()
         self._in_flight += 1
         try:
             params = TranscribeParams(**msg.body.get("params", {}))
-            result = await loop.run_in_executor(self._pool, self._transcribe, msg.payload or b"", params)
+
+            def on_segment(segment: Segment) -> bool:  # runs in the inference thread
+                if params.stream:
+                    loop.call_soon_threadsafe(self._outbox.put_nowait, segment_message(msg.id, segment))
+                return msg.id not in self._cancelled
+
+            result = await loop.run_in_executor(self._pool, self._transcribe, msg.payload or b"", params, on_segment)
             reply = result_message(msg.id, result)
         except RequestError as exc:
             reply = error_message(msg.id, exc.code, str(exc))
@@ -141,10 +162,16 @@ class WorkerServer:
         finally:
             self._in_flight -= 1
             self._served += 1
-        await sock.send_multipart(reply.to_frames())
+            self._cancelled.discard(msg.id)
+        self._outbox.put_nowait(reply)
 
-    def _transcribe(self, data: bytes | memoryview, params: TranscribeParams) -> TranscribeResult:
+    def _transcribe(self, data: bytes | memoryview, params: TranscribeParams, on_segment: OnSegment) -> TranscribeResult:
         assert self._info is not None and self._backend is not None
+        if params.task == "translate" and not self._info.multilingual:
+            raise RequestError(
+                ErrorCode.BAD_PARAMETER,
+                "this model is English-only and cannot translate; use a multilingual model",
+            )
         if params.language and self._info.languages and params.language not in self._info.languages:
             raise RequestError(
                 ErrorCode.BAD_PARAMETER,
@@ -155,4 +182,4 @@ class WorkerServer:
             samples = audio.decode(data)
         except audio.AudioError as exc:
             raise RequestError(ErrorCode.BAD_AUDIO, str(exc)) from exc
-        return self._backend.transcribe(samples, params)
+        return self._backend.transcribe(samples, params, on_segment)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 
-from worker.protocol import ReadyInfo, TranscribeParams, TranscribeResult
+from worker.protocol import ReadyInfo, Segment, TranscribeParams, TranscribeResult
+
+#: Called with each segment as it is decoded; returning False stops the transcription
+#: (its client went away), and the result holds the segments so far.
+OnSegment = Callable[[Segment], bool]
 
 
 class LoadError(RuntimeError):
@@ -20,7 +25,7 @@ class Backend(Protocol):
         """Load the model; raise LoadError with an actionable message on failure."""
         ...
 
-    def transcribe(self, audio: np.ndarray, params: TranscribeParams) -> TranscribeResult:
+    def transcribe(self, audio: np.ndarray, params: TranscribeParams, on_segment: OnSegment) -> TranscribeResult:
         """Transcribe 16 kHz mono float32 audio. Called from worker threads."""
         ...
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.backends import LoadError
-from worker.protocol import ReadyInfo, Segment, TranscribeParams, TranscribeResult
+from worker.backends import LoadError, OnSegment
+from worker.protocol import ReadyInfo, Segment, TranscribeParams, TranscribeResult, Word
 
 BUNDLED = "bundled"
 
@@ -99,9 +99,10 @@ class FasterWhisperBackend:
             compute_type=compute_type,
             load_seconds=round(time.perf_counter() - started, 3),
             languages=languages,
+            multilingual=bool(self._model.model.is_multilingual),
         )
 
-    def transcribe(self, audio: np.ndarray, params: TranscribeParams) -> TranscribeResult:
+    def transcribe(self, audio: np.ndarray, params: TranscribeParams, on_segment: OnSegment) -> TranscribeResult:
         assert self._model is not None, "transcribe() before load()"
         options: dict[str, object] = {
             "language": params.language,
@@ -110,13 +111,39 @@ class FasterWhisperBackend:
             "beam_size": params.beam_size or self._beam_size,
             "vad_filter": params.vad_filter,
             "word_timestamps": params.word_timestamps,
+            "hotwords": params.hotwords or None,
         }
         if params.temperature is not None:
             options["temperature"] = params.temperature
+        # faster-whisper decodes lazily: each step of this loop decodes one more segment,
+        # so segments reach a streaming client as they exist, and stopping stops the work.
         segments_iter, info = self._model.transcribe(audio, **options)
-        segments = [
-            Segment(id=i, start=round(s.start, 3), end=round(s.end, 3), text=s.text)
-            for i, s in enumerate(segments_iter)
-        ]
+        segments: list[Segment] = []
+        for i, s in enumerate(segments_iter):
+            segment = _segment(i, s)
+            segments.append(segment)
+            if not on_segment(segment):
+                break
         text = "".join(s.text for s in segments).strip()
         return TranscribeResult(text=text, language=info.language, duration=round(info.duration, 3), segments=segments)
+
+
+def _segment(index: int, s: object) -> Segment:
+    words = getattr(s, "words", None)
+    return Segment(
+        id=index,
+        start=round(float(s.start), 3),  # type: ignore[attr-defined]
+        end=round(float(s.end), 3),  # type: ignore[attr-defined]
+        text=s.text,  # type: ignore[attr-defined]
+        seek=int(s.seek),  # type: ignore[attr-defined]
+        tokens=[int(t) for t in s.tokens],  # type: ignore[attr-defined]
+        temperature=float(s.temperature or 0.0),  # type: ignore[attr-defined]
+        avg_logprob=float(s.avg_logprob),  # type: ignore[attr-defined]
+        compression_ratio=float(s.compression_ratio),  # type: ignore[attr-defined]
+        no_speech_prob=float(s.no_speech_prob),  # type: ignore[attr-defined]
+        words=None if words is None else [
+            Word(start=round(float(w.start), 3), end=round(float(w.end), 3), word=w.word,
+                 probability=round(float(w.probability), 4))
+            for w in words
+        ],
+    )
