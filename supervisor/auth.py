@@ -1,0 +1,27 @@
+"""Optional API keys for the /v1 routes (`server.api_keys` or $ASR_API_KEYS)."""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Request
+
+from supervisor.errors import APIError
+
+
+def require_api_key(request: Request) -> None:
+    """FastAPI dependency: with keys configured, demand `Authorization: Bearer <one of them>`.
+
+    With none configured, anything (including the placeholder key an SDK insists on) passes.
+    """
+    keys: tuple[str, ...] = request.app.state.settings.api_keys
+    if not keys:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    # Compare against every key, in constant time, so timing says nothing about which matched.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(token.strip().encode(), key.encode())
+    if scheme.lower() != "bearer" or not matched:
+        raise APIError(401, "Incorrect API key provided. Send it as 'Authorization: Bearer <key>'.",
+                       code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})

@@ -1,0 +1,1 @@
+"""HTTP routes: audio (OpenAI transcription/translation), models, health."""

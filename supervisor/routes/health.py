@@ -1,0 +1,26 @@
+"""`GET /health`: liveness plus each model's state; open even when API keys are set."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from supervisor.registry import ModelRegistry
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health(request: Request) -> dict[str, object]:
+    """The sidecar contract (`status`, `current_model`, `device`) plus every model's detail."""
+    registry: ModelRegistry = request.app.state.registry
+    models = registry.snapshot()
+    loaded = {name: m for name, m in models.items() if m["state"] == "ready"}
+    # The most recently used loaded model; with none loaded, the one requests go to.
+    current = max(loaded, key=lambda n: loaded[n]["last_used"] or 0, default=None)
+    return {
+        "status": "healthy",
+        "default_model": registry.default_model,
+        "current_model": current or registry.default_model,
+        "device": loaded[current]["device"] if current else None,
+        "models": models,
+    }
