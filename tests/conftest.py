@@ -24,14 +24,16 @@ REPO = Path(__file__).parent.parent
 
 
 def make_long_clip(tmp_path: Path, repeats: int) -> bytes:
-    """weather.wav (8.9 s) repeated: a WAV that takes the worker a while to transcribe."""
-    with wave.open(str(ASSETS / "weather.wav"), "rb") as src:
-        params = src.getparams()
-        frames = src.readframes(src.getnframes())
+    """The three clips, repeated with pauses (14.7 s a round): a WAV that takes a while to transcribe."""
+    rounds = []
+    for name in ("weather", "fox", "short"):
+        with wave.open(str(ASSETS / f"{name}.wav"), "rb") as src:
+            params = src.getparams()
+            rounds.append(src.readframes(src.getnframes()) + b"\0\0" * (params.framerate // 2))
     out = tmp_path / f"long-{repeats}.wav"
     with wave.open(str(out), "wb") as dst:
         dst.setparams(params)
-        dst.writeframes(frames * repeats)
+        dst.writeframes(b"".join(rounds) * repeats)
     return out.read_bytes()
 
 

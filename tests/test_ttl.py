@@ -69,7 +69,7 @@ def test_ttl_never_fires_under_a_request_in_flight(make_server, tmp_path) -> Non
     # A 1 s TTL and requests that each take longer than that, overlapping: the worker
     # must survive every one of them, and stop only once they are all done.
     server: Server = make_server(_config(1))
-    long_clip = make_long_clip(tmp_path, repeats=2)
+    long_clip = make_long_clip(tmp_path, repeats=1)
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         futures = []
         for _ in range(3):

@@ -1,0 +1,252 @@
+"""The official `openai` SDK against a live server: change only base_url and it works."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+
+from conftest import ASSETS, Server, key_words_found, start_server
+
+FOX_KEYS = ["quick", "brown", "fox", "over", "lazy"]
+WEATHER_KEYS = ["morning", "weather", "sunny", "warm", "breeze", "garden", "dinner"]
+
+CONFIG = """
+[server]
+default_model = "tiny.en"
+max_upload_mb = 4
+
+[defaults]
+ttl = -1
+
+[models."tiny.en"]
+source = "bundled"
+description = "bundled test model"
+
+[models."second"]
+source = "bundled"
+
+[aliases]
+"gpt-4o-mini-transcribe" = "tiny.en"
+"""
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_server(tmp_path_factory.mktemp("openai"), CONFIG)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def client(api: Server) -> OpenAI:
+    return OpenAI(base_url=f"{api.url}/v1", api_key="anything", max_retries=0)
+
+
+def _clip(name: str) -> Path:
+    return ASSETS / name
+
+
+def test_json_and_text(client: OpenAI) -> None:
+    with _clip("fox.mp3").open("rb") as f:
+        result = client.audio.transcriptions.create(model="tiny.en", file=f)
+    assert len(key_words_found(result.text, FOX_KEYS)) >= 4
+    with _clip("short.wav").open("rb") as f:
+        text = client.audio.transcriptions.create(model="tiny.en", file=f, response_format="text")
+    assert isinstance(text, str) and "kitchen" in text.lower()
+
+
+def _cue_times(body: str) -> list[tuple[float, float]]:
+    pattern = r"(\d\d):(\d\d):(\d\d)[,.](\d\d\d) --> (\d\d):(\d\d):(\d\d)[,.](\d\d\d)"
+    times = []
+    for m in re.finditer(pattern, body):
+        g = [int(x) for x in m.groups()]
+        times.append((g[0] * 3600 + g[1] * 60 + g[2] + g[3] / 1000, g[4] * 3600 + g[5] * 60 + g[6] + g[7] / 1000))
+    return times
+
+
+@pytest.mark.parametrize("fmt", ["srt", "vtt"])
+def test_subtitles_have_monotonic_cues(client: OpenAI, fmt: str) -> None:
+    with _clip("weather.wav").open("rb") as f:
+        body = client.audio.transcriptions.create(model="tiny.en", file=f, response_format=fmt)
+    assert isinstance(body, str)
+    if fmt == "vtt":
+        assert body.startswith("WEBVTT")
+    else:
+        assert body.lstrip().startswith("1\n")
+    times = _cue_times(body)
+    assert times, body
+    for (start, end), (next_start, _) in zip(times, times[1:] + [(times[-1][1], 0)]):
+        assert 0 <= start <= end <= next_start + 1e-6
+    assert times[-1][1] <= 9.5  # the clip is 8.9 s long
+    assert len(key_words_found(body, WEATHER_KEYS)) >= 6
+
+
+def test_verbose_json_with_word_timestamps(client: OpenAI) -> None:
+    with _clip("weather.wav").open("rb") as f:
+        result = client.audio.transcriptions.create(
+            model="tiny.en", file=f, response_format="verbose_json", timestamp_granularities=["word", "segment"]
+        )
+    assert result.language == "en"
+    assert 8.5 < result.duration < 9.5
+    assert result.segments and result.words
+    segments = result.segments
+    for i, seg in enumerate(segments):
+        assert seg.id == i and seg.start <= seg.end
+        assert seg.avg_logprob <= 0 and 0 <= seg.no_speech_prob <= 1 and seg.compression_ratio > 0
+    for word in result.words:
+        assert word.start <= word.end
+        assert any(s.start - 0.01 <= word.start and word.end <= s.end + 0.01 for s in segments), word
+    assert len(key_words_found(" ".join(w.word for w in result.words), WEATHER_KEYS)) >= 6
+
+
+def test_verbose_json_without_words_has_no_words(client: OpenAI) -> None:
+    with _clip("fox.wav").open("rb") as f:
+        result = client.audio.transcriptions.create(model="tiny.en", file=f, response_format="verbose_json")
+    assert result.segments and getattr(result, "words", None) is None
+
+
+def test_stream_deltas_add_up_to_the_final_text(client: OpenAI, api: Server) -> None:
+    with _clip("weather.wav").open("rb") as f:
+        stream = client.audio.transcriptions.create(model="tiny.en", file=f, stream=True)
+        events = list(stream)
+    deltas = [e.delta for e in events if e.type == "transcript.text.delta"]
+    done = [e for e in events if e.type == "transcript.text.done"]
+    assert len(done) == 1 and events[-1] is done[0]
+    assert len(deltas) >= 2, "a multi-segment clip should stream more than one delta"
+    assert "".join(deltas) == done[0].text
+    assert len(key_words_found(done[0].text, WEATHER_KEYS)) >= 6
+    assert api.model()["in_flight"] == 0  # the stream's lease was released
+
+
+def test_translation_on_an_english_only_model_is_refused(client: OpenAI) -> None:
+    with _clip("fox.wav").open("rb") as f, pytest.raises(openai.BadRequestError) as err:
+        client.audio.translations.create(model="tiny.en", file=f)
+    assert "cannot translate" in str(err.value)
+
+
+def test_engine_extras_are_accepted(api: Server) -> None:
+    response = api.transcribe("weather.wav", vad_filter="true", beam_size="1", hotwords="garden")
+    assert response.status_code == 200, response.text
+    assert "garden" in response.json()["text"].lower()
+    response = api.transcribe("weather.wav", beam_size="0")
+    assert response.status_code == 400 and response.json()["error"]["param"] == "beam_size"
+
+
+def test_models_list_and_retrieve(client: OpenAI, api: Server) -> None:
+    models = client.models.list()
+    ids = [m.id for m in models.data]
+    assert ids == ["tiny.en", "second"]
+    tiny = client.models.retrieve("tiny.en")
+    assert tiny.owned_by == "asr-supervisor"
+    extra = tiny.model_extra or {}
+    assert extra["backend"] == "faster-whisper" and extra["languages"] == ["en"]
+    assert extra["description"] == "bundled test model" and extra["size"] > 10_000_000
+    assert "whisper-1" in extra["aliases"] and "gpt-4o-mini-transcribe" in extra["aliases"]
+    assert client.models.retrieve("whisper-1").model_extra["source"] == "bundled"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("large-v9")
+
+
+def test_whisper_1_and_configured_aliases_reach_the_default_model(client: OpenAI) -> None:
+    for name in ("whisper-1", "gpt-4o-mini-transcribe"):
+        with _clip("fox.wav").open("rb") as f:
+            result = client.audio.transcriptions.with_raw_response.create(model=name, file=f)
+        assert result.headers["x-asr-model"] == "tiny.en"
+        assert "fox" in result.parse().text.lower()
+
+
+def test_errors_map_to_the_sdk_exceptions(client: OpenAI) -> None:
+    with _clip("fox.wav").open("rb") as f, pytest.raises(openai.NotFoundError) as err:
+        client.audio.transcriptions.create(model="large-v9", file=f)
+    assert err.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as err:
+        client.audio.transcriptions.create(model="tiny.en", file=("notes.wav", b"plain text, not audio" * 20))
+    assert err.value.param == "file"
+
+
+def test_oversized_upload_is_413_before_the_body_is_read(api: Server, client: OpenAI) -> None:
+    big = b"\0" * 6_000_000  # limit is 4 MB
+    with pytest.raises(openai.APIStatusError) as err:
+        client.audio.transcriptions.create(model="tiny.en", file=("big.wav", big))
+    assert err.value.status_code == 413 and err.value.code == "file_too_large"
+
+    # Chunked (no Content-Length): cut off while streaming in, not after.
+    def body() -> Iterator[bytes]:
+        boundary = b"--xyz\r\n"
+        yield boundary + b'Content-Disposition: form-data; name="file"; filename="big.wav"\r\n\r\n'
+        for _ in range(600):
+            yield b"\0" * 10_000
+        yield b"\r\n--xyz--\r\n"
+
+    response = httpx.post(f"{api.url}/v1/audio/transcriptions", content=body(),
+                          headers={"content-type": "multipart/form-data; boundary=xyz"}, timeout=30)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "file_too_large"
+    assert api.transcribe("short.wav").status_code == 200  # the server is fine
+
+
+def test_sidecar_contracts(api: Server) -> None:
+    health = api.client.get("/health").json()
+    assert health["status"] == "healthy"
+    assert set(health) >= {"status", "current_model", "device"}
+
+    models = api.client.get("/v1/models").json()
+    assert models["object"] == "list"
+    for m in models["data"]:
+        assert m["object"] == "model" and m["owned_by"] == "asr-supervisor" and isinstance(m["ready"], bool)
+
+    response = api.client.post("/v1/settings/model", json={"model_id": "second"})
+    assert response.json() == {"status": "success", "model": "second"}
+    try:
+        assert api.client.get("/health").json()["default_model"] == "second"
+        r = api.transcribe("fox.wav")  # no model named: the new default
+        assert r.status_code == 200 and r.headers["x-asr-model"] == "second"
+        r = api.transcribe("fox.wav", model="whisper-1")
+        assert r.headers["x-asr-model"] == "second"
+    finally:
+        api.client.post("/v1/settings/model", json={"model_id": "tiny.en"})
+
+    response = api.client.post("/v1/settings/model", json={"model_id": "nope"})
+    assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
+    response = api.client.post("/v1/settings/model", json={})
+    assert response.status_code == 400
+
+
+def test_api_keys_guard_v1_but_not_health(make_server) -> None:  # type: ignore[no-untyped-def]
+    server: Server = make_server('[server]\napi_keys = ["s3cret", "other"]\n[defaults]\nttl = -1\n')
+    assert server.client.get("/health").status_code == 200
+    wrong = OpenAI(base_url=f"{server.url}/v1", api_key="guess", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        wrong.models.list()
+    with _clip("fox.wav").open("rb") as f, pytest.raises(openai.AuthenticationError):
+        wrong.audio.transcriptions.create(model="tiny.en", file=f)
+    assert server.client.get("/v1/models").status_code == 401
+    right = OpenAI(base_url=f"{server.url}/v1", api_key="other", max_retries=0)
+    with _clip("fox.wav").open("rb") as f:
+        assert "fox" in right.audio.transcriptions.create(model="tiny.en", file=f).text.lower()
+
+
+def test_segments_stream_while_the_file_is_still_being_decoded(api: Server, tmp_path: Path) -> None:
+    from conftest import make_long_clip, wait_for
+
+    # 44 s of speech (1.4 MB): two of Whisper's 30 s windows, so segments come in two batches.
+    long_clip = make_long_clip(tmp_path, repeats=3)
+    with httpx.stream("POST", f"{api.url}/v1/audio/transcriptions", files={"file": ("long.wav", long_clip)},
+                      data={"stream": "true"}, timeout=120) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = response.iter_lines()
+        first = next(line for line in lines if line.startswith("data: "))
+        assert "transcript.text.delta" in first
+        # The first delta is here and the worker is still busy with the rest of the file.
+        assert api.model()["in_flight"] == 1
+        # The client walks away mid-stream ...
+    # ... and the model is released (the worker is told to stop decoding that file).
+    wait_for(lambda: api.model()["in_flight"] == 0, 30, what="the abandoned stream to be released")
+    assert api.transcribe("short.wav").status_code == 200
