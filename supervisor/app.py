@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from supervisor import errors
 from supervisor.config import Settings
 from supervisor.registry import ModelRegistry
-from supervisor.routes import audio, health, models
+from supervisor.routes import admin, audio, health, models
 from supervisor.upload_limit import UploadLimit
 
 
@@ -33,5 +33,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(UploadLimit, max_bytes=int(settings.server.max_upload_mb * 1_000_000))
     app.include_router(audio.router)
     app.include_router(models.router)
+    app.include_router(admin.router)
     app.include_router(health.router)
     return app

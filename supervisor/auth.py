@@ -14,7 +14,16 @@ def require_api_key(request: Request) -> None:
 
     With none configured, anything (including the placeholder key an SDK insists on) passes.
     """
-    keys: tuple[str, ...] = request.app.state.settings.api_keys
+    _check(request, request.app.state.settings.api_keys)
+
+
+def require_admin_key(request: Request) -> None:
+    """Admin routes take an admin key when there are any, else an API key when there are any."""
+    settings = request.app.state.settings
+    _check(request, settings.admin_keys or settings.api_keys)
+
+
+def _check(request: Request, keys: tuple[str, ...]) -> None:
     if not keys:
         return
     scheme, _, token = request.headers.get("authorization", "").partition(" ")

@@ -45,6 +45,7 @@ class ServerTable(_Table):
     heartbeat_timeout: float = Field(30.0, gt=0, description="a worker silent this long is killed as hung")
     max_upload_mb: float = Field(200.0, gt=0, description="larger uploads get 413 before they are read")
     api_keys: list[str] = Field(default_factory=list, description="when set, /v1 routes need one of these")
+    admin_keys: list[str] = Field(default_factory=list, description="when set, admin routes need one of these")
 
 
 class DefaultsTable(_Table):
@@ -122,6 +123,7 @@ class Settings:
     #: Other names clients may use for a model; `whisper-1`, unless listed, means the default model.
     aliases: dict[str, str]
     api_keys: tuple[str, ...] = ()
+    admin_keys: tuple[str, ...] = ()
     config_path: Path | None = None
 
 
@@ -174,13 +176,14 @@ def load_settings(path: Path | None, overrides: Overrides = Overrides()) -> Sett
     for alias, target in parsed.aliases.items():
         if target not in models:
             raise ConfigError(f"{where}: aliases.{alias}: {target!r} is not a configured model ({', '.join(models)})")
-    env_keys = [k.strip() for k in os.environ.get("ASR_API_KEYS", "").split(",") if k.strip()]
+    env_keys = _env_list("ASR_API_KEYS")
     return Settings(
         server=parsed.server,
         models=models,
         default_model=default,
         aliases=aliases,
         api_keys=tuple(parsed.server.api_keys or env_keys),
+        admin_keys=tuple(parsed.server.admin_keys or _env_list("ASR_ADMIN_KEYS")),
         config_path=path,
     )
 
@@ -210,6 +213,10 @@ def _resolve(name: str, table: ModelTable | None, defaults: DefaultsTable, cli: 
         concurrency=pick("concurrency"),
         beam_size=pick("beam_size"),
     )
+
+
+def _env_list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -17,13 +17,17 @@ app.add_typer(models_app, name="models")
 console = Console()
 
 UrlOption = Annotated[str, typer.Option("--url", envvar="ASR_URL", help="the server's base URL")]
+KeyOption = Annotated[Optional[str], typer.Option("--api-key", envvar="ASR_API_KEY",
+                                                  help="API or admin key, when the server has keys")]
 DEFAULT_URL = "http://127.0.0.1:5000"
 
 
-def _request(method: str, url: str, path: str, **kwargs: Any) -> httpx.Response:
+def _request(method: str, url: str, path: str, api_key: str | None = None, **kwargs: Any) -> httpx.Response:
     """One call to the server; a down server or an API error is one line and exit code 1."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        response = httpx.request(method, url.rstrip("/") + path, timeout=kwargs.pop("timeout", 30), **kwargs)
+        response = httpx.request(method, url.rstrip("/") + path, timeout=kwargs.pop("timeout", 30),
+                                 headers=headers, **kwargs)
     except httpx.TransportError as exc:
         typer.echo(f"asrctl: cannot reach asr-supervisor at {url}: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -38,18 +42,19 @@ def _request(method: str, url: str, path: str, **kwargs: Any) -> httpx.Response:
 
 
 def _models_table(models: dict[str, dict[str, Any]], default: str) -> Table:
-    table = Table("model", "state", "pid", "device", "ttl", "ttl left", "in flight", "requests", "note")
+    table = Table("model", "state", "pid", "device", "rss MB", "ttl", "ttl left", "in flight", "requests", "note")
     for name, m in models.items():
         ttl_left = "" if m["ttl_remaining"] is None else f"{m['ttl_remaining']:.0f}s"
         note = m["last_error"] or m["description"] or ""
         label = f"{name} (default)" if name == default else name
-        table.add_row(label, m["state"], str(m["pid"] or ""), m["device"] or "", str(m["ttl"]), ttl_left,
+        rss = "" if m.get("rss_mb") is None else f"{m['rss_mb']:.0f}"
+        table.add_row(label, m["state"], str(m["pid"] or ""), m["device"] or "", rss, str(m["ttl"]), ttl_left,
                       str(m["in_flight"]), str(m["requests"]), note)
     return table
 
 
 @app.command()
-def status(url: UrlOption = DEFAULT_URL) -> None:
+def status(url: UrlOption = DEFAULT_URL) -> None:  # /health needs no key
     """The server's health and every model's state."""
     health = _request("GET", url, "/health").json()
     console.print(f"asr-supervisor at {url}: [bold]{health['status']}[/bold]")
@@ -63,6 +68,38 @@ def models_list(url: UrlOption = DEFAULT_URL) -> None:
     console.print(_models_table(health["models"], health["default_model"]))
 
 
+@models_app.command("load")
+def models_load(
+    name: Annotated[str, typer.Argument(help="model to load")],
+    ttl: Annotated[Optional[int], typer.Option(help="new idle TTL in seconds (-1 never, 0 after each request)")] = None,
+    url: UrlOption = DEFAULT_URL,
+    api_key: KeyOption = None,
+) -> None:
+    """Start NAME's worker now and wait until it is ready."""
+    params: dict[str, Any] = {"model": name} | ({"ttl": ttl} if ttl is not None else {})
+    m = _request("POST", url, "/v1/model/load", api_key, params=params, timeout=900).json()
+    console.print(f"{name}: {m['state']} (pid {m['pid']}, {m['device']}, {m['compute_type']}, ttl {m['ttl']})")
+
+
+@models_app.command("unload")
+def models_unload(
+    name: Annotated[Optional[str], typer.Argument(help="model to unload")] = None,
+    all_models: Annotated[bool, typer.Option("--all", help="unload every model")] = False,
+    url: UrlOption = DEFAULT_URL,
+    api_key: KeyOption = None,
+) -> None:
+    """End NAME's worker (after its in-flight requests finish), freeing its memory."""
+    if bool(name) == all_models:
+        typer.echo("asrctl: name one model or pass --all", err=True)
+        raise typer.Exit(2)
+    params = {"all": "true"} if all_models else {"model": name}
+    report = _request("POST", url, "/v1/model/unload", api_key, params=params, timeout=900).json()
+    if not report["unloaded"]:
+        console.print(f"{name or 'no model'} was not loaded: nothing to free")
+    for r in report["unloaded"]:
+        console.print(f"{r['model']}: worker {r['pid']} ended by {r['ended_by']}, freed {r['freed_rss_mb']} MB RSS")
+
+
 @app.command()
 def transcribe(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="audio file")],
@@ -70,12 +107,13 @@ def transcribe(
     language: Annotated[Optional[str], typer.Option(help="language code, e.g. en")] = None,
     format: Annotated[str, typer.Option("--format", help="json or text")] = "text",
     url: UrlOption = DEFAULT_URL,
+    api_key: KeyOption = None,
 ) -> None:
     """Transcribe FILE and print the result."""
     data = {k: v for k, v in {"model": model, "language": language, "response_format": format}.items() if v}
     with file.open("rb") as f:
-        response = _request("POST", url, "/v1/audio/transcriptions", files={"file": (file.name, f)}, data=data,
-                            timeout=600)
+        response = _request("POST", url, "/v1/audio/transcriptions", api_key, files={"file": (file.name, f)},
+                            data=data, timeout=600)
     typer.echo(response.text.rstrip("\n"))
 
 

@@ -57,6 +57,7 @@ class _Release:
 @dataclass(slots=True)
 class _Load:
     reply: asyncio.Future[None]
+    ttl: int | None = None  # a new TTL for this model, from now on
 
 
 @dataclass(slots=True)
@@ -96,6 +97,7 @@ class ModelSlot:
         self._clock = clock
         self._inbox: asyncio.Queue[_Command] = asyncio.Queue()
         self._state = State.UNLOADED
+        self._ttl = spec.ttl
         self._worker: WorkerProcess | None = None
         self._generation = 0
         self._in_flight = 0
@@ -129,12 +131,17 @@ class ModelSlot:
         finally:
             self._inbox.put_nowait(_Release(generation))
 
-    async def load(self) -> None:
-        await self._ask(_Load)
+    async def load(self, ttl: int | None = None) -> None:
+        """Start the worker now (if needed); `ttl` replaces the model's TTL from now on."""
+        await self._send(_Load, ttl=ttl)
 
-    async def unload(self) -> str:
-        """Stop the worker once its in-flight requests are done; returns how it ended."""
-        return await self._ask(_Unload)
+    async def unload(self) -> dict[str, Any]:
+        """Stop the worker once its in-flight requests are done; says how it ended and what it freed."""
+        worker = self._worker
+        rss = worker.rss_bytes() if worker else None
+        how = await self._ask(_Unload)
+        return {"model": self.spec.name, "pid": worker.pid if worker else None, "ended_by": how,
+                "freed_rss_mb": _mb(rss) if how != "not loaded" else 0.0}
 
     async def close(self) -> None:
         if self._task is None or self._task.done():
@@ -153,8 +160,9 @@ class ModelSlot:
             "pid": worker.pid if worker else None,
             "device": info.device if info else None,
             "compute_type": info.compute_type if info else None,
+            "rss_mb": _mb(worker.rss_bytes()) if worker else None,
             "languages": self._stats.languages,
-            "ttl": self.spec.ttl,
+            "ttl": self._ttl,
             "ttl_remaining": self._ttl_remaining(),
             "in_flight": self._in_flight,
             "queued": self._inbox.qsize() + len(self._deferred),
@@ -168,11 +176,11 @@ class ModelSlot:
     async def _ask(self, command_type: type) -> Any:
         return await self._send(command_type)
 
-    def _send(self, command_type: type) -> asyncio.Future[Any]:
+    def _send(self, command_type: type, **fields: Any) -> asyncio.Future[Any]:
         if self._task is None or self._task.done():
             raise ModelUnavailable(f"model {self.spec.name!r} is shut down")
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._inbox.put_nowait(command_type(reply))
+        self._inbox.put_nowait(command_type(reply, **fields))
         return reply
 
     # -- the owner task ---------------------------------------------------------
@@ -239,6 +247,8 @@ class ModelSlot:
             await self._finish_drain(await self._stop_worker("unload"))
 
     async def _handle_load(self, command: _Load) -> None:
+        if command.ttl is not None:
+            self._ttl = command.ttl
         try:
             await self._ensure_worker()
         except ModelUnavailable as exc:
@@ -345,9 +355,13 @@ class ModelSlot:
 
     def _ttl_remaining(self) -> float | None:
         """Seconds until the idle TTL fires, or None when it cannot fire now."""
-        if self._state is not State.READY or self._in_flight or self._draining or self.spec.ttl < 0:
+        if self._state is not State.READY or self._in_flight or self._draining or self._ttl < 0:
             return None
-        return max(0.0, round(self._idle_since + self.spec.ttl - self._clock(), 3))
+        return max(0.0, round(self._idle_since + self._ttl - self._clock(), 3))
+
+
+def _mb(size: int | None) -> float | None:
+    return None if size is None else round(size / 1_048_576, 1)
 
 
 def _reply(future: asyncio.Future[Any], value: Any = None, *, error: BaseException | None = None) -> None:

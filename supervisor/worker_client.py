@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import zmq
 import zmq.asyncio
 
@@ -221,6 +222,12 @@ class WorkerProcess:
 
     async def wait_exited(self) -> None:
         await self._exited.wait()
+
+    def rss_bytes(self) -> int | None:
+        """Resident memory of the worker process now (what unloading it gives back)."""
+        with contextlib.suppress(psutil.Error):
+            return psutil.Process(self.pid).memory_info().rss
+        return None
 
     @property
     def is_alive(self) -> bool:

@@ -26,6 +26,9 @@ class FakeWorker:
         self.stopped = False
         self._on_exit = on_exit
 
+    def rss_bytes(self) -> int:
+        return 5 * 1_048_576
+
     async def stop(self) -> str:
         await asyncio.sleep(0.05)  # a real stop takes a while: requests arrive meanwhile
         self.stopped = True
@@ -117,7 +120,8 @@ async def test_unload_drains_then_serves_later_requests_with_a_new_worker() -> N
     await asyncio.sleep(0.05)
     assert not unload.done() and not launcher.workers[0].stopped  # the busy request is not cut off
     assert await busy == 1000
-    assert await unload == "shutdown"
+    report = await unload
+    assert report["ended_by"] == "shutdown" and report["pid"] == 1000 and report["freed_rss_mb"] == 5.0
     assert await late == 1001
     await slot.close()
 

@@ -1,0 +1,58 @@
+"""Admin API: load and unload models by hand (what `asrctl models load|unload` calls).
+
+Kept on the path `seeds/whisper-server-ttl.md` named, `POST /v1/model/unload?model=`,
+with `load` beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from supervisor.auth import require_admin_key
+from supervisor.errors import bad_request, from_worker_error
+from supervisor.lifecycle import ModelUnavailable
+from supervisor.registry import ModelRegistry, UnknownModel
+
+router = APIRouter(dependencies=[Depends(require_admin_key)])
+
+
+def _registry(request: Request) -> ModelRegistry:
+    return request.app.state.registry
+
+
+@router.post("/v1/model/load")
+async def load_model(
+    request: Request,
+    model: str = Query(..., description="model to load"),
+    ttl: int | None = Query(None, ge=-1, description="a new TTL for this model, from now on"),
+) -> dict[str, Any]:
+    """Start the model's worker now and wait until it is ready."""
+    registry = _registry(request)
+    try:
+        slot = registry.get(model)
+        await slot.load(ttl)
+    except (UnknownModel, ModelUnavailable) as exc:
+        raise from_worker_error(exc) from None
+    return {"model": slot.spec.name} | slot.snapshot()
+
+
+@router.post("/v1/model/unload")
+async def unload_model(
+    request: Request,
+    model: str | None = Query(None, description="model to unload"),
+    all: bool = Query(False, description="unload every model"),
+) -> dict[str, Any]:
+    """Stop the model's worker once its in-flight requests finish; report what was freed."""
+    registry = _registry(request)
+    if all == bool(model):
+        raise bad_request("Name one model (?model=NAME) or ask for all (?all=true).", param="model")
+    try:
+        slots = [registry.get(name) for name in registry.names()] if all else [registry.get(model)]
+    except UnknownModel as exc:
+        raise from_worker_error(exc) from None
+    results = await asyncio.gather(*(slot.unload() for slot in slots))
+    return {"unloaded": [r for r in results if r["ended_by"] != "not loaded"],
+            "freed_rss_mb": round(sum(r["freed_rss_mb"] or 0 for r in results), 1)}
