@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from supervisor import errors
-from supervisor.config import Settings
+from supervisor.config import Settings, wyoming_uri
 from supervisor.registry import ModelRegistry
 from supervisor.routes import admin, audio, health, models
 from supervisor.upload_limit import UploadLimit
+from supervisor.wyoming_server import WyomingService
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -20,11 +21,19 @@ def create_app(settings: Settings) -> FastAPI:
         registry = ModelRegistry(settings)
         await registry.start()
         app.state.registry = registry
+        wyoming = None
+        if settings.server.wyoming:
+            max_audio = int(settings.server.max_upload_mb * 1_000_000)
+            wyoming = WyomingService(wyoming_uri(settings.server), registry, max_audio)
+            await wyoming.start()
         try:
             yield
         finally:
-            # uvicorn has already stopped accepting and drained in-flight HTTP
-            # requests; now end every worker and remove the sockets' directory.
+            # Shutdown, in order: uvicorn has stopped accepting and drained in-flight
+            # HTTP requests; close Wyoming connections; then end every worker and
+            # remove the sockets' directory.
+            if wyoming is not None:
+                await wyoming.stop()
             await registry.close()
 
     app = FastAPI(title="asr-supervisor", version="0.1.0", lifespan=lifespan)

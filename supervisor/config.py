@@ -43,6 +43,9 @@ class ServerTable(_Table):
     stop_timeout: float = Field(5.0, gt=0, description="seconds for each stop phase: SHUTDOWN, SIGTERM, SIGKILL")
     heartbeat_interval: float = Field(1.0, gt=0)
     heartbeat_timeout: float = Field(30.0, gt=0, description="a worker silent this long is killed as hung")
+    wyoming: bool = True
+    wyoming_port: int = Field(10300, ge=1, le=65535)
+    wyoming_uri: str | None = Field(None, description="overrides host/port, e.g. unix:///run/asr/wyoming.sock")
     max_upload_mb: float = Field(200.0, gt=0, description="larger uploads get 413 before they are read")
     api_keys: list[str] = Field(default_factory=list, description="when set, /v1 routes need one of these")
     admin_keys: list[str] = Field(default_factory=list, description="when set, admin routes need one of these")
@@ -141,6 +144,13 @@ class Overrides:
     host: str | None = None
     port: int | None = None
     log_level: str | None = None
+    wyoming: bool | None = None
+    wyoming_port: int | None = None
+    wyoming_uri: str | None = None
+
+
+def wyoming_uri(server: ServerTable) -> str:
+    return server.wyoming_uri or f"tcp://{server.host}:{server.wyoming_port}"
 
 
 def find_config(explicit: Path | None) -> Path | None:
@@ -156,7 +166,7 @@ def load_settings(path: Path | None, overrides: Overrides = Overrides()) -> Sett
     raw = _read_toml(path) if path is not None else {}
     where = str(path) if path is not None else "built-in defaults"
     server_raw = dict(raw.get("server", {}))
-    for key in ("host", "port", "default_model", "log_level"):
+    for key in ("host", "port", "default_model", "log_level", "wyoming", "wyoming_port", "wyoming_uri"):
         if (value := getattr(overrides, key)) is not None:
             server_raw[key] = value
     defaults_raw = dict(raw.get("defaults", {}))

@@ -23,18 +23,34 @@ ASSETS = Path(__file__).parent / "assets"
 REPO = Path(__file__).parent.parent
 
 
-def make_long_clip(tmp_path: Path, repeats: int) -> bytes:
-    """The three clips, repeated with pauses (14.7 s a round): a WAV that takes a while to transcribe."""
+def make_long_clip(tmp_path: Path, repeats: int, rate: int = 16000) -> bytes:
+    """The three clips, repeated with pauses (14.7 s a round): a WAV that takes a while to transcribe.
+
+    `rate=8000` halves the file size (telephone quality; the worker resamples).
+    """
     rounds = []
     for name in ("weather", "fox", "short"):
         with wave.open(str(ASSETS / f"{name}.wav"), "rb") as src:
             params = src.getparams()
             rounds.append(src.readframes(src.getnframes()) + b"\0\0" * (params.framerate // 2))
-    out = tmp_path / f"long-{repeats}.wav"
+    pcm = b"".join(rounds) * repeats
+    if rate != params.framerate:
+        pcm = resample_pcm16(pcm, params.framerate, rate)
+    out = tmp_path / f"long-{repeats}-{rate}.wav"
     with wave.open(str(out), "wb") as dst:
-        dst.setparams(params)
-        dst.writeframes(b"".join(rounds) * repeats)
+        dst.setparams(params._replace(framerate=rate))
+        dst.writeframes(pcm)
     return out.read_bytes()
+
+
+def resample_pcm16(pcm: bytes, rate_in: int, rate_out: int) -> bytes:
+    """Linear-interpolation resampling of mono 16-bit PCM: good enough for speech tests."""
+    import numpy as np
+
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    n_out = int(len(samples) * rate_out / rate_in)
+    positions = np.arange(n_out) * (rate_in / rate_out)
+    return np.interp(positions, np.arange(len(samples)), samples).astype("<i2").tobytes()
 
 
 def free_port() -> int:
@@ -103,6 +119,7 @@ class Server:
     port: int
     config_path: Path
     log_path: Path
+    wyoming_port: int
     client: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
@@ -142,6 +159,7 @@ class Server:
 
 def start_server(tmp_path: Path, config: str, *args: str, wait: bool = True) -> Server:
     port = free_port()
+    wyoming_port = free_port()
     config_path = tmp_path / f"asr-{port}.toml"
     config_path.write_text(textwrap.dedent(config))
     log_path = tmp_path / f"supervisor-{port}.log"
@@ -149,10 +167,11 @@ def start_server(tmp_path: Path, config: str, *args: str, wait: bool = True) -> 
     env.pop("ASR_CONFIG", None)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor", "--config", str(config_path), "--port", str(port), *args],
+            [sys.executable, "-m", "supervisor", "--config", str(config_path), "--port", str(port),
+             "--wyoming-port", str(wyoming_port), *args],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
         )
-    server = Server(proc, port, config_path, log_path)
+    server = Server(proc, port, config_path, log_path, wyoming_port)
     if wait:
         deadline = time.monotonic() + 30
         while True:

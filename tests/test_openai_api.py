@@ -235,8 +235,9 @@ def test_api_keys_guard_v1_but_not_health(make_server) -> None:  # type: ignore[
 def test_segments_stream_while_the_file_is_still_being_decoded(api: Server, tmp_path: Path) -> None:
     from conftest import make_long_clip, wait_for
 
-    # 44 s of speech (1.4 MB): two of Whisper's 30 s windows, so segments come in two batches.
-    long_clip = make_long_clip(tmp_path, repeats=3)
+    # 147 s of speech at 8 kHz (2.4 MB): five of Whisper's 30 s windows, so segments come in
+    # batches and, when the first arrives, at least four windows of work are still to do.
+    long_clip = make_long_clip(tmp_path, repeats=10, rate=8000)
     with httpx.stream("POST", f"{api.url}/v1/audio/transcriptions", files={"file": ("long.wav", long_clip)},
                       data={"stream": "true"}, timeout=120) as response:
         assert response.status_code == 200

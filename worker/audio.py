@@ -17,7 +17,24 @@ class AudioError(ValueError):
     """The bytes are not audio we can decode; the message is safe to show a client."""
 
 
-def decode(data: bytes | memoryview) -> np.ndarray:
+def decode(data: bytes | memoryview, audio_format: str = "file") -> np.ndarray:
+    if audio_format == "pcm16k":
+        return from_pcm16(data)
+    if audio_format != "file":
+        raise AudioError(f"unknown audio format {audio_format!r}")
+    return decode_file(data)
+
+
+def from_pcm16(data: bytes | memoryview) -> np.ndarray:
+    """Raw 16 kHz mono s16le samples (what Wyoming clients send) as float32."""
+    if len(data) % 2:
+        raise AudioError("raw 16-bit audio must have an even number of bytes")
+    if len(data) == 0:
+        raise AudioError("no audio samples were sent")
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def decode_file(data: bytes | memoryview) -> np.ndarray:
     import av  # deferred: only the worker pays for FFmpeg
     from faster_whisper.audio import decode_audio
 

@@ -68,6 +68,9 @@ class TranscribeParams:
     hotwords: str | None = None
     task: str = "transcribe"
     stream: bool = False  # send SEGMENT messages as segments are decoded
+    #: "file": an audio file in any container (decoded with FFmpeg);
+    #: "pcm16k": raw 16 kHz mono signed 16-bit little-endian samples (Wyoming), no decoding needed.
+    audio_format: str = "file"
 
 
 @dataclass(frozen=True, slots=True)
