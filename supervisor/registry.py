@@ -77,6 +77,13 @@ class ModelRegistry:
             return self.default_model
         raise UnknownModel(name, list(self._slots))
 
+    def knows(self, name: str | None) -> bool:
+        try:
+            self.resolve(name)
+        except UnknownModel:
+            return False
+        return True
+
     def set_default(self, name: str) -> str:
         """Make `name` (or what it aliases) the default model; returns the model's name."""
         self.default_model = self.resolve(name)

@@ -25,7 +25,7 @@ from wyoming.server import AsyncEventHandler, AsyncServer
 from supervisor import model_files
 from supervisor.lifecycle import ModelSlot, ModelUnavailable
 from supervisor.registry import ModelRegistry, UnknownModel
-from supervisor.worker_client import WorkerError
+from supervisor.worker_client import WorkerError, WorkerRequestError
 from worker.protocol import TranscribeParams, TranscribeResult
 
 log = logging.getLogger("asr.wyoming")
@@ -38,14 +38,27 @@ MAX_EVENT_BYTES = 4 * 1024 * 1024
 
 @dataclass
 class Utterance:
-    """What the client has said so far in this request; a new one per transcribe/audio-start."""
+    """What the client has said so far in this request; a new one per transcribe/audio-start.
+
+    Audio is kept in the client's own format (rate, width, channels) and resampled by the
+    worker with FFmpeg: the supervisor's event loop does no DSP, and FFmpeg's band-limited
+    resampler keeps words that wyoming's linear converter loses at 22.05 kHz.
+    """
 
     model: str | None = None
     language: str | None = None
     prompt: str | None = None
     chunks: list[bytes] = field(default_factory=list)  # joined once at audio-stop: no quadratic copying
     size: int = 0
-    converter: AudioChunkConverter = field(default_factory=lambda: AudioChunkConverter(rate=16000, width=2, channels=1))
+    converter: AudioChunkConverter | None = None  # set by the first chunk: the utterance's format
+
+    def add(self, chunk: AudioChunk) -> bytes:
+        if self.converter is None:
+            self.converter = AudioChunkConverter(rate=chunk.rate, width=chunk.width, channels=chunk.channels)
+        audio = self.converter.convert(chunk).audio  # a no-op unless a client changes format mid-stream
+        self.chunks.append(audio)
+        self.size += len(audio)
+        return audio
 
 
 def build_info(registry: ModelRegistry) -> Info:
@@ -102,7 +115,9 @@ class WyomingHandler(AsyncEventHandler):
             prompt = transcribe.context.get("prompt") if isinstance(transcribe.context, dict) else None
             self._utterance = Utterance(model=transcribe.name, language=transcribe.language, prompt=prompt)
             self._streaming = True
-            return await self._check_model()
+            # An unknown model is reported at audio-stop, where the client reads: closing
+            # now would break the audio it is still writing.
+            return True
         if AudioStart.is_type(event.type):
             previous = self._utterance
             self._utterance = Utterance(model=previous.model, language=previous.language, prompt=previous.prompt)
@@ -113,25 +128,17 @@ class WyomingHandler(AsyncEventHandler):
             return await self._finish()
         return True  # events for other services (wake, tts...) are not ours: ignore
 
-    async def _check_model(self) -> bool:
-        try:
-            self._registry.resolve(self._utterance.model)
-        except UnknownModel as exc:
-            await self.write_event(Error(text=str(exc), code="model_not_found").event())
-            return False
-        return True
-
     async def _add_chunk(self, chunk: AudioChunk) -> bool:
+        if not self._registry.knows(self._utterance.model):
+            return True  # nothing will be transcribed: don't hold the audio
         try:
-            audio = self._utterance.converter.convert(chunk).audio
-        except ValueError as exc:
-            await self.write_event(Error(text=f"cannot convert audio: {exc}", code="bad_audio").event())
+            self._utterance.add(chunk)
+        except (ValueError, TypeError) as exc:  # audioop rejects impossible widths and lengths
+            await self.write_event(Error(text=f"bad audio chunk: {exc}", code="bad_audio").event())
             return False
-        self._utterance.size += len(audio)
         if self._utterance.size > self._max_audio_bytes:
             await self.write_event(Error(text="utterance too long for this server", code="too_large").event())
             return False
-        self._utterance.chunks.append(audio)
         return True
 
     async def _finish(self) -> bool:
@@ -145,10 +152,15 @@ class WyomingHandler(AsyncEventHandler):
             await self.write_event(Transcript(text="", language=utterance.language).event())
             return True
         audio = b"".join(utterance.chunks)
-        params = TranscribeParams(language=utterance.language or None, prompt=utterance.prompt,
-                                  audio_format="pcm16k", stream=self._streaming)
+        fmt = utterance.converter
+        assert fmt is not None and fmt.rate and fmt.width and fmt.channels
+        params = TranscribeParams(language=utterance.language or None, prompt=utterance.prompt, stream=self._streaming,
+                                  audio_format="pcm", pcm_rate=fmt.rate, pcm_width=fmt.width, pcm_channels=fmt.channels)
         try:
             result, streamed = await self._transcribe(slot, audio, params)
+        except WorkerRequestError as exc:  # the client's audio or parameters: its fault
+            await self.write_event(Error(text=str(exc), code=exc.code.value).event())
+            return True
         except (WorkerError, ModelUnavailable) as exc:
             await self.write_event(Error(text=str(exc), code="transcription_failed").event())
             return True

@@ -10,6 +10,8 @@ import io
 
 import numpy as np
 
+from worker.protocol import TranscribeParams
+
 SAMPLE_RATE = 16000
 
 
@@ -17,21 +19,54 @@ class AudioError(ValueError):
     """The bytes are not audio we can decode; the message is safe to show a client."""
 
 
-def decode(data: bytes | memoryview, audio_format: str = "file") -> np.ndarray:
-    if audio_format == "pcm16k":
-        return from_pcm16(data)
-    if audio_format != "file":
-        raise AudioError(f"unknown audio format {audio_format!r}")
+def decode(data: bytes | memoryview, params: TranscribeParams) -> np.ndarray:
+    if params.audio_format == "pcm":
+        return from_pcm(data, params.pcm_rate, params.pcm_width, params.pcm_channels)
+    if params.audio_format != "file":
+        raise AudioError(f"unknown audio format {params.audio_format!r}")
     return decode_file(data)
 
 
-def from_pcm16(data: bytes | memoryview) -> np.ndarray:
-    """Raw 16 kHz mono s16le samples (what Wyoming clients send) as float32."""
-    if len(data) % 2:
-        raise AudioError("raw 16-bit audio must have an even number of bytes")
+_PCM_DTYPES = {1: "u1", 2: "<i2", 4: "<i4"}
+
+
+def from_pcm(data: bytes | memoryview, rate: int, width: int, channels: int) -> np.ndarray:
+    """Raw PCM (what Wyoming clients send) at any rate, width and channel count.
+
+    Resampled here with FFmpeg's resampler (band-limited), not in the supervisor:
+    a plain linear-interpolation converter aliases enough to cost words.
+    """
+    if width not in _PCM_DTYPES or channels < 1 or not 1000 <= rate <= 384000:
+        raise AudioError(f"unsupported raw audio: {rate} Hz, {width} bytes a sample, {channels} channels")
+    frame_bytes = width * channels
     if len(data) == 0:
         raise AudioError("no audio samples were sent")
-    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+    if len(data) % frame_bytes:
+        raise AudioError(f"raw audio length {len(data)} is not a whole number of {frame_bytes}-byte frames")
+    samples = np.frombuffer(data, dtype=_PCM_DTYPES[width])
+    if width == 1:
+        samples = (samples.astype(np.int16) - 128) << 8
+    elif width == 4:
+        samples = (samples >> 16).astype(np.int16)
+    samples = samples.astype(np.int16, copy=False)
+    if rate == SAMPLE_RATE and channels == 1:
+        return samples.astype(np.float32) / 32768.0
+    return _resample(samples, rate, channels)
+
+
+def _resample(samples: np.ndarray, rate: int, channels: int) -> np.ndarray:
+    import av
+
+    layout = {1: "mono", 2: "stereo"}.get(channels)
+    if layout is None:  # more than two channels: average them to mono first
+        samples = samples.reshape(-1, channels).mean(axis=1).astype(np.int16)
+        layout, channels = "mono", 1
+    frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout=layout)
+    frame.sample_rate = rate
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]  # flush
+    return np.concatenate(out).astype(np.float32) / 32768.0
 
 
 def decode_file(data: bytes | memoryview) -> np.ndarray:

@@ -69,8 +69,11 @@ class TranscribeParams:
     task: str = "transcribe"
     stream: bool = False  # send SEGMENT messages as segments are decoded
     #: "file": an audio file in any container (decoded with FFmpeg);
-    #: "pcm16k": raw 16 kHz mono signed 16-bit little-endian samples (Wyoming), no decoding needed.
+    #: "pcm": raw signed little-endian samples (Wyoming) at `pcm_rate`/`pcm_width`/`pcm_channels`.
     audio_format: str = "file"
+    pcm_rate: int = 16000
+    pcm_width: int = 2
+    pcm_channels: int = 1
 
 
 @dataclass(frozen=True, slots=True)

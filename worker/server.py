@@ -179,7 +179,7 @@ class WorkerServer:
                 f"supported: {', '.join(self._info.languages)}",
             )
         try:
-            samples = audio.decode(data, params.audio_format)
+            samples = audio.decode(data, params)
         except audio.AudioError as exc:
             raise RequestError(ErrorCode.BAD_AUDIO, str(exc)) from exc
         return self._backend.transcribe(samples, params, on_segment)

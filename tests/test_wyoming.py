@@ -1,0 +1,258 @@
+"""Home Assistant's Wyoming protocol, spoken by the `wyoming` package's own client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.client import AsyncTcpClient
+from wyoming.error import Error
+from wyoming.event import Event
+from wyoming.info import Describe, Info
+
+from conftest import ASSETS, Server, key_words_found, start_server, wait_for, worker_pids
+
+FOX_KEYS = ["quick", "brown", "fox", "over", "lazy"]
+
+CONFIG = """
+[server]
+default_model = "tiny.en"
+[defaults]
+ttl = -1
+[models."tiny.en"]
+source = "bundled"
+description = "Whisper tiny.en"
+[models."kitchen"]
+source = "bundled"
+description = "same weights, other name"
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    s = start_server(tmp_path_factory.mktemp("wyoming"), CONFIG)
+    yield s
+    s.stop()
+
+
+def pcm(name: str) -> tuple[bytes, int]:
+    with wave.open(str(ASSETS / f"{name}.wav"), "rb") as w:
+        return w.readframes(w.getnframes()), w.getframerate()
+
+
+async def ha_transcribe(port: int, audio: bytes, rate: int = 16000, channels: int = 1, *,
+                        transcribe: Transcribe | None = None, chunk_bytes: int = 2048) -> list[Event]:
+    """Home Assistant's sequence: transcribe, audio-start, chunks, audio-stop, read until transcript."""
+    events: list[Event] = []
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event((transcribe or Transcribe(language="en")).event())
+        await client.write_event(AudioStart(rate=rate, width=2, channels=channels).event())
+        for i in range(0, len(audio), chunk_bytes):
+            await client.write_event(AudioChunk(rate=rate, width=2, channels=channels,
+                                                audio=audio[i:i + chunk_bytes]).event())
+        await client.write_event(AudioStop().event())
+        while True:
+            event = await asyncio.wait_for(client.read_event(), 60)
+            if event is None:
+                break
+            events.append(event)
+            if Transcript.is_type(event.type) or Error.is_type(event.type):
+                break
+    return events
+
+
+def transcript(events: list[Event]) -> str:
+    final = [e for e in events if Transcript.is_type(e.type)]
+    assert len(final) == 1, [e.type for e in events]
+    return Transcript.from_event(final[0]).text
+
+
+def test_describe_answers_fast_without_loading_a_model(server: Server) -> None:
+    async def describe() -> tuple[Info, float]:
+        started = time.monotonic()
+        async with AsyncTcpClient("127.0.0.1", server.wyoming_port) as client:
+            await client.write_event(Describe().event())
+            event = await asyncio.wait_for(client.read_event(), 1.0)  # Home Assistant's timeout
+        assert event is not None and Info.is_type(event.type)
+        return Info.from_event(event), time.monotonic() - started
+
+    info, elapsed = asyncio.run(describe())
+    assert elapsed < 1.0
+    assert worker_pids(server.pid) == []  # describe never loads a model
+    [program] = info.asr
+    assert program.name == "asr-supervisor" and program.supports_transcript_streaming
+    models = {m.name: m for m in program.models}
+    assert set(models) == {"tiny.en", "kitchen"}
+    assert models["tiny.en"].installed and models["tiny.en"].languages == ["en"]
+    assert models["kitchen"].description == "same weights, other name"
+
+
+def test_home_assistant_sequence_transcribes(server: Server) -> None:
+    audio, rate = pcm("fox")
+    events = asyncio.run(ha_transcribe(server.wyoming_port, audio, rate))
+    text = transcript(events)
+    assert len(key_words_found(text, FOX_KEYS)) >= 4, text
+    # It streamed: transcript-start and chunks came before the transcript, transcript-stop after.
+    types = [e.type for e in events]
+    assert types[0] == TranscriptStart().event().type and TranscriptChunk(text="").event().type in types
+    assert server.model()["requests"] >= 1 and server.model()["in_flight"] == 0
+
+
+def test_a_client_without_transcribe_gets_the_default_model_and_no_streaming(server: Server) -> None:
+    audio, rate = pcm("short")
+
+    async def run() -> list[Event]:
+        events = []
+        async with AsyncTcpClient("127.0.0.1", server.wyoming_port) as client:
+            await client.write_event(AudioStart(rate=rate, width=2, channels=1).event())
+            await client.write_event(AudioChunk(rate=rate, width=2, channels=1, audio=audio).event())
+            await client.write_event(AudioStop().event())
+            events.append(await asyncio.wait_for(client.read_event(), 60))
+        return events
+
+    events = asyncio.run(run())
+    assert "kitchen" in transcript(events).lower()
+
+
+@pytest.mark.parametrize(("clip", "rate", "channels", "keys"), [
+    ("weather-8k", 8000, 1, ["morning", "weather", "sunny", "warm", "garden", "dinner"]),
+    ("fox-22k", 22050, 1, FOX_KEYS),
+    ("short-44k-stereo", 44100, 2, ["turn", "kitchen", "lights"]),
+])
+def test_any_rate_and_channel_count_is_converted(server: Server, clip: str, rate: int, channels: int,
+                                                 keys: list[str]) -> None:
+    with wave.open(str(ASSETS / f"{clip}.wav"), "rb") as w:  # made with sox (scripts/make-clips)
+        assert (w.getframerate(), w.getnchannels()) == (rate, channels)
+        audio = w.readframes(w.getnframes())
+    text = transcript(asyncio.run(ha_transcribe(server.wyoming_port, audio, rate, channels)))
+    assert len(key_words_found(text, keys)) >= len(keys) - 1, f"{rate} Hz x{channels}: {text!r}"
+
+
+def test_model_chosen_by_name_and_unknown_name_is_an_error(server: Server) -> None:
+    audio, rate = pcm("short")
+    events = asyncio.run(ha_transcribe(server.wyoming_port, audio, rate,
+                                       transcribe=Transcribe(name="kitchen", language="en")))
+    assert "lights" in transcript(events).lower()
+    assert server.model("kitchen")["state"] == "ready"
+
+    events = asyncio.run(ha_transcribe(server.wyoming_port, audio, rate, transcribe=Transcribe(name="nope")))
+    assert Error.is_type(events[-1].type)
+    error = Error.from_event(events[-1])
+    assert error.code == "model_not_found" and "nope" in error.text
+
+
+def test_empty_audio_gives_an_empty_transcript(server: Server) -> None:
+    assert transcript(asyncio.run(ha_transcribe(server.wyoming_port, b""))) == ""
+
+
+def _raw(port: int, data: bytes) -> bytes:
+    """Send raw bytes; return whatever comes back before the server closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_garbage_and_oversized_events_close_the_connection_only(server: Server) -> None:
+    assert _raw(server.wyoming_port, b"\x00\xffthis is not json\n") == b""
+    assert _raw(server.wyoming_port, b"[1, 2]\n") == b""
+    assert _raw(server.wyoming_port, b'{"no": "type"}\n') == b""
+    huge = json.dumps({"type": "audio-chunk", "payload_length": 10**12}).encode() + b"\n"
+    assert _raw(server.wyoming_port, huge) == b""  # refused at once, nothing buffered
+    huge = json.dumps({"type": "describe", "data_length": 10**12}).encode() + b"\n"
+    assert _raw(server.wyoming_port, huge) == b""
+
+    # Disconnect mid-utterance: the half-sent audio is dropped, nothing stays in flight.
+    audio, rate = pcm("fox")
+    with socket.create_connection(("127.0.0.1", server.wyoming_port)) as sock:
+        for event in (Transcribe(language="en").event(), AudioStart(rate=rate, width=2, channels=1).event(),
+                      AudioChunk(rate=rate, width=2, channels=1, audio=audio[:8000]).event()):
+            header = {"type": event.type, "data": event.data}
+            if event.payload:
+                header["payload_length"] = len(event.payload)
+            sock.sendall(json.dumps(header).encode() + b"\n" + (event.payload or b""))
+    time.sleep(0.2)
+    assert server.model()["in_flight"] == 0 and server.model()["queued"] == 0
+
+    # The server, and its workers, are fine for the next client.
+    assert server.proc.poll() is None
+    text = transcript(asyncio.run(ha_transcribe(server.wyoming_port, audio, rate)))
+    assert "fox" in text.lower()
+    assert "Traceback" not in server.log()
+
+
+def test_many_connections_at_once(server: Server) -> None:
+    audio, rate = pcm("fox")
+    short, _ = pcm("short")
+
+    async def run() -> list[list[Event]]:
+        return await asyncio.gather(*(ha_transcribe(server.wyoming_port, a, rate) for a in [audio, short] * 3))
+
+    results = asyncio.run(run())
+    for i, events in enumerate(results):
+        text = transcript(events).lower()
+        assert ("fox" in text) if i % 2 == 0 else ("kitchen" in text), text
+
+
+def test_wyoming_request_loads_the_worker_and_the_ttl_ends_it(make_server) -> None:  # type: ignore[no-untyped-def]
+    server: Server = make_server('[defaults]\nttl = 2\n[models."tiny.en"]\nsource = "bundled"\n')
+    audio, rate = pcm("short")
+    assert "kitchen" in transcript(asyncio.run(ha_transcribe(server.wyoming_port, audio, rate))).lower()
+    pid = server.model()["pid"]
+    assert psutil.pid_exists(pid)
+    wait_for(lambda: server.model()["state"] == "unloaded", 15, what="TTL unload")
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_no_wyoming_flag_and_unix_socket(make_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server: Server = make_server("[defaults]\nttl = -1\n", "--no-wyoming")
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", server.wyoming_port), timeout=2)
+
+    path = tmp_path / "wyoming.sock"
+    make_server("[defaults]\nttl = -1\n", "--wyoming-uri", f"unix://{path}")
+
+    async def describe() -> Event | None:
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        writer.write(json.dumps({"type": "describe"}).encode() + b"\n")
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), 2)
+        writer.close()
+        return json.loads(line)
+
+    assert asyncio.run(describe())["type"] == "info"
+
+
+WER_BOUND = 0.25  # tiny.en on our espeak clips scores about 5-10%
+
+
+def test_wyoming_bench_word_error_rate(server: Server, tmp_path: Path) -> None:
+    bench = shutil.which("wyoming-bench") or str(Path(sys.executable).parent / "wyoming-bench")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("fox", "short", "weather"):
+        shutil.copy(ASSETS / f"{name}.wav", corpus)
+        shutil.copy(ASSETS / f"{name}.txt", corpus)
+    out = subprocess.run([bench, "stt", f"127.0.0.1:{server.wyoming_port}", "--corpus", str(corpus),
+                          "--mode", "both", "--rounds", "1", "--warmup", "0", "--timeout", "60"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    wers = [float(w) / 100 for w in re.findall(r"WER=([\d.]+)%", out.stdout)]
+    assert wers, out.stdout
+    assert "NOT SUPPORTED" not in out.stdout  # streaming mode ran too
+    assert max(wers) <= WER_BOUND, out.stdout
