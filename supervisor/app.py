@@ -26,12 +26,20 @@ def create_app(settings: Settings) -> FastAPI:
             max_audio = int(settings.server.max_upload_mb * 1_000_000)
             wyoming = WyomingService(wyoming_uri(settings.server), registry, max_audio)
             await wyoming.start()
+        announcer = None
+        if wyoming is not None and settings.server.zeroconf and not settings.server.wyoming_uri:
+            from supervisor.discovery import Announcer  # only then: zeroconf is not free to import
+
+            announcer = Announcer(settings.server.wyoming_port, settings.server.host, settings.server.zeroconf_name)
+            await announcer.start()
         try:
             yield
         finally:
             # Shutdown, in order: uvicorn has stopped accepting and drained in-flight
             # HTTP requests; close Wyoming connections; then end every worker and
             # remove the sockets' directory.
+            if announcer is not None:
+                await announcer.stop()
             if wyoming is not None:
                 await wyoming.stop()
             await registry.close()

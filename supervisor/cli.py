@@ -30,11 +30,12 @@ def serve(
     wyoming: Annotated[Optional[bool], typer.Option("--wyoming/--no-wyoming", help="serve Home Assistant's Wyoming protocol")] = None,
     wyoming_port: Annotated[Optional[int], typer.Option(help="Wyoming TCP port (default 10300)")] = None,
     wyoming_uri: Annotated[Optional[str], typer.Option(help="Wyoming listen URI, e.g. unix:///run/asr/wyoming.sock")] = None,
+    zeroconf: Annotated[Optional[bool], typer.Option("--zeroconf/--no-zeroconf", help="announce Wyoming on the LAN (mDNS) for Home Assistant")] = None,
 ) -> None:
     overrides = Overrides(
         models=tuple(model or ()), default_model=default_model, device=device, compute_type=compute_type,
         cache_dir=cache_dir, ttl=ttl, preload=preload, host=host, port=port, log_level=log_level,
-        wyoming=wyoming, wyoming_port=wyoming_port, wyoming_uri=wyoming_uri,
+        wyoming=wyoming, wyoming_port=wyoming_port, wyoming_uri=wyoming_uri, zeroconf=zeroconf,
     )
     try:
         settings = load_settings(find_config(config), overrides)

@@ -46,6 +46,8 @@ class ServerTable(_Table):
     wyoming: bool = True
     wyoming_port: int = Field(10300, ge=1, le=65535)
     wyoming_uri: str | None = Field(None, description="overrides host/port, e.g. unix:///run/asr/wyoming.sock")
+    zeroconf: bool = Field(False, description="announce the Wyoming server on the LAN for Home Assistant")
+    zeroconf_name: str | None = None
     max_upload_mb: float = Field(200.0, gt=0, description="larger uploads get 413 before they are read")
     api_keys: list[str] = Field(default_factory=list, description="when set, /v1 routes need one of these")
     admin_keys: list[str] = Field(default_factory=list, description="when set, admin routes need one of these")
@@ -147,6 +149,7 @@ class Overrides:
     wyoming: bool | None = None
     wyoming_port: int | None = None
     wyoming_uri: str | None = None
+    zeroconf: bool | None = None
 
 
 def wyoming_uri(server: ServerTable) -> str:
@@ -166,7 +169,7 @@ def load_settings(path: Path | None, overrides: Overrides = Overrides()) -> Sett
     raw = _read_toml(path) if path is not None else {}
     where = str(path) if path is not None else "built-in defaults"
     server_raw = dict(raw.get("server", {}))
-    for key in ("host", "port", "default_model", "log_level", "wyoming", "wyoming_port", "wyoming_uri"):
+    for key in ("host", "port", "default_model", "log_level", "wyoming", "wyoming_port", "wyoming_uri", "zeroconf"):
         if (value := getattr(overrides, key)) is not None:
             server_raw[key] = value
     defaults_raw = dict(raw.get("defaults", {}))

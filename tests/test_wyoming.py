@@ -256,3 +256,15 @@ def test_wyoming_bench_word_error_rate(server: Server, tmp_path: Path) -> None:
     assert wers, out.stdout
     assert "NOT SUPPORTED" not in out.stdout  # streaming mode ran too
     assert max(wers) <= WER_BOUND, out.stdout
+
+
+def test_zeroconf_announcement_describes_the_wyoming_server() -> None:
+    # Built, not sent: registering would multicast to the LAN, and tests stay on 127.0.0.1.
+    from supervisor.discovery import SERVICE_TYPE, Announcer, default_name
+
+    announcer = Announcer(port=10300, host="127.0.0.1", name="kitchen-asr")
+    info = announcer.info
+    assert info.type == SERVICE_TYPE == "_wyoming._tcp.local."
+    assert info.name == "kitchen-asr._wyoming._tcp.local."
+    assert info.port == 10300 and info.parsed_addresses() == ["127.0.0.1"]
+    assert default_name().startswith("asr-supervisor-") and default_name() == default_name()
