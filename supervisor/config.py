@@ -48,6 +48,9 @@ class ServerTable(_Table):
     wyoming_uri: str | None = Field(None, description="overrides host/port, e.g. unix:///run/asr/wyoming.sock")
     zeroconf: bool = Field(False, description="announce the Wyoming server on the LAN for Home Assistant")
     zeroconf_name: str | None = None
+    max_loaded_models: int = Field(0, ge=0, description="0: no limit; 1: a single resident model")
+    memory_budget_mb: float = Field(0, ge=0, description="0: no limit; else the loaded models' memory")
+    capacity_wait: float = Field(30.0, ge=0, description="seconds a request waits for a busy server to free a place")
     max_upload_mb: float = Field(200.0, gt=0, description="larger uploads get 413 before they are read")
     api_keys: list[str] = Field(default_factory=list, description="when set, /v1 routes need one of these")
     admin_keys: list[str] = Field(default_factory=list, description="when set, admin routes need one of these")

@@ -64,7 +64,7 @@ def from_worker_error(exc: Exception) -> APIError:
                         type="server_error", code="worker_crashed")
     if isinstance(exc, ModelUnavailable):
         headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
-        return APIError(503, str(exc), type="server_error", code="model_unavailable", headers=headers)
+        return APIError(503, str(exc), type="server_error", code=exc.code, headers=headers)
     if isinstance(exc, UnknownModel):
         return APIError(404, str(exc), param="model", code="model_not_found")
     raise TypeError(f"not a worker error: {exc!r}")

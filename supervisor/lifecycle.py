@@ -21,8 +21,9 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from supervisor.capacity import CapacityFull
 from supervisor.config import ModelSpec
 from supervisor.states import State, backoff_seconds, check_transition
 from supervisor.worker_client import WorkerError, WorkerLoadError, WorkerProcess
@@ -33,12 +34,34 @@ log = logging.getLogger("asr.lifecycle")
 Launcher = Callable[[ModelSpec, Callable[[WorkerProcess], None]], Awaitable[WorkerProcess]]
 
 
+class Gate(Protocol):
+    """Admission to load a model (`capacity.Capacity`); a no-op gate admits everyone."""
+
+    async def reserve(self, slot: ModelSlot) -> None: ...
+
+    def release(self, slot: ModelSlot) -> None: ...
+
+    def notify(self) -> None: ...
+
+
+class _OpenGate:
+    async def reserve(self, slot: ModelSlot) -> None:
+        return None
+
+    def release(self, slot: ModelSlot) -> None:
+        return None
+
+    def notify(self) -> None:
+        return None
+
+
 class ModelUnavailable(Exception):
     """The model cannot serve right now (load failed, backing off, shutting down)."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, code: str = "model_unavailable") -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.code = code
 
 
 # -- commands the owner accepts -------------------------------------------------
@@ -63,6 +86,7 @@ class _Load:
 @dataclass(slots=True)
 class _Unload:
     reply: asyncio.Future[str]
+    reason: str = "unload"
 
 
 @dataclass(slots=True)
@@ -91,10 +115,20 @@ class _Stats:
 
 
 class ModelSlot:
-    def __init__(self, spec: ModelSpec, launch: Launcher, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        launch: Launcher,
+        clock: Callable[[], float] = time.monotonic,
+        gate: Gate | None = None,
+        memory_estimate_mb: float = 0.0,
+    ) -> None:
         self.spec = spec
         self._launch = launch
         self._clock = clock
+        self._gate: Gate = gate or _OpenGate()
+        self._memory_estimate_mb = memory_estimate_mb
+        self._measured_mb = 0.0  # the largest RSS its worker has been seen at
         self._inbox: asyncio.Queue[_Command] = asyncio.Queue()
         self._state = State.UNLOADED
         self._ttl = spec.ttl
@@ -106,6 +140,7 @@ class ModelSlot:
         self._retry_at = 0.0
         self._draining: list[asyncio.Future[str]] = []  # unload callers waiting for in-flight work
         self._deferred: deque[_Acquire] = deque()  # requests that arrived while draining
+        self._drain_reason = "unload"
         self._stats = _Stats()
         self._task: asyncio.Task[None] | None = None
 
@@ -135,11 +170,11 @@ class ModelSlot:
         """Start the worker now (if needed); `ttl` replaces the model's TTL from now on."""
         await self._send(_Load, ttl=ttl)
 
-    async def unload(self) -> dict[str, Any]:
+    async def unload(self, reason: str = "unload") -> dict[str, Any]:
         """Stop the worker once its in-flight requests are done; says how it ended and what it freed."""
         worker = self._worker
         rss = worker.rss_bytes() if worker else None
-        how = await self._ask(_Unload)
+        how = await self._send(_Unload, reason=reason)
         return {"model": self.spec.name, "pid": worker.pid if worker else None, "ended_by": how,
                 "freed_rss_mb": _mb(rss) if how != "not loaded" else 0.0}
 
@@ -148,6 +183,18 @@ class ModelSlot:
             return
         await self._ask(_Close)
         await self._task
+
+    # -- advisory reads for the capacity gate (it acts only through unload()) ------
+
+    def is_idle(self) -> bool:
+        return (self._state is State.READY and not self._in_flight and not self._draining
+                and self._inbox.empty() and not self._deferred)
+
+    def last_used_monotonic(self) -> float:
+        return self._idle_since
+
+    def memory_estimate_mb(self) -> float:
+        return self._measured_mb or self._memory_estimate_mb
 
     def snapshot(self) -> dict[str, Any]:
         worker = self._worker
@@ -243,8 +290,12 @@ class ModelSlot:
         self._in_flight -= 1
         self._idle_since = self._clock()
         self._stats.last_used = time.time()
+        if self._worker is not None and (rss := self._worker.rss_bytes()):
+            self._measured_mb = max(self._measured_mb, rss / 1_048_576)
         if self._in_flight == 0 and self._draining:
-            await self._finish_drain(await self._stop_worker("unload"))
+            await self._finish_drain(await self._stop_worker(self._drain_reason))
+        elif self._in_flight == 0:
+            self._gate.notify()
 
     async def _handle_load(self, command: _Load) -> None:
         if command.ttl is not None:
@@ -264,8 +315,9 @@ class ModelSlot:
         if self._worker is None:
             _reply(command.reply, "not loaded")
         elif self._in_flight == 0:
-            _reply(command.reply, await self._stop_worker("unload"))
+            _reply(command.reply, await self._stop_worker(command.reason))
         else:
+            self._drain_reason = command.reason
             self._draining.append(command.reply)  # stops when the last in-flight request ends
 
     async def _handle_exited(self, command: _Exited) -> None:
@@ -277,6 +329,7 @@ class ModelSlot:
         self._stats.last_error = reason
         self._forget_worker("crash")
         self._set_state(State.UNLOADED, reason)
+        self._gate.release(self)
         await self._finish_drain("crashed")
 
     async def _handle_close(self, command: _Close) -> None:
@@ -300,11 +353,16 @@ class ModelSlot:
                 f"model {self.spec.name!r} failed to load ({self._stats.last_error}); retrying in {wait:.0f}s",
                 retry_after=wait,
             )
+        try:
+            await self._gate.reserve(self)
+        except CapacityFull as exc:
+            raise ModelUnavailable(str(exc), retry_after=exc.retry_after, code="capacity_full") from None
         self._set_state(State.STARTING, "request" if self._stats.requests else "first use")
         started = self._clock()
         try:
             worker = await self._launch(self.spec, self._post_exit)
         except (WorkerError, OSError) as exc:
+            self._gate.release(self)
             self._failures += 1
             self._retry_at = self._clock() + backoff_seconds(self._failures)
             self._stats.last_error = str(exc)
@@ -328,6 +386,7 @@ class ModelSlot:
         how = await worker.stop()
         self._forget_worker(why)
         self._set_state(State.UNLOADED, f"{why}: pid {worker.pid} ended by {how}")
+        self._gate.release(self)
         return how
 
     def _forget_worker(self, why: str) -> None:

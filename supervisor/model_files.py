@@ -28,3 +28,17 @@ def disk_size(path: Path) -> int:
 def languages_guess(spec: ModelSpec) -> list[str] | None:
     """Before a model has loaded once, its name is the best hint: `*.en` models are English-only."""
     return ["en"] if spec.name.endswith(".en") or spec.source.endswith(".en") else None
+
+
+#: What a worker needs besides its weights: interpreter, CTranslate2, FFmpeg, buffers.
+RUNTIME_OVERHEAD_MB = 250.0
+
+
+def memory_estimate_mb(spec: ModelSpec) -> float:
+    """A model's RSS before it has ever been measured: its files plus the runtime.
+
+    Only used for `memory_budget_mb` until the first request measures the real figure.
+    """
+    path = source_path(spec)
+    size = disk_size(path) / 1_048_576 if path else 0.0
+    return round(size + RUNTIME_OVERHEAD_MB, 1)

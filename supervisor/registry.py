@@ -11,7 +11,8 @@ from typing import Any
 
 import zmq.asyncio
 
-from supervisor import runtime_dir
+from supervisor import model_files, runtime_dir
+from supervisor.capacity import Capacity, Limits
 from supervisor.config import OPENAI_ALIAS, ModelSpec, Settings
 from supervisor.lifecycle import ModelSlot, ModelUnavailable
 from supervisor.worker_client import Timeouts, WorkerProcess
@@ -37,7 +38,15 @@ class ModelRegistry:
             heartbeat_interval=settings.server.heartbeat_interval,
             heartbeat=settings.server.heartbeat_timeout,
         )
-        self._slots = {name: ModelSlot(spec, self._launch) for name, spec in settings.models.items()}
+        server = settings.server
+        self.capacity = Capacity(
+            Limits(server.max_loaded_models, server.memory_budget_mb, server.capacity_wait),
+            lambda: list(self._slots.values()),
+        )
+        self._slots = {
+            name: ModelSlot(spec, self._launch, gate=self.capacity, memory_estimate_mb=model_files.memory_estimate_mb(spec))
+            for name, spec in settings.models.items()
+        }
         self._preloads: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:

@@ -181,3 +181,76 @@ async def test_closed_slot_refuses_requests() -> None:
     await slot.close()
     with pytest.raises(ModelUnavailable, match="shut down"):
         await _use(slot)
+
+
+# -- capacity: the owner asks the gate before it spawns ---------------------------
+
+from supervisor.capacity import Capacity, Limits  # noqa: E402
+
+
+def _fleet(launcher: FakeLauncher, names: list[str], **limits: float) -> dict[str, ModelSlot]:
+    slots: dict[str, ModelSlot] = {}
+    capacity = Capacity(Limits(**limits), lambda: list(slots.values()))  # type: ignore[arg-type]
+    for name in names:
+        slots[name] = ModelSlot(dataclasses.replace(SPEC, name=name), launcher, gate=capacity,  # type: ignore[arg-type]
+                                memory_estimate_mb=300)
+        slots[name].start()
+    return slots
+
+
+async def test_single_resident_model_switches_cleanly() -> None:
+    launcher = FakeLauncher()
+    slots = _fleet(launcher, ["a", "b"], max_loaded_models=1)
+    assert await _use(slots["a"]) == 1000
+    assert await _use(slots["b"]) == 1001
+    assert launcher.workers[0].stopped  # a was stopped before b started
+    assert slots["a"].snapshot()["state"] == "unloaded" and slots["b"].snapshot()["state"] == "ready"
+    assert await _use(slots["a"]) == 1002  # and a comes back, evicting b
+    assert launcher.workers[1].stopped
+    for slot in slots.values():
+        await slot.close()
+
+
+async def test_eviction_picks_the_least_recently_used_idle_model() -> None:
+    launcher = FakeLauncher()
+    slots = _fleet(launcher, ["a", "b", "c"], max_loaded_models=2)
+    await _use(slots["a"])
+    await _use(slots["b"])
+    await _use(slots["a"])  # a is now more recent than b
+    await asyncio.sleep(0.01)
+    await _use(slots["c"])
+    states = {n: s.snapshot()["state"] for n, s in slots.items()}
+    assert states == {"a": "ready", "b": "unloaded", "c": "ready"}
+    for slot in slots.values():
+        await slot.close()
+
+
+async def test_memory_budget_counts_estimates() -> None:
+    launcher = FakeLauncher()
+    # a measures 5 MB once used; b is estimated at 300 MB until it runs: 305 > 8.
+    slots = _fleet(launcher, ["a", "b"], memory_budget_mb=8)
+    await _use(slots["a"])
+    await _use(slots["b"])
+    assert slots["a"].snapshot()["state"] == "unloaded"
+    for slot in slots.values():
+        await slot.close()
+
+
+async def test_a_full_busy_server_refuses_then_serves_once_a_place_frees() -> None:
+    launcher = FakeLauncher()
+    slots = _fleet(launcher, ["a", "b"], max_loaded_models=1, wait_seconds=0.2)
+    busy = asyncio.create_task(_use(slots["a"], hold=0.5))
+    await asyncio.sleep(0.1)
+    with pytest.raises(ModelUnavailable, match="busy") as err:
+        await _use(slots["b"])  # waited 0.2 s, a still busy
+    assert err.value.retry_after and err.value.retry_after >= 1
+    assert slots["b"].snapshot()["state"] == "unloaded"  # not a load failure: no back-off
+
+    # With a longer wait, the request is served as soon as a's request ends.
+    slots2 = _fleet(FakeLauncher(), ["a", "b"], max_loaded_models=1, wait_seconds=5)
+    busy2 = asyncio.create_task(_use(slots2["a"], hold=0.3))
+    await asyncio.sleep(0.1)
+    assert await _use(slots2["b"]) == 1001
+    assert await busy == 1000 and await busy2 == 1000
+    for slot in [*slots.values(), *slots2.values()]:
+        await slot.close()

@@ -22,5 +22,10 @@ async def health(request: Request) -> dict[str, object]:
         "default_model": registry.default_model,
         "current_model": current or registry.default_model,
         "device": loaded[current]["device"] if current else None,
+        "capacity": {
+            "max_loaded_models": registry.capacity.limits.max_loaded_models,
+            "memory_budget_mb": registry.capacity.limits.memory_budget_mb,
+            "loaded": sorted(loaded),
+        },
         "models": models,
     }
