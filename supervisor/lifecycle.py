@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from supervisor import devices
 from supervisor.capacity import CapacityFull
 from supervisor.config import ModelSpec
 from supervisor.states import State, backoff_seconds, check_transition
@@ -384,6 +385,8 @@ class ModelSlot:
             return "not loaded"
         self._set_state(State.STOPPING, why)
         how = await worker.stop()
+        if worker.info is not None and worker.info.device == "cuda":
+            await devices.wait_vram_released(worker.pid, timeout=10.0)
         self._forget_worker(why)
         self._set_state(State.UNLOADED, f"{why}: pid {worker.pid} ended by {how}")
         self._gate.release(self)

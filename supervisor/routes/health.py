@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 
+from supervisor import devices
 from supervisor.registry import ModelRegistry
 
 router = APIRouter()
@@ -22,6 +25,7 @@ async def health(request: Request) -> dict[str, object]:
         "default_model": registry.default_model,
         "current_model": current or registry.default_model,
         "device": loaded[current]["device"] if current else None,
+        "devices": await asyncio.to_thread(devices.detect),
         "capacity": {
             "max_loaded_models": registry.capacity.limits.max_loaded_models,
             "memory_budget_mb": registry.capacity.limits.memory_budget_mb,

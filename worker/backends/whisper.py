@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from worker.backends import LoadError, OnSegment
 from worker.protocol import ReadyInfo, Segment, TranscribeParams, TranscribeResult, Word
 
 BUNDLED = "bundled"
+log = logging.getLogger("worker")
 
 
 def resolve_source(source: str) -> str:
@@ -38,6 +40,9 @@ def resolve_device(device: str) -> str:
     import ctranslate2
 
     cuda = ctranslate2.get_cuda_device_count()
+    if device == "mps":
+        log.warning("faster-whisper (CTranslate2) has no Apple MPS support: using the CPU")
+        return "cpu"
     if device == "auto":
         return "cuda" if cuda > 0 else "cpu"
     if device == "cuda" and cuda == 0:

@@ -1,0 +1,96 @@
+"""What compute this machine has, found without importing an ML library.
+
+CUDA is read from `nvidia-smi` (present wherever the NVIDIA driver is), Apple's MPS
+from the platform, the CPU from the OS. Workers do the authoritative check when they
+load (CTranslate2's own device count); this is for /health, `asrctl status`, and for
+waiting until a dead worker's VRAM is really free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import time
+from functools import lru_cache
+from typing import Any
+
+log = logging.getLogger("asr.devices")
+
+_QUERY_GPUS = ["--query-gpu=index,name,memory.total,memory.used", "--format=csv,noheader,nounits"]
+_QUERY_APPS = ["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"]
+
+
+def _nvidia_smi(args: list[str]) -> list[list[str]] | None:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, *args], capture_output=True, text=True, timeout=5, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [[field.strip() for field in line.split(",")] for line in out.splitlines() if line.strip()]
+
+
+def cuda_devices() -> list[dict[str, Any]]:
+    rows = _nvidia_smi(_QUERY_GPUS) or []
+    devices = []
+    for row in rows:
+        try:
+            devices.append({"index": int(row[0]), "name": row[1], "memory_total_mb": int(row[2]),
+                            "memory_used_mb": int(row[3])})
+        except (IndexError, ValueError):
+            continue
+    return devices
+
+
+@lru_cache(maxsize=1)
+def _static() -> dict[str, Any]:
+    return {
+        "cpu": {"count": os.cpu_count(), "model": platform.processor() or platform.machine()},
+        "mps": platform.system() == "Darwin" and platform.machine() == "arm64",
+    }
+
+
+_cache: tuple[float, dict[str, Any]] | None = None
+_CACHE_SECONDS = 5.0  # /health is polled; nvidia-smi takes tens of milliseconds
+
+
+def detect() -> dict[str, Any]:
+    """The machine's devices and the best one a model with `device = "auto"` would get."""
+    global _cache
+    now = time.monotonic()
+    if _cache is None or now - _cache[0] > _CACHE_SECONDS:
+        cuda = cuda_devices()
+        _cache = (now, _static() | {"cuda": cuda, "best": "cuda" if cuda else "cpu"})
+    return _cache[1]
+
+
+def cuda_pids() -> set[int] | None:
+    """PIDs holding GPU memory now; None when that cannot be known (no nvidia-smi)."""
+    rows = _nvidia_smi(_QUERY_APPS)
+    if rows is None:
+        return None
+    return {int(r[0]) for r in rows if r and r[0].isdigit()}
+
+
+async def wait_vram_released(pid: int, timeout: float) -> bool:
+    """After a CUDA worker exits, wait (bounded) until the driver no longer lists it.
+
+    A reaped process normally frees its VRAM at once, but the driver can lag; starting
+    the next model into memory that is still held is how a model swap OOMs.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        pids = await asyncio.to_thread(cuda_pids)
+        if pids is None or pid not in pids:
+            return True
+        if time.monotonic() >= deadline:
+            log.warning("pid %d still holds GPU memory %.0fs after exiting", pid, timeout)
+            return False
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)
