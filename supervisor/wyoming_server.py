@@ -66,12 +66,12 @@ def build_info(registry: ModelRegistry) -> Info:
     models = []
     for name in registry.names():
         spec = registry.get(name).spec
-        path = model_files.source_path(spec)
+        path = model_files.installed_path(spec)
         models.append(AsrModel(
             name=name,
             description=spec.description or f"{spec.backend} {name}",
             attribution=ATTRIBUTION,
-            installed=path is not None and path.is_dir(),
+            installed=path is not None,
             languages=registry.get(name).snapshot()["languages"] or model_files.languages_guess(spec) or [],
             version=VERSION,
         ))

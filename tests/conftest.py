@@ -157,13 +157,14 @@ class Server:
                 self.proc.wait()
 
 
-def start_server(tmp_path: Path, config: str, *args: str, wait: bool = True) -> Server:
+def start_server(tmp_path: Path, config: str, *args: str, wait: bool = True,
+                 env: dict[str, str] | None = None) -> Server:
     port = free_port()
     wyoming_port = free_port()
     config_path = tmp_path / f"asr-{port}.toml"
     config_path.write_text(textwrap.dedent(config))
     log_path = tmp_path / f"supervisor-{port}.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     env.pop("ASR_CONFIG", None)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -194,8 +195,8 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start supervisors with a given asr.toml; each is stopped, and checked for leftovers, at the end."""
     started: list[Server] = []
 
-    def make(config: str = "", *args: str, wait: bool = True) -> Server:
-        server = start_server(tmp_path, config, *args, wait=wait)
+    def make(config: str = "", *args: str, wait: bool = True, env: dict[str, str] | None = None) -> Server:
+        server = start_server(tmp_path, config, *args, wait=wait, env=env)
         started.append(server)
         return server
 

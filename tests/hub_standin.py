@@ -101,6 +101,11 @@ def _hash_file(path: Path, size: int) -> tuple[str, str]:
     return git.hexdigest(), sha.hexdigest()
 
 
+def _dir_oid(repo: _Repo, path: str) -> str:
+    """A stable stand-in for a git tree id (only reported in listings, never checked)."""
+    return hashlib.sha1(f"{repo.commit}:{path}".encode()).hexdigest()
+
+
 def _index(repo_id: str, root: Path) -> _Repo:
     if not root.is_dir():
         raise FileNotFoundError(f"{repo_id}: {root} is not a directory")
@@ -298,7 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
             return p.startswith(prefix) and (recursive or "/" not in p[len(prefix) :])
 
         entries: list[dict[str, object]] = [
-            {"type": "directory", "oid": hashlib.sha1(f"{repo.commit}:{d}".encode()).hexdigest(), "size": 0, "path": d}
+            {"type": "directory", "oid": _dir_oid(repo, d), "size": 0, "path": d}
             for d in sorted(repo.dirs)
             if wanted(d)
         ]

@@ -7,10 +7,14 @@ with `load` beside it.
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
 
+from supervisor import downloads
 from supervisor.auth import require_admin_key
 from supervisor.errors import bad_request, from_worker_error
 from supervisor.lifecycle import ModelUnavailable
@@ -37,6 +41,25 @@ async def load_model(
     except (UnknownModel, ModelUnavailable) as exc:
         raise from_worker_error(exc) from None
     return {"model": slot.spec.name} | slot.snapshot()
+
+
+@router.post("/v1/model/download")
+async def download_model(request: Request, model: str = Query(..., description="model to download")) -> StreamingResponse:
+    """Fetch the model's files into its cache, streaming progress as NDJSON lines.
+
+    Events: `{"event": "progress", "downloaded", "total"}` ..., then `{"event": "done",
+    "path", "size", "cached"}` or `{"event": "error", "message"}`.
+    """
+    try:
+        slot = _registry(request).get(model)
+    except UnknownModel as exc:
+        raise from_worker_error(exc) from None
+
+    async def lines() -> AsyncIterator[str]:
+        async for event in downloads.download(slot.spec):
+            yield json.dumps(event) + "\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
 @router.post("/v1/model/unload")

@@ -18,7 +18,7 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
 def _describe(registry: ModelRegistry, name: str) -> dict[str, Any]:
     slot = registry.get(name)
     state = slot.snapshot()
-    path = model_files.source_path(slot.spec)
+    path = model_files.installed_path(slot.spec)
     return {
         "id": name,
         "object": "model",
@@ -32,6 +32,7 @@ def _describe(registry: ModelRegistry, name: str) -> dict[str, Any]:
         "source": slot.spec.source,
         "description": slot.spec.description,
         "languages": state["languages"] or model_files.languages_guess(slot.spec),
+        "installed": path is not None,
         "size": model_files.disk_size(path) if path else None,
         "aliases": registry.aliases_of(name),
     }

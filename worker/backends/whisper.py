@@ -16,7 +16,7 @@ BUNDLED = "bundled"
 log = logging.getLogger("worker")
 
 
-def resolve_source(source: str) -> str:
+def resolve_source(source: str, cache_dir: str | None = None) -> str:
     """Turn a config `source` into what WhisperModel accepts: a directory or a hub name."""
     if source == BUNDLED:
         try:
@@ -33,7 +33,14 @@ def resolve_source(source: str) -> str:
         return str(path)
     if source.startswith(("/", ".", "~")):
         raise LoadError(f"model directory {source} does not exist")
-    return source  # a model size or hub repo id; faster-whisper resolves it
+    # A model size or hub repo id: from the cache if it is complete (no network at all),
+    # else downloaded once into it.
+    from worker.download import DownloadError, fetch
+
+    try:
+        return str(fetch(source, cache_dir))
+    except DownloadError as exc:
+        raise LoadError(str(exc)) from exc
 
 
 def resolve_device(device: str) -> str:
@@ -82,7 +89,7 @@ class FasterWhisperBackend:
         from faster_whisper import WhisperModel
 
         started = time.perf_counter()
-        path = resolve_source(self._source)
+        path = resolve_source(self._source, self._cache_dir)
         device = resolve_device(self._device)
         compute_type = resolve_compute_type(self._compute_type, device)
         try:
