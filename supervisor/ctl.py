@@ -62,6 +62,15 @@ def status(url: UrlOption = DEFAULT_URL) -> None:  # /health needs no key
     """The server's health and every model's state."""
     health = _request("GET", url, "/health").json()
     console.print(f"asr-supervisor at {url}: [bold]{health['status']}[/bold]")
+    found = health.get("devices", {})
+    gpus = ", ".join(f"{g['name']} ({g['memory_total_mb']} MB)" for g in found.get("cuda", [])) or "none"
+    cpu = found.get("cpu", {})
+    console.print(f"devices: best {found.get('best')}; CUDA: {gpus}; CPU: {cpu.get('count')} cores"
+                  + ("; Apple MPS" if found.get("mps") else ""))
+    limits = health.get("capacity", {})
+    if limits.get("max_loaded_models") or limits.get("memory_budget_mb"):
+        console.print(f"capacity: max {limits['max_loaded_models'] or '∞'} models, "
+                      f"budget {limits['memory_budget_mb'] or '∞'} MB, loaded: {', '.join(limits['loaded']) or 'none'}")
     console.print(_models_table(health["models"], health["default_model"]))
 
 

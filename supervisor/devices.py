@@ -69,12 +69,22 @@ def detect() -> dict[str, Any]:
     return _cache[1]
 
 
-def cuda_pids() -> set[int] | None:
-    """PIDs holding GPU memory now; None when that cannot be known (no nvidia-smi)."""
+def cuda_memory_by_pid() -> dict[int, int] | None:
+    """MB of GPU memory each process holds now; None when that cannot be known (no nvidia-smi)."""
     rows = _nvidia_smi(_QUERY_APPS)
     if rows is None:
         return None
-    return {int(r[0]) for r in rows if r and r[0].isdigit()}
+    usage: dict[int, int] = {}
+    for row in rows:
+        if len(row) >= 2 and row[0].isdigit():
+            usage[int(row[0])] = usage.get(int(row[0]), 0) + (int(row[1]) if row[1].isdigit() else 0)
+    return usage
+
+
+def cuda_pids() -> set[int] | None:
+    """PIDs holding GPU memory now; None when that cannot be known (no nvidia-smi)."""
+    usage = cuda_memory_by_pid()
+    return None if usage is None else set(usage)
 
 
 async def wait_vram_released(pid: int, timeout: float) -> bool:

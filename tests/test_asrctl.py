@@ -23,6 +23,7 @@ def test_transcribe_and_status(shared_server: Server) -> None:
     out = asrctl("status", url=shared_server.url)
     assert out.returncode == 0, out.stderr
     assert "healthy" in out.stdout
+    assert "devices: best cpu; CUDA: none" in out.stdout
     assert "tiny.en (default)" in out.stdout and "ready" in out.stdout
     assert str(shared_server.model()["pid"]) in out.stdout
 

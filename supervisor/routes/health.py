@@ -17,6 +17,10 @@ async def health(request: Request) -> dict[str, object]:
     """The sidecar contract (`status`, `current_model`, `device`) plus every model's detail."""
     registry: ModelRegistry = request.app.state.registry
     models = registry.snapshot()
+    if any(m["device"] == "cuda" for m in models.values()):
+        vram = await asyncio.to_thread(devices.cuda_memory_by_pid) or {}
+        for m in models.values():
+            m["vram_mb"] = vram.get(m["pid"]) if m["device"] == "cuda" else None
     loaded = {name: m for name, m in models.items() if m["state"] == "ready"}
     # The most recently used loaded model; with none loaded, the one requests go to.
     current = max(loaded, key=lambda n: loaded[n]["last_used"] or 0, default=None)

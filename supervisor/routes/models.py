@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
-from supervisor import model_files
+from supervisor import catalog, model_files
 from supervisor.auth import require_api_key
 from supervisor.errors import from_worker_error
 from supervisor.registry import ModelRegistry, UnknownModel
@@ -33,6 +33,7 @@ def _describe(registry: ModelRegistry, name: str) -> dict[str, Any]:
         "description": slot.spec.description,
         "languages": state["languages"] or model_files.languages_guess(slot.spec),
         "installed": path is not None,
+        "approx_size_mb": known.size_mb if (known := catalog.lookup(slot.spec.source) or catalog.lookup(name)) else None,
         "size": model_files.disk_size(path) if path else None,
         "aliases": registry.aliases_of(name),
     }
