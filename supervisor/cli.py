@@ -31,12 +31,14 @@ def serve(
     wyoming_port: Annotated[Optional[int], typer.Option(help="Wyoming TCP port (default 10300)")] = None,
     wyoming_uri: Annotated[Optional[str], typer.Option(help="Wyoming listen URI, e.g. unix:///run/asr/wyoming.sock")] = None,
     zeroconf: Annotated[Optional[bool], typer.Option("--zeroconf/--no-zeroconf", help="announce Wyoming on the LAN (mDNS) for Home Assistant")] = None,
+    warm_spare: Annotated[Optional[bool], typer.Option("--warm-spare/--no-warm-spare", help="keep a worker with libraries imported for fast first requests")] = None,
     download_only: Annotated[bool, typer.Option("--download-only", help="download every configured model, then exit")] = False,
 ) -> None:
     overrides = Overrides(
         models=tuple(model or ()), default_model=default_model, device=device, compute_type=compute_type,
         cache_dir=cache_dir, ttl=ttl, preload=preload, host=host, port=port, log_level=log_level,
         wyoming=wyoming, wyoming_port=wyoming_port, wyoming_uri=wyoming_uri, zeroconf=zeroconf,
+        warm_spare=warm_spare,
     )
     try:
         settings = load_settings(find_config(config), overrides)

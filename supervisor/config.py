@@ -48,6 +48,7 @@ class ServerTable(_Table):
     wyoming_uri: str | None = Field(None, description="overrides host/port, e.g. unix:///run/asr/wyoming.sock")
     zeroconf: bool = Field(False, description="announce the Wyoming server on the LAN for Home Assistant")
     zeroconf_name: str | None = None
+    warm_spare: bool = Field(True, description="keep a worker with ML libraries imported, ready for the next load")
     max_loaded_models: int = Field(0, ge=0, description="0: no limit; 1: a single resident model")
     memory_budget_mb: float = Field(0, ge=0, description="0: no limit; else the loaded models' memory")
     capacity_wait: float = Field(30.0, ge=0, description="seconds a request waits for a busy server to free a place")
@@ -153,6 +154,7 @@ class Overrides:
     wyoming_port: int | None = None
     wyoming_uri: str | None = None
     zeroconf: bool | None = None
+    warm_spare: bool | None = None
 
 
 def wyoming_uri(server: ServerTable) -> str:
@@ -172,7 +174,7 @@ def load_settings(path: Path | None, overrides: Overrides = Overrides()) -> Sett
     raw = _read_toml(path) if path is not None else {}
     where = str(path) if path is not None else "built-in defaults"
     server_raw = dict(raw.get("server", {}))
-    for key in ("host", "port", "default_model", "log_level", "wyoming", "wyoming_port", "wyoming_uri", "zeroconf"):
+    for key in ("host", "port", "default_model", "log_level", "wyoming", "wyoming_port", "wyoming_uri", "zeroconf", "warm_spare"):
         if (value := getattr(overrides, key)) is not None:
             server_raw[key] = value
     defaults_raw = dict(raw.get("defaults", {}))

@@ -15,6 +15,7 @@ from supervisor import model_files, runtime_dir
 from supervisor.capacity import Capacity, Limits
 from supervisor.config import OPENAI_ALIAS, ModelSpec, Settings
 from supervisor.lifecycle import ModelSlot, ModelUnavailable
+from supervisor.spares import SparePool
 from supervisor.worker_client import Timeouts, WorkerProcess
 
 log = logging.getLogger("asr.registry")
@@ -48,12 +49,14 @@ class ModelRegistry:
             for name, spec in settings.models.items()
         }
         self._preloads: list[asyncio.Task[None]] = []
+        self.spares = SparePool(self._spawn_spare, enabled=server.warm_spare)
 
     async def start(self) -> None:
         self._runtime_dir = runtime_dir.create(self.settings.server.runtime_dir)
         self._ctx = zmq.asyncio.Context()
         for slot in self._slots.values():
             slot.start()
+        self.spares.start()
         # Preloads run in the background: the server answers /health (state "starting")
         # while large models load, instead of refusing connections.
         self._preloads = [
@@ -64,7 +67,8 @@ class ModelRegistry:
         """Shutdown, in order: stop preloading, stop every worker (in parallel), release the plumbing."""
         for task in self._preloads:
             task.cancel()
-        await asyncio.gather(*(slot.close() for slot in self._slots.values()), return_exceptions=True)
+        await asyncio.gather(self.spares.close(), *(slot.close() for slot in self._slots.values()),
+                             return_exceptions=True)
         if self._ctx is not None:
             self._ctx.term()
         if self._runtime_dir is not None:
@@ -111,8 +115,21 @@ class ModelRegistry:
         return {name: slot.snapshot() for name, slot in self._slots.items()}
 
     async def _launch(self, spec: ModelSpec, on_exit: Callable[[WorkerProcess], None]) -> WorkerProcess:
+        """A READY worker for `spec`: the warm spare if there is one, else a fresh process."""
+        worker = self.spares.take(spec.backend) or await self._spawn(spec.backend, on_exit)
+        try:
+            await worker.load(spec, on_exit)
+        except BaseException:
+            await worker.stop()
+            raise
+        return worker
+
+    async def _spawn(self, backend: str, on_exit: Callable[[WorkerProcess], None]) -> WorkerProcess:
         assert self._ctx is not None and self._runtime_dir is not None, "registry not started"
-        return await WorkerProcess.spawn(spec, self._ctx, self._runtime_dir, self._timeouts, on_exit)
+        return await WorkerProcess.spawn(backend, self._ctx, self._runtime_dir, self._timeouts, on_exit)
+
+    async def _spawn_spare(self, on_exit: Callable[[WorkerProcess], None]) -> WorkerProcess:
+        return await self._spawn(self.spares.backend, on_exit)
 
     async def _preload(self, slot: ModelSlot) -> None:
         with contextlib.suppress(ModelUnavailable):

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import zmq
@@ -30,10 +31,12 @@ from worker.protocol import (
     ErrorCode,
     Kind,
     Message,
+    ModelOptions,
     ReadyInfo,
     Segment,
     TranscribeParams,
     TranscribeResult,
+    load_message,
     transcribe_message,
 )
 
@@ -73,47 +76,57 @@ class Timeouts:
 
 
 class WorkerProcess:
+    """One worker process: first a spare (libraries imported), then, after `load()`, one model's."""
+
     def __init__(
         self,
-        spec: ModelSpec,
         proc: asyncio.subprocess.Process,
         sock: zmq.asyncio.Socket,
         ipc_path: Path,
         timeouts: Timeouts,
         on_exit: Callable[[WorkerProcess], None],
     ) -> None:
-        self.spec = spec
+        self.spec: ModelSpec | None = None  # set by load()
         self.pid = proc.pid
         self.info: ReadyInfo | None = None
         self.exit_code: int | None = None
         self.last_heartbeat: dict[str, object] = {}
+        self.on_exit = on_exit  # whoever owns the process now: the spare pool, then a model's slot
         self._proc = proc
         self._sock = sock
         self._ipc_path = ipc_path
         self._timeouts = timeouts
-        self._on_exit = on_exit
         self._pending: dict[str, asyncio.Queue[_Reply]] = {}
-        self._ready: asyncio.Future[ReadyInfo] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._spare: asyncio.Future[None] = loop.create_future()
+        self._ready: asyncio.Future[ReadyInfo] = loop.create_future()
         self._exited = asyncio.Event()
         self._beat = asyncio.Event()
         self._death_reason: str | None = None
         self._tasks = [
-            asyncio.create_task(self._read_loop(), name=f"worker-{spec.name}-read"),
-            asyncio.create_task(self._watch_exit(), name=f"worker-{spec.name}-exit"),
+            asyncio.create_task(self._read_loop(), name=f"worker-{self.pid}-read"),
+            asyncio.create_task(self._watch_exit(), name=f"worker-{self.pid}-exit"),
         ]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name if self.spec else "spare"
 
     # -- starting ---------------------------------------------------------------
 
     @classmethod
     async def spawn(
         cls,
-        spec: ModelSpec,
+        backend: str,
         ctx: zmq.asyncio.Context,
         runtime_dir: Path,
         timeouts: Timeouts,
         on_exit: Callable[[WorkerProcess], None],
     ) -> WorkerProcess:
-        """Start the process and wait for READY; on any failure nothing is left running."""
+        """Start a spare: a process with `backend`'s libraries imported and no model yet.
+
+        Returns once it says SPARE; on any failure nothing is left running.
+        """
         ipc_path = runtime_dir / f"w-{uuid.uuid4().hex[:12]}.sock"
         sock = ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -121,7 +134,7 @@ class WorkerProcess:
         sock.bind(f"ipc://{ipc_path}")
         try:
             proc = await asyncio.create_subprocess_exec(
-                *worker_command(spec, f"ipc://{ipc_path}", timeouts.heartbeat_interval),
+                *worker_command(backend, f"ipc://{ipc_path}", timeouts.heartbeat_interval),
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,  # own process group: signals to us don't hit it by accident
             )
@@ -129,29 +142,38 @@ class WorkerProcess:
             sock.close(linger=0)
             ipc_path.unlink(missing_ok=True)
             raise
-        worker = cls(spec, proc, sock, ipc_path, timeouts, on_exit)
+        worker = cls(proc, sock, ipc_path, timeouts, on_exit)
         try:
-            await worker._wait_ready()
+            await worker._await_phase(worker._spare, "start")
         except BaseException:
             await worker.stop()
             raise
         return worker
 
-    async def _wait_ready(self) -> None:
+    async def load(self, spec: ModelSpec, on_exit: Callable[[WorkerProcess], None]) -> None:
+        """Turn this spare into `spec`'s worker: LOAD, then wait for READY (or its reason not to)."""
+        self.spec = spec
+        self.on_exit = on_exit
         started = time.monotonic()
         try:
-            self.info = await asyncio.wait_for(asyncio.shield(self._ready), self._timeouts.ready)
+            await self._send(load_message(_options(spec)))
+        except WorkerCrashed as exc:
+            raise WorkerLoadError(str(exc)) from None
+        self.info = await self._await_phase(self._ready, "load its model")
+        self._tasks.append(asyncio.create_task(self._watch_heartbeat(), name=f"worker-{self.pid}-beat"))
+        log.info(
+            "worker ready model=%s pid=%d device=%s compute_type=%s load_s=%.2f",
+            spec.name, self.pid, self.info.device, self.info.compute_type, time.monotonic() - started,
+        )
+
+    async def _await_phase(self, phase: asyncio.Future[Any], what: str) -> Any:
+        try:
+            return await asyncio.wait_for(asyncio.shield(phase), self._timeouts.ready)
         except TimeoutError:
             raise WorkerLoadError(
-                f"worker for {self.spec.name!r} did not load its model within {self._timeouts.ready:.0f}s "
+                f"worker for {self.name!r} did not {what} within {self._timeouts.ready:.0f}s "
                 "(raise server.ready_timeout for very large models)"
             ) from None
-        self._tasks.append(asyncio.create_task(self._watch_heartbeat(), name=f"worker-{self.spec.name}-beat"))
-        log.info(
-            "worker ready model=%s pid=%d device=%s compute_type=%s load_s=%.2f start_s=%.2f",
-            self.spec.name, self.pid, self.info.device, self.info.compute_type,
-            self.info.load_seconds, time.monotonic() - started,
-        )
 
     # -- requests ---------------------------------------------------------------
 
@@ -195,7 +217,7 @@ class WorkerProcess:
         try:
             await self._sock.send_multipart([WORKER_IDENTITY, *msg.to_frames()], copy=False)
         except zmq.ZMQError as exc:  # EHOSTUNREACH: the worker's socket is gone
-            raise WorkerCrashed(f"worker for {self.spec.name!r} is unreachable: {exc}") from None
+            raise WorkerCrashed(f"worker for {self.name!r} is unreachable: {exc}") from None
 
     # -- stopping ---------------------------------------------------------------
 
@@ -252,7 +274,7 @@ class WorkerProcess:
             try:
                 msg = Message.from_frames(frames[1:])
             except ValueError as exc:
-                log.warning("model=%s malformed message from worker: %s", self.spec.name, exc)
+                log.warning("model=%s malformed message from worker: %s", self.name, exc)
                 continue
             self._dispatch(msg)
 
@@ -267,12 +289,15 @@ class WorkerProcess:
         elif msg.kind is Kind.ERROR:
             code = ErrorCode(msg.body.get("code", ErrorCode.INTERNAL))
             self._deliver(msg.id, WorkerRequestError(code, msg.body.get("message", "worker error")))
+        elif msg.kind is Kind.SPARE and not self._spare.done():
+            self._spare.set_result(None)
         elif msg.kind is Kind.READY and not self._ready.done():
             self._ready.set_result(ReadyInfo(**msg.body["info"]))
         elif msg.kind is Kind.DYING:
             self._death_reason = str(msg.body.get("message", "worker is exiting"))
-            if not self._ready.done():
-                self._ready.set_exception(WorkerLoadError(self._death_reason))
+            for phase in (self._spare, self._ready):
+                if not phase.done():
+                    phase.set_exception(WorkerLoadError(self._death_reason))
 
     def _deliver(self, request_id: str, item: _Reply) -> None:
         inbox = self._pending.get(request_id)
@@ -283,8 +308,10 @@ class WorkerProcess:
         self.exit_code = await self._proc.wait()
         self._exited.set()
         error_message = self._crash_message()
-        if not self._ready.done():
-            self._ready.set_exception(WorkerLoadError(self._death_reason or error_message))
+        for phase in (self._spare, self._ready):
+            if not phase.done():
+                phase.set_exception(WorkerLoadError(self._death_reason or error_message))
+                phase.exception()  # retrieved: nobody may be waiting on this phase
         for inbox in self._pending.values():
             inbox.put_nowait(WorkerCrashed(error_message))
         for task in self._tasks:
@@ -292,7 +319,7 @@ class WorkerProcess:
                 task.cancel()
         self._sock.close(linger=0)
         self._ipc_path.unlink(missing_ok=True)
-        self._on_exit(self)
+        self.on_exit(self)
 
     async def _watch_heartbeat(self) -> None:
         """A worker that stops heart-beating is hung (or frozen): kill it so it is replaced."""
@@ -300,7 +327,7 @@ class WorkerProcess:
             try:
                 await asyncio.wait_for(self._beat.wait(), self._timeouts.heartbeat)
             except TimeoutError:
-                log.error("model=%s pid=%d no heartbeat for %.0fs: killing it", self.spec.name, self.pid,
+                log.error("model=%s pid=%d no heartbeat for %.0fs: killing it", self.name, self.pid,
                           self._timeouts.heartbeat)
                 self._death_reason = f"worker sent no heartbeat for {self._timeouts.heartbeat:.0f}s and was killed"
                 self.kill()
@@ -311,25 +338,23 @@ class WorkerProcess:
         code = self.exit_code
         how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
         reason = f": {self._death_reason}" if self._death_reason else ""
-        return f"worker for model {self.spec.name!r} (pid {self.pid}) {how}{reason}"
+        return f"worker for model {self.name!r} (pid {self.pid}) {how}{reason}"
 
 
-def worker_command(spec: ModelSpec, endpoint: str, heartbeat_interval: float) -> list[str]:
-    cmd = [
+def worker_command(backend: str, endpoint: str, heartbeat_interval: float) -> list[str]:
+    return [
         sys.executable, "-m", "worker",
         "--endpoint", endpoint,
         "--parent-pid", str(os.getpid()),
-        "--name", spec.name,
-        "--backend", spec.backend,
-        "--source", spec.source,
-        "--device", spec.device,
-        "--compute-type", spec.compute_type,
-        "--cpu-threads", str(spec.cpu_threads),
-        "--concurrency", str(spec.concurrency),
-        "--beam-size", str(spec.beam_size),
+        "--backend", backend,
         "--heartbeat-interval", str(heartbeat_interval),
         "--log-level", logging.getLevelName(logging.getLogger("asr").getEffectiveLevel()),
     ]
-    if spec.cache_dir:
-        cmd += ["--cache-dir", spec.cache_dir]
-    return cmd
+
+
+def _options(spec: ModelSpec) -> ModelOptions:
+    return ModelOptions(
+        name=spec.name, backend=spec.backend, source=spec.source, device=spec.device,
+        compute_type=spec.compute_type, cache_dir=spec.cache_dir or None, cpu_threads=spec.cpu_threads,
+        concurrency=spec.concurrency, beam_size=spec.beam_size,
+    )

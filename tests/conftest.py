@@ -158,7 +158,9 @@ class Server:
 
 
 def start_server(tmp_path: Path, config: str, *args: str, wait: bool = True,
-                 env: dict[str, str] | None = None) -> Server:
+                 env: dict[str, str] | None = None, warm_spare: bool = False) -> Server:
+    """A supervisor on free ports. Without `warm_spare`, every worker process it has is a
+    model's, which keeps PID counting simple; tests/test_spares.py covers the spare."""
     port = free_port()
     wyoming_port = free_port()
     config_path = tmp_path / f"asr-{port}.toml"
@@ -169,7 +171,7 @@ def start_server(tmp_path: Path, config: str, *args: str, wait: bool = True,
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "supervisor", "--config", str(config_path), "--port", str(port),
-             "--wyoming-port", str(wyoming_port), *args],
+             "--wyoming-port", str(wyoming_port), *([] if warm_spare else ["--no-warm-spare"]), *args],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
         )
     server = Server(proc, port, config_path, log_path, wyoming_port)
@@ -195,8 +197,9 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start supervisors with a given asr.toml; each is stopped, and checked for leftovers, at the end."""
     started: list[Server] = []
 
-    def make(config: str = "", *args: str, wait: bool = True, env: dict[str, str] | None = None) -> Server:
-        server = start_server(tmp_path, config, *args, wait=wait, env=env)
+    def make(config: str = "", *args: str, wait: bool = True, env: dict[str, str] | None = None,
+             warm_spare: bool = False) -> Server:
+        server = start_server(tmp_path, config, *args, wait=wait, env=env, warm_spare=warm_spare)
         started.append(server)
         return server
 

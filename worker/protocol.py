@@ -11,6 +11,7 @@ several requests can be in flight at once and neither side can wedge the other
 the way a REQ/REP lockstep does when a peer dies.
 
 Kinds, worker → supervisor:
+    SPARE      the process is up with its ML libraries imported, waiting for LOAD
     READY      the model is loaded (load time, device, compute type, languages)
     HEARTBEAT  liveness plus stats, every `heartbeat_interval` seconds
     SEGMENT    one decoded segment of request `id`, sent as soon as it exists (streaming)
@@ -19,6 +20,7 @@ Kinds, worker → supervisor:
     DYING      the worker is about to exit (load failure, fatal error): `message` says why
 
 Kinds, supervisor → worker:
+    LOAD       load this model (its options) and answer READY or DYING
     TRANSCRIBE request `id` with parameters; frame 1 holds the encoded audio file
     CANCEL     the client of request `id` went away: stop decoding it
     SHUTDOWN   finish nothing new, exit now
@@ -36,6 +38,8 @@ WORKER_IDENTITY = b"worker"
 
 
 class Kind(StrEnum):
+    SPARE = "spare"
+    LOAD = "load"
     READY = "ready"
     HEARTBEAT = "heartbeat"
     SEGMENT = "segment"
@@ -53,6 +57,21 @@ class ErrorCode(StrEnum):
     BAD_AUDIO = "bad_audio"  # undecodable, empty or silent-length input: the client's fault
     BAD_PARAMETER = "bad_parameter"  # e.g. a language the model does not know
     INTERNAL = "internal"  # the model failed: the server's fault
+
+
+@dataclass(frozen=True, slots=True)
+class ModelOptions:
+    """What a worker needs to load one model (sent with LOAD)."""
+
+    name: str
+    backend: str
+    source: str
+    device: str = "auto"
+    compute_type: str = "auto"
+    cache_dir: str | None = None
+    cpu_threads: int = 0
+    concurrency: int = 1
+    beam_size: int = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +205,10 @@ def result_message(request_id: str, result: TranscribeResult) -> Message:
 
 def error_message(request_id: str, code: ErrorCode, message: str) -> Message:
     return Message(Kind.ERROR, request_id, {"code": code.value, "message": message})
+
+
+def load_message(options: ModelOptions) -> Message:
+    return Message(Kind.LOAD, "", {"options": asdict(options)})
 
 
 def ready_message(info: ReadyInfo) -> Message:

@@ -16,14 +16,13 @@ import zmq
 import zmq.asyncio
 
 from worker import audio
-from collections.abc import Callable
-
-from worker.backends import Backend, LoadError, OnSegment
+from worker.backends import Backend, LoadError, OnSegment, create_backend, warm_up
 from worker.protocol import (
     WORKER_IDENTITY,
     ErrorCode,
     Kind,
     Message,
+    ModelOptions,
     ReadyInfo,
     Segment,
     TranscribeParams,
@@ -48,14 +47,12 @@ class RequestError(Exception):
 
 
 class WorkerServer:
-    def __init__(
-        self, make_backend: Callable[[], Backend], endpoint: str, heartbeat_interval: float, concurrency: int
-    ) -> None:
-        self._make_backend = make_backend
+    def __init__(self, backend_name: str, endpoint: str, heartbeat_interval: float) -> None:
+        self._backend_name = backend_name
         self._backend: Backend | None = None
         self._endpoint = endpoint
         self._heartbeat_interval = heartbeat_interval
-        self._pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="infer")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load")
         self._info: ReadyInfo | None = None
         self._in_flight = 0
         self._served = 0
@@ -81,9 +78,18 @@ class WorkerServer:
             ctx.term()
 
     async def _serve(self, sock: zmq.asyncio.Socket) -> int:
+        # Phase 1, spare: import the ML libraries now, so that a later LOAD pays for the
+        # model only. This is what makes a first request after an unload fast.
         loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._pool, warm_up, self._backend_name)
+        await sock.send_multipart(Message(Kind.SPARE).to_frames())
+        options = await self._wait_for_load(sock)
+        if options is None:
+            return 0  # told to stop while still a spare
+        # Phase 2: load the one model this process will ever hold.
+        self._pool = ThreadPoolExecutor(max_workers=max(1, options.concurrency), thread_name_prefix="infer")
         try:
-            self._info = await loop.run_in_executor(self._pool, self._load)
+            self._info = await loop.run_in_executor(self._pool, self._load, options)
         except LoadError as exc:
             await sock.send_multipart(dying_message(str(exc)).to_frames())
             return 1
@@ -129,8 +135,38 @@ class WorkerServer:
             msg = await self._outbox.get()
             await sock.send_multipart(msg.to_frames(), copy=False)
 
-    def _load(self) -> ReadyInfo:
-        self._backend = self._make_backend()
+    async def _wait_for_load(self, sock: zmq.asyncio.Socket) -> ModelOptions | None:
+        stop_wait = asyncio.ensure_future(self._stop.wait())
+        try:
+            while True:
+                recv = asyncio.ensure_future(sock.recv_multipart())
+                done, _ = await asyncio.wait({recv, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if recv not in done:
+                    recv.cancel()
+                    return None
+                try:
+                    msg = Message.from_frames(recv.result())
+                except ValueError:
+                    continue
+                if msg.kind is Kind.SHUTDOWN:
+                    return None
+                if msg.kind is Kind.LOAD:
+                    return ModelOptions(**msg.body["options"])
+        finally:
+            stop_wait.cancel()
+
+    def _load(self, options: ModelOptions) -> ReadyInfo:
+        log.info("loading model %s from %s", options.name, options.source)
+        self._backend = create_backend(
+            options.backend,
+            source=options.source,
+            device=options.device,
+            compute_type=options.compute_type,
+            cache_dir=options.cache_dir,
+            cpu_threads=options.cpu_threads,
+            num_workers=options.concurrency,
+            beam_size=options.beam_size,
+        )
         return self._backend.load()
 
     async def _heartbeat(self) -> None:

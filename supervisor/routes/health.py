@@ -30,6 +30,7 @@ async def health(request: Request) -> dict[str, object]:
         "current_model": current or registry.default_model,
         "device": loaded[current]["device"] if current else None,
         "devices": await asyncio.to_thread(devices.detect),
+        "spare_pid": registry.spares.pid,
         "capacity": {
             "max_loaded_models": registry.capacity.limits.max_loaded_models,
             "memory_budget_mb": registry.capacity.limits.memory_budget_mb,

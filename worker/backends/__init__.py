@@ -33,6 +33,14 @@ class Backend(Protocol):
 BACKENDS = ("faster-whisper",)
 
 
+def warm_up(name: str) -> None:
+    """Import a backend's libraries ahead of any model (what a warm spare is for)."""
+    if name == "faster-whisper":
+        import worker.audio  # noqa: F401
+        import worker.backends.whisper  # noqa: F401
+        from faster_whisper import WhisperModel  # noqa: F401  (pulls in ctranslate2, av, tokenizers)
+
+
 def create_backend(name: str, **options: object) -> Backend:
     if name == "faster-whisper":
         from worker.backends.whisper import FasterWhisperBackend
