@@ -16,12 +16,33 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from supervisor.lifecycle import ModelSlot
 
 log = logging.getLogger("asr.capacity")
+
+
+class Gate(Protocol):
+    """Admission to load a model: what `ModelSlot` needs of `Capacity` (OpenGate admits everyone)."""
+
+    async def reserve(self, slot: ModelSlot) -> None: ...
+
+    def release(self, slot: ModelSlot) -> None: ...
+
+    def notify(self) -> None: ...
+
+
+class OpenGate:
+    async def reserve(self, slot: ModelSlot) -> None:
+        return None
+
+    def release(self, slot: ModelSlot) -> None:
+        return None
+
+    def notify(self) -> None:
+        return None
 
 
 class CapacityFull(Exception):

@@ -21,11 +21,12 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from supervisor import devices
-from supervisor.capacity import CapacityFull
+from supervisor.capacity import CapacityFull, Gate, OpenGate
 from supervisor.config import ModelSpec
+from supervisor.slot_commands import Acquire, Close, Command, Exited, Load, Release, Unload
 from supervisor.states import State, backoff_seconds, check_transition
 from supervisor.worker_client import WorkerError, WorkerLoadError, WorkerProcess
 
@@ -35,27 +36,6 @@ log = logging.getLogger("asr.lifecycle")
 Launcher = Callable[[ModelSpec, Callable[[WorkerProcess], None]], Awaitable[WorkerProcess]]
 
 
-class Gate(Protocol):
-    """Admission to load a model (`capacity.Capacity`); a no-op gate admits everyone."""
-
-    async def reserve(self, slot: ModelSlot) -> None: ...
-
-    def release(self, slot: ModelSlot) -> None: ...
-
-    def notify(self) -> None: ...
-
-
-class _OpenGate:
-    async def reserve(self, slot: ModelSlot) -> None:
-        return None
-
-    def release(self, slot: ModelSlot) -> None:
-        return None
-
-    def notify(self) -> None:
-        return None
-
-
 class ModelUnavailable(Exception):
     """The model cannot serve right now (load failed, backing off, shutting down)."""
 
@@ -63,44 +43,6 @@ class ModelUnavailable(Exception):
         super().__init__(message)
         self.retry_after = retry_after
         self.code = code
-
-
-# -- commands the owner accepts -------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Acquire:
-    reply: asyncio.Future[tuple[WorkerProcess, int]]
-
-
-@dataclass(slots=True)
-class _Release:
-    generation: int
-
-
-@dataclass(slots=True)
-class _Load:
-    reply: asyncio.Future[None]
-    ttl: int | None = None  # a new TTL for this model, from now on
-
-
-@dataclass(slots=True)
-class _Unload:
-    reply: asyncio.Future[str]
-    reason: str = "unload"
-
-
-@dataclass(slots=True)
-class _Exited:
-    worker: WorkerProcess
-
-
-@dataclass(slots=True)
-class _Close:
-    reply: asyncio.Future[None]
-
-
-_Command = _Acquire | _Release | _Load | _Unload | _Exited | _Close
 
 
 @dataclass(slots=True)
@@ -127,10 +69,10 @@ class ModelSlot:
         self.spec = spec
         self._launch = launch
         self._clock = clock
-        self._gate: Gate = gate or _OpenGate()
+        self._gate: Gate = gate or OpenGate()
         self._memory_estimate_mb = memory_estimate_mb
         self._measured_mb = 0.0  # the largest RSS its worker has been seen at
-        self._inbox: asyncio.Queue[_Command] = asyncio.Queue()
+        self._inbox: asyncio.Queue[Command] = asyncio.Queue()
         self._state = State.UNLOADED
         self._ttl = spec.ttl
         self._worker: WorkerProcess | None = None
@@ -140,7 +82,7 @@ class ModelSlot:
         self._failures = 0
         self._retry_at = 0.0
         self._draining: list[asyncio.Future[str]] = []  # unload callers waiting for in-flight work
-        self._deferred: deque[_Acquire] = deque()  # requests that arrived while draining
+        self._deferred: deque[Acquire] = deque()  # requests that arrived while draining
         self._drain_reason = "unload"
         self._stats = _Stats()
         self._task: asyncio.Task[None] | None = None
@@ -153,36 +95,36 @@ class ModelSlot:
     @contextlib.asynccontextmanager
     async def lease(self) -> AsyncIterator[WorkerProcess]:
         """A ready worker, held busy (never stopped by the TTL) until the block exits."""
-        reply = self._send(_Acquire)
+        reply = self._send(Acquire)
         try:
             worker, generation = await reply
         except asyncio.CancelledError:
             # Cancelled just after the owner granted the lease: hand it back, or the
             # model would count a request in flight forever and never unload.
             if reply.done() and not reply.cancelled() and reply.exception() is None:
-                self._inbox.put_nowait(_Release(reply.result()[1]))
+                self._inbox.put_nowait(Release(reply.result()[1]))
             raise
         try:
             yield worker
         finally:
-            self._inbox.put_nowait(_Release(generation))
+            self._inbox.put_nowait(Release(generation))
 
     async def load(self, ttl: int | None = None) -> None:
         """Start the worker now (if needed); `ttl` replaces the model's TTL from now on."""
-        await self._send(_Load, ttl=ttl)
+        await self._send(Load, ttl=ttl)
 
     async def unload(self, reason: str = "unload") -> dict[str, Any]:
         """Stop the worker once its in-flight requests are done; says how it ended and what it freed."""
         worker = self._worker
         rss = worker.rss_bytes() if worker else None
-        how = await self._send(_Unload, reason=reason)
+        how = await self._send(Unload, reason=reason)
         return {"model": self.spec.name, "pid": worker.pid if worker else None, "ended_by": how,
                 "freed_rss_mb": _mb(rss) if how != "not loaded" else 0.0}
 
     async def close(self) -> None:
         if self._task is None or self._task.done():
             return
-        await self._ask(_Close)
+        await self._ask(Close)
         await self._task
 
     # -- advisory reads for the capacity gate (it acts only through unload()) ------
@@ -238,13 +180,13 @@ class ModelSlot:
             command = await self._next_command()
             if command is None:
                 await self._stop_worker("ttl")
-            elif isinstance(command, _Close):
+            elif isinstance(command, Close):
                 await self._handle_close(command)
                 return
             else:
                 await self._handle(command)
 
-    async def _next_command(self) -> _Command | None:
+    async def _next_command(self) -> Command | None:
         """The next command, or None when the idle TTL ran out first."""
         if not self._inbox.empty():
             return self._inbox.get_nowait()
@@ -256,19 +198,19 @@ class ModelSlot:
         except TimeoutError:
             return None
 
-    async def _handle(self, command: _Command) -> None:
-        if isinstance(command, _Acquire):
+    async def _handle(self, command: Command) -> None:
+        if isinstance(command, Acquire):
             await self._handle_acquire(command)
-        elif isinstance(command, _Release):
+        elif isinstance(command, Release):
             await self._handle_release(command)
-        elif isinstance(command, _Load):
+        elif isinstance(command, Load):
             await self._handle_load(command)
-        elif isinstance(command, _Unload):
+        elif isinstance(command, Unload):
             await self._handle_unload(command)
-        elif isinstance(command, _Exited):
+        elif isinstance(command, Exited):
             await self._handle_exited(command)
 
-    async def _handle_acquire(self, command: _Acquire) -> None:
+    async def _handle_acquire(self, command: Acquire) -> None:
         if command.reply.done():
             return  # the caller went away while queued
         if self._draining:
@@ -285,7 +227,7 @@ class ModelSlot:
         self._stats.requests += 1
         _reply(command.reply, (worker, self._generation))
 
-    async def _handle_release(self, command: _Release) -> None:
+    async def _handle_release(self, command: Release) -> None:
         if command.generation != self._generation:
             return  # a request on a worker that has since died; already accounted for
         self._in_flight -= 1
@@ -298,7 +240,7 @@ class ModelSlot:
         elif self._in_flight == 0:
             self._gate.notify()
 
-    async def _handle_load(self, command: _Load) -> None:
+    async def _handle_load(self, command: Load) -> None:
         if command.ttl is not None:
             self._ttl = command.ttl
         try:
@@ -309,7 +251,7 @@ class ModelSlot:
         self._idle_since = self._clock()
         _reply(command.reply, None)
 
-    async def _handle_unload(self, command: _Unload) -> None:
+    async def _handle_unload(self, command: Unload) -> None:
         if self._state is State.FAILED:
             self._failures = 0
             self._set_state(State.UNLOADED, "unload clears the load error")
@@ -321,7 +263,7 @@ class ModelSlot:
             self._drain_reason = command.reason
             self._draining.append(command.reply)  # stops when the last in-flight request ends
 
-    async def _handle_exited(self, command: _Exited) -> None:
+    async def _handle_exited(self, command: Exited) -> None:
         if command.worker is not self._worker:
             return  # a worker we already stopped on purpose
         reason = f"worker exited unexpectedly (code {command.worker.exit_code})"
@@ -333,7 +275,7 @@ class ModelSlot:
         self._gate.release(self)
         await self._finish_drain("crashed")
 
-    async def _handle_close(self, command: _Close) -> None:
+    async def _handle_close(self, command: Close) -> None:
         await self._stop_worker("shutdown")
         for pending in [*self._draining, *(c.reply for c in self._deferred)]:
             _reply(pending, error=ModelUnavailable("the server is shutting down"))
@@ -408,7 +350,7 @@ class ModelSlot:
             await self._handle_acquire(command)
 
     def _post_exit(self, worker: WorkerProcess) -> None:
-        self._inbox.put_nowait(_Exited(worker))
+        self._inbox.put_nowait(Exited(worker))
 
     def _set_state(self, new: State, reason: str) -> None:
         check_transition(self._state, new)
