@@ -65,7 +65,7 @@ class DefaultsTable(_Table):
     preload: bool = False
     cache_dir: str | None = None
     cpu_threads: int = Field(0, ge=0)
-    concurrency: int = Field(1, ge=1, le=64)
+    concurrency: int = Field(0, ge=0, le=64, description="requests decoded in parallel; 0: auto")
     beam_size: int = Field(5, ge=1, le=20)
 
     @field_validator("backend")
@@ -88,7 +88,7 @@ class ModelTable(_Table):
     description: str = ""
     cache_dir: str | None = None
     cpu_threads: int | None = Field(None, ge=0)
-    concurrency: int | None = Field(None, ge=1, le=64)
+    concurrency: int | None = Field(None, ge=0, le=64)
     beam_size: int | None = Field(None, ge=1, le=20)
 
     @field_validator("backend")

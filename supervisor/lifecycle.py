@@ -150,6 +150,7 @@ class ModelSlot:
             "pid": worker.pid if worker else None,
             "device": info.device if info else None,
             "compute_type": info.compute_type if info else None,
+            "concurrency": info.concurrency if info else None,
             "rss_mb": _mb(worker.rss_bytes()) if worker else None,
             "languages": self._stats.languages,
             "ttl": self._ttl,

@@ -70,7 +70,7 @@ class ModelOptions:
     compute_type: str = "auto"
     cache_dir: str | None = None
     cpu_threads: int = 0
-    concurrency: int = 1
+    concurrency: int = 0  # 0: the backend decides (see ReadyInfo.concurrency)
     beam_size: int = 5
 
 
@@ -153,6 +153,7 @@ class ReadyInfo:
     load_seconds: float
     languages: list[str] = field(default_factory=list)
     multilingual: bool = True
+    concurrency: int = 1  # requests it decodes in parallel
 
 
 @dataclass(frozen=True, slots=True)

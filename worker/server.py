@@ -87,7 +87,6 @@ class WorkerServer:
         if options is None:
             return 0  # told to stop while still a spare
         # Phase 2: load the one model this process will ever hold.
-        self._pool = ThreadPoolExecutor(max_workers=max(1, options.concurrency), thread_name_prefix="infer")
         try:
             self._info = await loop.run_in_executor(self._pool, self._load, options)
         except LoadError as exc:
@@ -97,6 +96,7 @@ class WorkerServer:
             log.exception("model load failed")
             await sock.send_multipart(dying_message(f"{type(exc).__name__}: {exc}").to_frames())
             return 1
+        self._pool = ThreadPoolExecutor(max_workers=max(1, self._info.concurrency), thread_name_prefix="infer")
         await sock.send_multipart(ready_message(self._info).to_frames())
         log.info("ready: load_s=%.2f device=%s", self._info.load_seconds, self._info.device)
 

@@ -59,6 +59,21 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def resolve_concurrency(requested: int, device: str) -> int:
+    """Requests one worker decodes in parallel.
+
+    Auto (0) is 2 on a multi-core CPU: measured on 2 cores with tiny.en, two requests side
+    by side (CTranslate2 `num_workers=2`) served 1.8x the requests per second of one at a
+    time, because beam search leaves intra-op threads idle. On CUDA each extra worker is a
+    full copy of the model in VRAM, so auto is 1 there.
+    """
+    if requested > 0:
+        return requested
+    if device == "cuda":
+        return 1
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
 def resolve_compute_type(compute_type: str, device: str) -> str:
     if compute_type in ("auto", "default"):
         return "float16" if device == "cuda" else "int8"
@@ -73,7 +88,7 @@ class FasterWhisperBackend:
         compute_type: str = "auto",
         cache_dir: str | None = None,
         cpu_threads: int = 0,
-        num_workers: int = 1,
+        num_workers: int = 0,
         beam_size: int = 5,
     ) -> None:
         self._source = source
@@ -92,13 +107,14 @@ class FasterWhisperBackend:
         path = resolve_source(self._source, self._cache_dir)
         device = resolve_device(self._device)
         compute_type = resolve_compute_type(self._compute_type, device)
+        concurrency = resolve_concurrency(self._num_workers, device)
         try:
             self._model = WhisperModel(
                 path,
                 device=device,
                 compute_type=compute_type,
                 cpu_threads=self._cpu_threads,
-                num_workers=self._num_workers,
+                num_workers=concurrency,
                 download_root=self._cache_dir,
             )
         except (RuntimeError, ValueError, OSError) as exc:
@@ -112,6 +128,7 @@ class FasterWhisperBackend:
             load_seconds=round(time.perf_counter() - started, 3),
             languages=languages,
             multilingual=bool(self._model.model.is_multilingual),
+            concurrency=concurrency,
         )
 
     def transcribe(self, audio: np.ndarray, params: TranscribeParams, on_segment: OnSegment) -> TranscribeResult:
