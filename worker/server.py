@@ -16,6 +16,7 @@ import zmq
 import zmq.asyncio
 
 from worker import audio
+from worker.lanes import Lanes
 from worker.backends import Backend, LoadError, OnSegment, create_backend, warm_up
 from worker.protocol import (
     WORKER_IDENTITY,
@@ -96,7 +97,7 @@ class WorkerServer:
             log.exception("model load failed")
             await sock.send_multipart(dying_message(f"{type(exc).__name__}: {exc}").to_frames())
             return 1
-        self._pool = ThreadPoolExecutor(max_workers=max(1, self._info.concurrency), thread_name_prefix="infer")
+        self._lanes = Lanes(max(1, self._info.concurrency))
         await sock.send_multipart(ready_message(self._info).to_frames())
         log.info("ready: load_s=%.2f device=%s", self._info.load_seconds, self._info.device)
 
@@ -186,7 +187,7 @@ class WorkerServer:
                     loop.call_soon_threadsafe(self._outbox.put_nowait, segment_message(msg.id, segment))
                 return msg.id not in self._cancelled
 
-            result = await loop.run_in_executor(self._pool, self._transcribe, msg.payload or b"", params, on_segment)
+            result = await self._lanes.run(self._transcribe, msg.payload or b"", params, on_segment)
             reply = result_message(msg.id, result)
         except RequestError as exc:
             reply = error_message(msg.id, exc.code, str(exc))
@@ -201,7 +202,8 @@ class WorkerServer:
             self._cancelled.discard(msg.id)
         self._outbox.put_nowait(reply)
 
-    def _transcribe(self, data: bytes | memoryview, params: TranscribeParams, on_segment: OnSegment) -> TranscribeResult:
+    def _transcribe(self, data: bytes | memoryview, params: TranscribeParams, on_segment: OnSegment,
+                    lane: int) -> TranscribeResult:
         assert self._info is not None and self._backend is not None
         if params.task == "translate" and not self._info.multilingual:
             raise RequestError(
@@ -218,4 +220,4 @@ class WorkerServer:
             samples = audio.decode(data, params)
         except audio.AudioError as exc:
             raise RequestError(ErrorCode.BAD_AUDIO, str(exc)) from exc
-        return self._backend.transcribe(samples, params, on_segment)
+        return self._backend.transcribe(samples, params, on_segment, lane)

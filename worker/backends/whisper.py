@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,12 +62,12 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_concurrency(requested: int, device: str) -> int:
-    """Requests one worker decodes in parallel.
+    """Requests one worker decodes in parallel, each on its own copy of the model.
 
     Auto (0) is 2 on a multi-core CPU: measured on 2 cores with tiny.en, two requests side
-    by side (CTranslate2 `num_workers=2`) served 1.8x the requests per second of one at a
-    time, because beam search leaves intra-op threads idle. On CUDA each extra worker is a
-    full copy of the model in VRAM, so auto is 1 there.
+    by side served 1.7x the requests per second of one at a time, because beam search
+    leaves intra-op threads idle. On CUDA each copy costs its full size in VRAM, so auto
+    is 1 there.
     """
     if requested > 0:
         return requested
@@ -98,7 +100,11 @@ class FasterWhisperBackend:
         self._cpu_threads = cpu_threads
         self._num_workers = num_workers
         self._beam_size = beam_size
-        self._model = None
+        # One WhisperModel per lane (see worker.lanes): lane 0's is loaded by load(), the
+        # others on their first request, so a cold start pays for one copy only.
+        self._models: list[object | None] = []
+        self._options: dict[str, object] = {}
+        self._lane_lock = threading.Lock()
 
     def load(self) -> ReadyInfo:
         from faster_whisper import WhisperModel
@@ -108,18 +114,15 @@ class FasterWhisperBackend:
         device = resolve_device(self._device)
         compute_type = resolve_compute_type(self._compute_type, device)
         concurrency = resolve_concurrency(self._num_workers, device)
+        self._options = {"device": device, "compute_type": compute_type, "cpu_threads": self._cpu_threads,
+                         "num_workers": 1, "download_root": self._cache_dir}
+        self._path = path
         try:
-            self._model = WhisperModel(
-                path,
-                device=device,
-                compute_type=compute_type,
-                cpu_threads=self._cpu_threads,
-                num_workers=concurrency,
-                download_root=self._cache_dir,
-            )
+            model = WhisperModel(path, **self._options)
         except (RuntimeError, ValueError, OSError) as exc:
             raise LoadError(f"faster-whisper could not load {self._source!r}: {exc}") from exc
-        languages = list(self._model.supported_languages)
+        self._models = [model] + [None] * (concurrency - 1)
+        languages = list(model.supported_languages)
         return ReadyInfo(
             pid=os.getpid(),
             backend="faster-whisper",
@@ -127,12 +130,26 @@ class FasterWhisperBackend:
             compute_type=compute_type,
             load_seconds=round(time.perf_counter() - started, 3),
             languages=languages,
-            multilingual=bool(self._model.model.is_multilingual),
+            multilingual=bool(model.model.is_multilingual),
             concurrency=concurrency,
         )
 
-    def transcribe(self, audio: np.ndarray, params: TranscribeParams, on_segment: OnSegment) -> TranscribeResult:
-        assert self._model is not None, "transcribe() before load()"
+    def _model_for(self, lane: int) -> Any:
+        """Lane `lane`'s own model instance, loaded on its first use."""
+        model = self._models[lane]
+        if model is None:
+            from faster_whisper import WhisperModel
+
+            log.info("loading a copy of the model for concurrent lane %d", lane)
+            model = WhisperModel(self._path, **self._options)
+            with self._lane_lock:
+                self._models[lane] = model
+        return model
+
+    def transcribe(self, audio: np.ndarray, params: TranscribeParams, on_segment: OnSegment,
+                   lane: int = 0) -> TranscribeResult:
+        assert self._models, "transcribe() before load()"
+        model = self._model_for(lane)
         options: dict[str, object] = {
             "language": params.language,
             "task": params.task,
@@ -146,7 +163,7 @@ class FasterWhisperBackend:
             options["temperature"] = params.temperature
         # faster-whisper decodes lazily: each step of this loop decodes one more segment,
         # so segments reach a streaming client as they exist, and stopping stops the work.
-        segments_iter, info = self._model.transcribe(audio, **options)
+        segments_iter, info = model.transcribe(audio, **options)
         segments: list[Segment] = []
         for i, s in enumerate(segments_iter):
             segment = _segment(i, s)
