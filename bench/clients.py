@@ -22,9 +22,10 @@ BEAM_SIZE = 5
 class InProcess:
     """faster-whisper in this process, set up as the worker sets itself up.
 
-    Same model directory, device, compute type, thread count, one replica (the worker's
-    `num_workers` is its concurrency, 1 by default) and beam size; the audio is decoded
-    from a BytesIO of the WAV bytes, which is what the worker does with an upload.
+    Same model directory, device, compute type, thread count and beam size; one replica,
+    which is all a single request uses (the worker keeps a second for a concurrent request);
+    the audio is decoded from a BytesIO of the WAV bytes, which is what the worker does
+    with an upload.
     """
 
     def __init__(self, model_dir: str, cpu_threads: int) -> None:
@@ -42,7 +43,8 @@ class InProcess:
     def transcribe(self, clip: Clip, model: Any = None) -> tuple[float, str]:
         """Seconds to decode and fully transcribe the clip (the segment generator is lazy)."""
         started = time.perf_counter()
-        segments, _info = (model or self.model).transcribe(io.BytesIO(clip.data), beam_size=BEAM_SIZE)
+        options = {} if clip.temperature is None else {"temperature": clip.temperature}
+        segments, _info = (model or self.model).transcribe(io.BytesIO(clip.data), beam_size=BEAM_SIZE, **options)
         text = "".join(s.text for s in segments).strip()
         return time.perf_counter() - started, text
 
@@ -57,11 +59,16 @@ class InProcess:
         return elapsed
 
 
+def _form(clip: Clip) -> dict[str, Any]:
+    """The multipart request an OpenAI client sends: the file and the model (and a temperature if set)."""
+    data = {"model": MODEL} | ({} if clip.temperature is None else {"temperature": str(clip.temperature)})
+    return {"files": {"file": (f"{clip.name}.wav", clip.data, "audio/wav")}, "data": data}
+
+
 def http_transcribe(client: httpx.Client, clip: Clip) -> tuple[float, str]:
     """Seconds for one POST /v1/audio/transcriptions, upload to parsed reply."""
     started = time.perf_counter()
-    r = client.post("/v1/audio/transcriptions", files={"file": (f"{clip.name}.wav", clip.data, "audio/wav")},
-                    data={"model": MODEL})
+    r = client.post("/v1/audio/transcriptions", **_form(clip))
     elapsed = time.perf_counter() - started
     if r.status_code != 200:
         raise RuntimeError(f"HTTP {r.status_code}: {r.text[:300]}")
@@ -70,8 +77,7 @@ def http_transcribe(client: httpx.Client, clip: Clip) -> tuple[float, str]:
 
 async def _http_loop(client: httpx.AsyncClient, clip: Clip, n: int) -> None:
     for _ in range(n):
-        r = await client.post("/v1/audio/transcriptions",
-                              files={"file": (f"{clip.name}.wav", clip.data, "audio/wav")}, data={"model": MODEL})
+        r = await client.post("/v1/audio/transcriptions", **_form(clip))
         if r.status_code != 200:
             raise RuntimeError(f"HTTP {r.status_code}: {r.text[:300]}")
 

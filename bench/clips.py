@@ -21,6 +21,11 @@ class Clip:
     data: bytes  # the whole WAV file, as uploaded
     pcm: bytes  # its 16-bit mono 16 kHz frames, as Wyoming clients send them
     seconds: float
+    #: None: faster-whisper's fallback schedule, what clients get by default. The long clip
+    #: uses 0: its sentences repeat, which trips Whisper's compression-ratio check and sends
+    #: the first window through sampling at temperatures 0.2 ... 1.0 (3x slower, random
+    #: text, different on every run), so the two sides of a comparison would not do the same work.
+    temperature: float | None = None
 
 
 def _read_pcm(path: Path) -> bytes:
@@ -64,5 +69,5 @@ def load_clips(tmp: Path, long_seconds: float = 60.0) -> dict[str, Clip]:
     return {
         "short": _clip("short", ASSETS / "short.wav"),
         "medium": _clip("medium", ASSETS / "weather.wav"),
-        "long": Clip("long", _write_wav(long_path, long_pcm), long_pcm, len(long_pcm) / 2 / RATE),
+        "long": Clip("long", _write_wav(long_path, long_pcm), long_pcm, len(long_pcm) / 2 / RATE, temperature=0.0),
     }

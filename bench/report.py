@@ -170,6 +170,8 @@ def chart(path: Path, r: dict[str, Any]) -> None:
     }, "Wyoming audio-stop → transcript; cold first request")
 
     tp = r["throughput"]
+    top = max((v["requests_per_s"] for k in ("asr_http", "wfw_wyoming", "asr_wyoming") for v in tp[k].values()),
+              default=1.0)
     for key, label, style in (("asr_http", "asr-supervisor HTTP", "o-"), ("wfw_wyoming", "wyoming-faster-whisper", "s-"),
                               ("asr_wyoming", "asr-supervisor Wyoming", "^")):
         points = sorted((int(c), v["requests_per_s"]) for c, v in tp[key].items())
@@ -179,7 +181,7 @@ def chart(path: Path, r: dict[str, Any]) -> None:
     ax3.set_xticks([1, 2, 4, 8], ["1", "2", "4", "8"])
     ax3.set_xlabel("concurrent clients")
     ax3.set_ylabel("requests/s")
-    ax3.set_ylim(bottom=0)
+    ax3.set_ylim(0, top * 1.3)
     ax3.set_title(f"Throughput, {tp['clip']} clip (goal at 4 clients: ≥ {THROUGHPUT_MIN_RATIO}× wyoming-faster-whisper)")
     ax3.legend()
 

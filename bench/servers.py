@@ -81,6 +81,33 @@ class Service:
                 pass
         return total / MB
 
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by this process and its live descendants."""
+        total = 0.0
+        for p in [self.process(), *self.descendants()]:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        return total
+
+    def settle(self, rest: float, quiet: float = 1.0, busy_share: float = 0.05, timeout: float = 60.0) -> None:
+        """Wait `rest` seconds, then until the service has used < 5 % of a core for `quiet` seconds.
+
+        Measurements of an idle service (memory, the first request after an unload) follow a
+        real pause; background work the server does after a load, unload or start-up (a spare
+        worker importing its libraries, say) must not land inside them.
+        """
+        time.sleep(rest)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            before = self.cpu_seconds()
+            time.sleep(quiet)
+            if self.cpu_seconds() - before < busy_share * quiet:
+                return
+        raise RuntimeError(f"{self.name} stayed busy for {timeout:.0f}s while idle")
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -131,8 +158,14 @@ class Supervisor(Service):
         return f"http://127.0.0.1:{self.port}"
 
 
-def start_supervisor(tmp: Path, name: str, ttl: int, cpu_threads: int, timeout: float = 60.0) -> Supervisor:
-    """asr-supervisor serving the bundled tiny.en on CPU int8, beam 5; returns once /health says 200."""
+def start_supervisor(tmp: Path, name: str, ttl: int, cpu_threads: int, code: Path = REPO,
+                     timeout: float = 60.0) -> Supervisor:
+    """asr-supervisor serving the bundled tiny.en on CPU int8, beam 5; returns once /health says 200.
+
+    `code` is the checkout whose supervisor/ and worker/ run (PYTHONPATH reaches the
+    workers too, and wins over the venv's editable install): another branch's worktree,
+    or this one even if the venv holds a non-editable install.
+    """
     config = tmp / f"{name}.toml"
     config.write_text(
         '[server]\ndefault_model = "tiny.en"\n\n'
@@ -142,8 +175,7 @@ def start_supervisor(tmp: Path, name: str, ttl: int, cpu_threads: int, timeout: 
     port, wyoming_port = free_port(), free_port()
     cmd = [sys.executable, "-m", "supervisor", "--config", str(config), "--port", str(port),
            "--wyoming-port", str(wyoming_port), "--log-level", "warning"]
-    # PYTHONPATH: benchmark this checkout, even if the venv holds a non-editable install.
-    service = _spawn(name, cmd, tmp, port, {"PYTHONPATH": str(REPO)})
+    service = _spawn(name, cmd, tmp, port, {"PYTHONPATH": str(code)})
     sup = Supervisor(service.name, service.proc, service.log_path, port, wyoming_port=wyoming_port)
     deadline = time.monotonic() + timeout
     with httpx.Client(base_url=sup.url, timeout=5) as client:
