@@ -28,7 +28,7 @@ from supervisor.capacity import CapacityFull, Gate, OpenGate
 from supervisor.config import ModelSpec
 from supervisor.slot_commands import Acquire, Close, Command, Exited, Load, Release, Unload
 from supervisor.states import State, backoff_seconds, check_transition
-from supervisor.worker_client import WorkerError, WorkerLoadError, WorkerProcess
+from supervisor.worker_client import WorkerError, WorkerProcess
 
 log = logging.getLogger("asr.lifecycle")
 
@@ -161,6 +161,7 @@ class ModelSlot:
             "load_seconds": self._stats.load_seconds,
             "last_used": self._stats.last_used,
             "last_error": self._stats.last_error,
+            "unloads": dict(self._stats.unloads),  # by reason: ttl, unload, evicted, crash, shutdown
             "retry_in": round(max(0.0, self._retry_at - self._clock()), 1) if self._state is State.FAILED else None,
         }
 
