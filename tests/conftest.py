@@ -224,9 +224,17 @@ description = "bundled test model"
 """
 
 
-@pytest.fixture(scope="module")
-def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One long-lived server (TTL off) for tests that only need a working endpoint."""
-    server = start_server(tmp_path_factory.mktemp("shared"), BASIC_CONFIG)
-    yield server
-    server.stop()
+def server_fixture(config: str, **kwargs: object) -> Callable[..., Iterator[Server]]:
+    """A module-scoped fixture: one server with `config` for every test in the module."""
+
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+        server = start_server(tmp_path_factory.mktemp("server"), config, **kwargs)  # type: ignore[arg-type]
+        yield server
+        server.stop()
+
+    return fixture
+
+
+#: One long-lived server (TTL off) for tests that only need a working endpoint.
+shared_server = server_fixture(BASIC_CONFIG)

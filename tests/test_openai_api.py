@@ -11,7 +11,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from conftest import ASSETS, Server, key_words_found, start_server
+from conftest import ASSETS, Server, key_words_found, server_fixture
 
 FOX_KEYS = ["quick", "brown", "fox", "over", "lazy"]
 WEATHER_KEYS = ["morning", "weather", "sunny", "warm", "breeze", "garden", "dinner"]
@@ -36,11 +36,7 @@ source = "bundled"
 """
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_server(tmp_path_factory.mktemp("openai"), CONFIG)
-    yield server
-    server.stop()
+api = server_fixture(CONFIG)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -23,7 +22,7 @@ from wyoming.error import Error
 from wyoming.event import Event
 from wyoming.info import Describe, Info
 
-from conftest import ASSETS, Server, key_words_found, start_server, wait_for, worker_pids
+from conftest import ASSETS, Server, key_words_found, server_fixture, wait_for, worker_pids
 
 FOX_KEYS = ["quick", "brown", "fox", "over", "lazy"]
 
@@ -41,11 +40,7 @@ description = "same weights, other name"
 """
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    s = start_server(tmp_path_factory.mktemp("wyoming"), CONFIG)
-    yield s
-    s.stop()
+server = server_fixture(CONFIG)
 
 
 def pcm(name: str) -> tuple[bytes, int]:
