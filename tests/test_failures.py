@@ -126,3 +126,27 @@ def test_port_in_use_is_a_clean_failure(make_server) -> None:  # type: ignore[no
     )
     assert second.returncode != 0
     assert "address already in use" in second.stderr.lower()
+
+
+def test_a_hung_worker_is_killed_and_replaced(make_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server: Server = make_server("""
+    [server]
+    heartbeat_interval = 0.2
+    heartbeat_timeout = 2
+    [defaults]
+    ttl = -1
+    """)
+    assert server.transcribe("short.wav").status_code == 200
+    hung = server.model()["pid"]
+    long_clip = make_long_clip(tmp_path, repeats=3)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(server.client.post, "/v1/audio/transcriptions", files={"file": ("long.wav", long_clip)})
+        wait_for(lambda: server.model()["in_flight"] == 1, 10, what="the request to be in flight")
+        os.kill(hung, signal.SIGSTOP)  # frozen: alive, but silent
+        response = pending.result(timeout=30)
+    assert response.status_code == 503, response.text
+    assert "no heartbeat" in response.json()["error"]["message"]
+    wait_for(lambda: not psutil.pid_exists(hung) or psutil.Process(hung).status() == psutil.STATUS_ZOMBIE, 10,
+             what="the hung worker to be killed")
+    response = server.transcribe("fox.wav")
+    assert response.status_code == 200 and int(response.headers["x-asr-worker-pid"]) != hung
