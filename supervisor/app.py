@@ -24,7 +24,8 @@ def create_app(settings: Settings) -> FastAPI:
         wyoming = None
         if settings.server.wyoming:
             max_audio = int(settings.server.max_upload_mb * 1_000_000)
-            wyoming = WyomingService(wyoming_uri(settings.server), registry, max_audio)
+            wyoming = WyomingService(wyoming_uri(settings.server), registry, max_audio,
+                                     settings.server.wyoming_idle_timeout)
             await wyoming.start()
         announcer = None
         if wyoming is not None and settings.server.zeroconf and not settings.server.wyoming_uri:

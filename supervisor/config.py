@@ -46,6 +46,7 @@ class ServerTable(_Table):
     wyoming: bool = True
     wyoming_port: int = Field(10300, ge=1, le=65535)
     wyoming_uri: str | None = Field(None, description="overrides host/port, e.g. unix:///run/asr/wyoming.sock")
+    wyoming_idle_timeout: float = Field(120.0, gt=0, description="close Wyoming connections silent this long")
     zeroconf: bool = Field(False, description="announce the Wyoming server on the LAN for Home Assistant")
     zeroconf_name: str | None = None
     warm_spare: bool = Field(True, description="keep a worker with ML libraries imported, ready for the next load")

@@ -88,21 +88,25 @@ def build_info(registry: ModelRegistry) -> Info:
 
 
 class WyomingHandler(AsyncEventHandler):
-    def __init__(self, registry: ModelRegistry, max_audio_bytes: int, *args: Any) -> None:
+    def __init__(self, registry: ModelRegistry, max_audio_bytes: int, idle_timeout: float, *args: Any) -> None:
         super().__init__(*args)
         self._registry = registry
         self._max_audio_bytes = max_audio_bytes
+        self._idle_timeout = idle_timeout
         self._utterance = Utterance()
         self._streaming = False  # the client asked with transcribe (HA ≥ 2025 streams transcripts)
 
     async def run(self) -> None:
-        """The base loop, with a reader that refuses oversized events instead of buffering them."""
+        """The base loop, with a reader that refuses oversized events instead of buffering them,
+        and closes connections that stay silent longer than the idle timeout."""
         try:
-            while (event := await read_event(self.reader)) is not None:
+            while (event := await asyncio.wait_for(read_event(self.reader), self._idle_timeout)) is not None:
                 if not await self.handle_event(event):
                     break
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away mid-event: drop what it sent
+        except TimeoutError:
+            log.info("closing a Wyoming connection idle for %.0fs", self._idle_timeout)
         finally:
             self.writer.close()
 
@@ -221,10 +225,10 @@ async def read_event(reader: asyncio.StreamReader) -> Event | None:
 class WyomingService:
     """The TCP (or unix://) listener; started and stopped by the app's lifespan."""
 
-    def __init__(self, uri: str, registry: ModelRegistry, max_audio_bytes: int) -> None:
+    def __init__(self, uri: str, registry: ModelRegistry, max_audio_bytes: int, idle_timeout: float) -> None:
         self.uri = uri
         self._server = AsyncServer.from_uri(uri)
-        self._factory = partial(WyomingHandler, registry, max_audio_bytes)
+        self._factory = partial(WyomingHandler, registry, max_audio_bytes, idle_timeout)
 
     async def start(self) -> None:
         await self._server.start(self._factory)

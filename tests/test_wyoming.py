@@ -263,3 +263,13 @@ def test_zeroconf_announcement_describes_the_wyoming_server() -> None:
     assert info.name == "kitchen-asr._wyoming._tcp.local."
     assert info.port == 10300 and info.parsed_addresses() == ["127.0.0.1"]
     assert default_name().startswith("asr-supervisor-") and default_name() == default_name()
+
+
+def test_a_silent_connection_is_closed_after_the_idle_timeout(make_server) -> None:  # type: ignore[no-untyped-def]
+    server: Server = make_server("[server]\nwyoming_idle_timeout = 1\n[defaults]\nttl = -1\n")
+    with socket.create_connection(("127.0.0.1", server.wyoming_port), timeout=10) as sock:
+        started = time.monotonic()
+        assert sock.recv(1) == b""  # closed by the server, not by our 10 s timeout
+        assert time.monotonic() - started < 5
+    text = transcript(asyncio.run(ha_transcribe(server.wyoming_port, *pcm("short"))))
+    assert "kitchen" in text.lower()
