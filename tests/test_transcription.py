@@ -12,7 +12,7 @@ FOX_KEYS = ["quick", "brown", "fox", "over", "lazy"]
 WEATHER_KEYS = ["morning", "weather", "sunny", "warm", "breeze", "garden", "dinner"]
 
 
-@pytest.mark.parametrize("clip", ["fox.wav", "fox.mp3", "fox.ogg", "fox.flac"])
+@pytest.mark.parametrize("clip", ["fox.wav", "fox.mp3", "fox.ogg", "fox.flac", "fox.m4a", "fox.webm", "fox.opus"])
 def test_every_container_transcribes_to_the_spoken_words(shared_server: Server, clip: str) -> None:
     response = shared_server.transcribe(clip, model="tiny.en")
     assert response.status_code == 200, response.text
