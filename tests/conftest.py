@@ -143,6 +143,11 @@ class Server:
         path = ASSETS / clip
         return self.client.post("/v1/audio/transcriptions", files={"file": (path.name, path.read_bytes())}, data=form)
 
+    def model_worker_pids(self) -> list[int]:
+        """Worker processes that hold a model: every worker but the warm spare."""
+        spare = self.health().get("spare_pid")
+        return [pid for pid in worker_pids(self.pid) if pid != spare]
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -236,5 +241,6 @@ def server_fixture(config: str, **kwargs: object) -> Callable[..., Iterator[Serv
     return fixture
 
 
-#: One long-lived server (TTL off) for tests that only need a working endpoint.
-shared_server = server_fixture(BASIC_CONFIG)
+#: One long-lived server (TTL off) for tests that only need a working endpoint; it runs
+#: the default configuration, warm spare included.
+shared_server = server_fixture(BASIC_CONFIG, warm_spare=True)

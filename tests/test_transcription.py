@@ -6,7 +6,7 @@ import concurrent.futures
 
 import pytest
 
-from conftest import Server, key_words_found, worker_pids
+from conftest import Server, key_words_found
 
 FOX_KEYS = ["quick", "brown", "fox", "over", "lazy"]
 WEATHER_KEYS = ["morning", "weather", "sunny", "warm", "breeze", "garden", "dinner"]
@@ -51,7 +51,7 @@ def test_eight_concurrent_requests_all_get_their_own_text(shared_server: Server)
         text = response.json()["text"].lower()
         assert all(w in text for w in expected[clip]), f"{clip} got {text!r}"
     # One model, one worker process, however many requests.
-    assert len(worker_pids(shared_server.pid)) == 1
+    assert len(shared_server.model_worker_pids()) == 1
 
 
 def test_health_reports_the_loaded_worker(shared_server: Server) -> None:
@@ -62,7 +62,7 @@ def test_health_reports_the_loaded_worker(shared_server: Server) -> None:
     assert health["device"] == "cpu"
     model = health["models"]["tiny.en"]
     assert model["state"] == "ready"
-    assert model["pid"] in worker_pids(shared_server.pid)
+    assert shared_server.model_worker_pids() == [model["pid"]]
     assert model["compute_type"] == "int8"
     assert model["ttl"] == -1 and model["ttl_remaining"] is None
     assert model["description"] == "bundled test model"
