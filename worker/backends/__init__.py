@@ -35,11 +35,11 @@ BACKENDS = ("faster-whisper",)
 
 
 def warm_up(name: str) -> None:
-    """Import a backend's libraries ahead of any model (what a warm spare is for)."""
+    """Pay a backend's one-time costs ahead of any model (what a warm spare is for)."""
     if name == "faster-whisper":
-        import worker.audio  # noqa: F401
-        import worker.backends.whisper  # noqa: F401
-        from faster_whisper import WhisperModel  # noqa: F401  (pulls in ctranslate2, av, tokenizers)
+        from worker.backends.whisper import warm_up as warm_up_whisper
+
+        warm_up_whisper()
 
 
 def create_backend(name: str, **options: object) -> Backend:
