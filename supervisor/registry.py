@@ -124,12 +124,13 @@ class ModelRegistry:
             raise
         return worker
 
-    async def _spawn(self, backend: str, on_exit: Callable[[WorkerProcess], None]) -> WorkerProcess:
+    async def _spawn(self, backend: str, on_exit: Callable[[WorkerProcess], None],
+                     prewarm: bool = False) -> WorkerProcess:
         assert self._ctx is not None and self._runtime_dir is not None, "registry not started"
-        return await WorkerProcess.spawn(backend, self._ctx, self._runtime_dir, self._timeouts, on_exit)
+        return await WorkerProcess.spawn(backend, self._ctx, self._runtime_dir, self._timeouts, on_exit, prewarm)
 
     async def _spawn_spare(self, on_exit: Callable[[WorkerProcess], None]) -> WorkerProcess:
-        return await self._spawn(self.spares.backend, on_exit)
+        return await self._spawn(self.spares.backend, on_exit, prewarm=True)
 
     async def _preload(self, slot: ModelSlot) -> None:
         with contextlib.suppress(ModelUnavailable):

@@ -122,8 +122,10 @@ class WorkerProcess:
         runtime_dir: Path,
         timeouts: Timeouts,
         on_exit: Callable[[WorkerProcess], None],
+        prewarm: bool = False,
     ) -> WorkerProcess:
-        """Start a spare: a process with `backend`'s libraries imported and no model yet.
+        """Start a spare: a process with `backend`'s libraries imported and no model yet
+        (with `prewarm`, its one-time inference set-up paid too).
 
         Returns once it says SPARE; on any failure nothing is left running.
         """
@@ -134,7 +136,7 @@ class WorkerProcess:
         sock.bind(f"ipc://{ipc_path}")
         try:
             proc = await asyncio.create_subprocess_exec(
-                *worker_command(backend, f"ipc://{ipc_path}", timeouts.heartbeat_interval),
+                *worker_command(backend, f"ipc://{ipc_path}", timeouts.heartbeat_interval, prewarm),
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,  # own process group: signals to us don't hit it by accident
             )
@@ -341,7 +343,11 @@ class WorkerProcess:
         return f"worker for model {self.name!r} (pid {self.pid}) {how}{reason}"
 
 
-def worker_command(backend: str, endpoint: str, heartbeat_interval: float) -> list[str]:
+def worker_command(backend: str, endpoint: str, heartbeat_interval: float, prewarm: bool = False) -> list[str]:
+    return [*_base_command(backend, endpoint, heartbeat_interval), *(["--prewarm"] if prewarm else [])]
+
+
+def _base_command(backend: str, endpoint: str, heartbeat_interval: float) -> list[str]:
     return [
         sys.executable, "-m", "worker",
         "--endpoint", endpoint,

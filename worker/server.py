@@ -48,8 +48,9 @@ class RequestError(Exception):
 
 
 class WorkerServer:
-    def __init__(self, backend_name: str, endpoint: str, heartbeat_interval: float) -> None:
+    def __init__(self, backend_name: str, endpoint: str, heartbeat_interval: float, prewarm: bool = False) -> None:
         self._backend_name = backend_name
+        self._prewarm = prewarm
         self._backend: Backend | None = None
         self._endpoint = endpoint
         self._heartbeat_interval = heartbeat_interval
@@ -82,7 +83,7 @@ class WorkerServer:
         # Phase 1, spare: import the ML libraries now, so that a later LOAD pays for the
         # model only. This is what makes a first request after an unload fast.
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._pool, warm_up, self._backend_name)
+        await loop.run_in_executor(self._pool, warm_up, self._backend_name, self._prewarm)
         await sock.send_multipart(Message(Kind.SPARE).to_frames())
         options = await self._wait_for_load(sock)
         if options is None:

@@ -34,12 +34,16 @@ class Backend(Protocol):
 BACKENDS = ("faster-whisper",)
 
 
-def warm_up(name: str) -> None:
-    """Pay a backend's one-time costs ahead of any model (what a warm spare is for)."""
+def warm_up(name: str, inference: bool = False) -> None:
+    """Pay a backend's one-time costs ahead of any model (what a warm spare is for).
+
+    Imports always; with `inference`, also a throwaway inference (pooled spares only: a
+    worker started for a waiting request would only add the throwaway model's load).
+    """
     if name == "faster-whisper":
         from worker.backends.whisper import warm_up as warm_up_whisper
 
-        warm_up_whisper()
+        warm_up_whisper(inference)
 
 
 def create_backend(name: str, **options: object) -> Backend:

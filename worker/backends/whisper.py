@@ -18,8 +18,8 @@ BUNDLED = "bundled"
 log = logging.getLogger("worker")
 
 
-def warm_up() -> None:
-    """Import faster-whisper and run one throwaway inference, then drop the model.
+def warm_up(inference: bool) -> None:
+    """Import faster-whisper and, with `inference`, run one throwaway inference, then drop the model.
 
     The first inference in a fresh process pays CTranslate2's one-time set-up (measured on
     2 cores: 0.57 s for the first short clip against 0.48 s once warmed), and that set-up
@@ -32,6 +32,8 @@ def warm_up() -> None:
 
     import worker.audio  # noqa: F401  (PyAV)
 
+    if not inference:
+        return
     try:
         model = WhisperModel(resolve_source(BUNDLED), device="cpu", compute_type="int8")
         segments, _ = model.transcribe(np.zeros(16000, dtype=np.float32), beam_size=1)
