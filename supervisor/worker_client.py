@@ -180,9 +180,10 @@ class WorkerProcess:
     # -- requests ---------------------------------------------------------------
 
     async def transcribe(self, audio: bytes, params: TranscribeParams) -> TranscribeResult:
-        async for item in self.stream(audio, params):
-            if isinstance(item, TranscribeResult):
-                return item
+        async with contextlib.aclosing(self.stream(audio, params)) as items:
+            async for item in items:
+                if isinstance(item, TranscribeResult):
+                    return item
         raise WorkerCrashed(self._crash_message())  # unreachable: stream() ends with a result or raises
 
     async def stream(self, audio: bytes, params: TranscribeParams) -> AsyncIterator[Segment | TranscribeResult]:

@@ -9,6 +9,7 @@ for the TTL and is never cut off by it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -179,8 +180,8 @@ class WyomingHandler(AsyncEventHandler):
     ) -> tuple[TranscribeResult, bool]:
         """Send the audio through the model's lease; relay segments as transcript chunks."""
         streamed = False
-        async with slot.lease() as worker:
-            async for item in worker.stream(audio, params):
+        async with slot.lease() as worker, contextlib.aclosing(worker.stream(audio, params)) as items:
+            async for item in items:
                 if isinstance(item, TranscribeResult):
                     return item, streamed
                 if not streamed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -94,6 +95,7 @@ async def _serve(
     if params.stream:
         return StreamingResponse(_sse(first, items), media_type="text/event-stream",
                                  headers=headers | {"Cache-Control": "no-cache"})
+    await items.aclose()  # releases the lease now, not whenever the generator is collected
     result = first[0]
     assert isinstance(result, TranscribeResult)
     return _render(result, params.task, response_format, granularities, headers)
@@ -105,8 +107,8 @@ async def _run(slot: ModelSlot, audio: bytes, params: TranscribeParams) -> Async
     The lease is held for as long as this generator runs, so a streaming response keeps
     its model busy (safe from the TTL) until the last event is sent.
     """
-    async with slot.lease() as worker:
-        async for item in worker.stream(audio, params):
+    async with slot.lease() as worker, contextlib.aclosing(worker.stream(audio, params)) as items:
+        async for item in items:
             yield item, worker.pid
 
 
