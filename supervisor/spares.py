@@ -41,13 +41,15 @@ class SparePool:
         self._refill(delay=0.0)
 
     def take(self, backend: str) -> WorkerProcess | None:
-        """The spare, if one is ready for `backend`; the pool then makes another, later."""
-        spare, self._spare = self._spare, None
-        if spare is not None and (backend != self.backend or not spare.is_alive):
-            self._spare = spare if spare.is_alive else None
+        """The spare, if one is ready for `backend`; the pool then makes another, later.
+
+        A spare that died is not returned; `_lost` has already started its replacement.
+        """
+        spare = self._spare
+        if spare is None or backend != self.backend or not spare.is_alive:
             return None
-        if spare is not None:
-            self._refill(delay=REFILL_DELAY)
+        self._spare = None
+        self._refill(delay=REFILL_DELAY)
         return spare
 
     async def close(self) -> None:

@@ -90,7 +90,6 @@ class WorkerProcess:
         self.pid = proc.pid
         self.info: ReadyInfo | None = None
         self.exit_code: int | None = None
-        self.last_heartbeat: dict[str, object] = {}
         self.on_exit = on_exit  # whoever owns the process now: the spare pool, then a model's slot
         self._proc = proc
         self._sock = sock
@@ -245,9 +244,6 @@ class WorkerProcess:
     def kill(self) -> None:
         self._signal(signal.SIGKILL)
 
-    async def wait_exited(self) -> None:
-        await self._exited.wait()
-
     def rss_bytes(self) -> int | None:
         """Resident memory of the worker process now (what unloading it gives back)."""
         with contextlib.suppress(psutil.Error):
@@ -283,7 +279,6 @@ class WorkerProcess:
 
     def _dispatch(self, msg: Message) -> None:
         if msg.kind is Kind.HEARTBEAT:
-            self.last_heartbeat = msg.body
             self._beat.set()
         elif msg.kind is Kind.SEGMENT:
             self._deliver(msg.id, Segment.from_dict(msg.body["segment"]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import os
 import re
 import signal
@@ -142,6 +144,15 @@ class Server:
     def transcribe(self, clip: str = "fox.wav", **form: str) -> httpx.Response:
         path = ASSETS / clip
         return self.client.post("/v1/audio/transcriptions", files={"file": (path.name, path.read_bytes())}, data=form)
+
+    @contextlib.contextmanager
+    def request_in_flight(self, clip: bytes, model: str = "tiny.en") -> Iterator[concurrent.futures.Future[httpx.Response]]:
+        """POST `clip` in the background; yield once the model counts it in flight."""
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(self.client.post, "/v1/audio/transcriptions",
+                                  files={"file": ("long.wav", clip)}, data={"model": model})
+            wait_for(lambda: self.model(model)["in_flight"] == 1, 30, what=f"a request in flight on {model}")
+            yield pending
 
     def model_worker_pids(self) -> list[int]:
         """Worker processes that hold a model: every worker but the warm spare."""

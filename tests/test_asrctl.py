@@ -84,15 +84,12 @@ def test_load_and_unload_by_hand(make_server) -> None:  # type: ignore[no-untype
 
 
 def test_seed_unload_path_waits_for_in_flight_work(make_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    import concurrent.futures
 
-    from conftest import make_long_clip, wait_for
+    from conftest import make_long_clip
 
     server: Server = make_server('[defaults]\nttl = -1\n')
     clip = make_long_clip(tmp_path, repeats=1)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        busy = pool.submit(server.client.post, "/v1/audio/transcriptions", files={"file": ("long.wav", clip)})
-        wait_for(lambda: server.model()["in_flight"] == 1, 30, what="request in flight")
+    with server.request_in_flight(clip) as busy:
         report = server.client.post("/v1/model/unload", params={"model": "tiny.en"}).json()
         response = busy.result()
     assert response.status_code == 200 and "weather" in response.json()["text"].lower()  # not cut off

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 
 import psutil
 
@@ -74,10 +73,7 @@ def test_busy_full_server_answers_503_and_loses_nothing(make_server, tmp_path) -
     """)
     clip = make_long_clip(tmp_path, repeats=3)  # 44 s of audio: busy far longer than capacity_wait
     assert server.transcribe("short.wav", model="a").status_code == 200
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        busy = pool.submit(server.client.post, "/v1/audio/transcriptions",
-                           files={"file": ("long.wav", clip)}, data={"model": "a"})
-        wait_for(lambda: server.model("a")["in_flight"] == 1, 10, what="a busy")
+    with server.request_in_flight(clip, model="a") as busy:
         refused = server.transcribe("short.wav", model="b")
         long_response = busy.result()
     assert refused.status_code == 503, refused.text

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import signal
 import subprocess
@@ -27,9 +26,7 @@ def test_kill_9_during_a_request_gives_503_and_the_next_request_a_new_worker(mak
     victim = server.model()["pid"]
     long_clip = make_long_clip(tmp_path, repeats=6)
 
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(server.client.post, "/v1/audio/transcriptions", files={"file": ("long.wav", long_clip)})
-        wait_for(lambda: server.model()["in_flight"] == 1, 10, what="the request to be in flight")
+    with server.request_in_flight(long_clip) as pending:
         time.sleep(0.3)
         os.kill(victim, signal.SIGKILL)
         response = pending.result(timeout=30)
@@ -139,9 +136,7 @@ def test_a_hung_worker_is_killed_and_replaced(make_server, tmp_path) -> None:  #
     assert server.transcribe("short.wav").status_code == 200
     hung = server.model()["pid"]
     long_clip = make_long_clip(tmp_path, repeats=3)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(server.client.post, "/v1/audio/transcriptions", files={"file": ("long.wav", long_clip)})
-        wait_for(lambda: server.model()["in_flight"] == 1, 10, what="the request to be in flight")
+    with server.request_in_flight(long_clip) as pending:
         os.kill(hung, signal.SIGSTOP)  # frozen: alive, but silent
         response = pending.result(timeout=30)
     assert response.status_code == 503, response.text
