@@ -51,7 +51,7 @@ def serve(
 
     import uvicorn
 
-    from supervisor.app import create_app
+    from supervisor.interfaces.http.app import create_app
 
     level = settings.server.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
@@ -78,7 +78,7 @@ def download_all(settings: Settings) -> int:
 
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-    from supervisor.downloads import download
+    from supervisor.models.downloads import download
 
     async def run() -> int:
         failures = 0

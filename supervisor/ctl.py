@@ -84,7 +84,7 @@ def models_list(
     health = _request("GET", url, "/health").json()
     console.print(_models_table(health["models"], health["default_model"]))
     if available:
-        from supervisor.catalog import CATALOG
+        from supervisor.models.catalog import CATALOG
 
         models = {m["id"]: m for m in _request("GET", url, "/v1/models", api_key).json()["data"]}
         table = Table("name", "hub repo", "size MB", "languages", "configured", "description")

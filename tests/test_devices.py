@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Server
-from supervisor import devices
+from supervisor.workers import devices
 
 
 def test_this_machine_reports_cpu(monkeypatch: pytest.MonkeyPatch) -> None:

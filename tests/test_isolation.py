@@ -22,7 +22,7 @@ def test_the_supervisor_imports_no_ml_library_even_after_serving(tmp_path: Path)
     script = textwrap.dedent(f"""
         import json, sys, threading, time
         import httpx, uvicorn
-        from supervisor.app import create_app
+        from supervisor.interfaces.http.app import create_app
         from supervisor.config import Overrides, load_settings
         from conftest import free_port
 

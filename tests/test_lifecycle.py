@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 
 from supervisor.config import ModelSpec
-from supervisor.lifecycle import ModelSlot, ModelUnavailable
-from supervisor.states import IllegalTransition, State, backoff_seconds, check_transition
-from supervisor.worker_client import WorkerLoadError
+from supervisor.models.owner import ModelSlot, ModelUnavailable
+from supervisor.models.states import IllegalTransition, State, backoff_seconds, check_transition
+from supervisor.workers.process import WorkerLoadError
 from worker.protocol import ReadyInfo
 
 SPEC = ModelSpec(name="m", backend="faster-whisper", source="bundled", device="cpu", compute_type="int8",
@@ -185,7 +185,7 @@ async def test_closed_slot_refuses_requests() -> None:
 
 # -- capacity: the owner asks the gate before it spawns ---------------------------
 
-from supervisor.capacity import Capacity, Limits  # noqa: E402
+from supervisor.models.capacity import Capacity, Limits  # noqa: E402
 
 
 def _fleet(launcher: FakeLauncher, names: list[str], **limits: float) -> dict[str, ModelSlot]:

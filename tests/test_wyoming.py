@@ -255,7 +255,7 @@ def test_wyoming_bench_word_error_rate(server: Server, tmp_path: Path) -> None:
 
 def test_zeroconf_announcement_describes_the_wyoming_server() -> None:
     # Built, not sent: registering would multicast to the LAN, and tests stay on 127.0.0.1.
-    from supervisor.discovery import SERVICE_TYPE, Announcer, default_name
+    from supervisor.interfaces.wyoming.discovery import SERVICE_TYPE, Announcer, default_name
 
     announcer = Announcer(port=10300, host="127.0.0.1", name="kitchen-asr")
     info = announcer.info

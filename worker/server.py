@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import zmq
 import zmq.asyncio
 
-from worker import audio
-from worker.lanes import Lanes
+from worker.audio import decode as audio
+from worker.engine.lanes import Lanes
 from worker.backends import Backend, LoadError, OnSegment, create_backend, warm_up
 from worker.protocol import (
     WORKER_IDENTITY,

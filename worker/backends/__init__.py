@@ -41,14 +41,14 @@ def warm_up(name: str, inference: bool = False) -> None:
     worker started for a waiting request would only add the throwaway model's load).
     """
     if name == "faster-whisper":
-        from worker.backends.whisper import warm_up as warm_up_whisper
+        from worker.backends.faster_whisper import warm_up as warm_up_whisper
 
         warm_up_whisper(inference)
 
 
 def create_backend(name: str, **options: object) -> Backend:
     if name == "faster-whisper":
-        from worker.backends.whisper import FasterWhisperBackend
+        from worker.backends.faster_whisper import FasterWhisperBackend
 
         return FasterWhisperBackend(**options)  # type: ignore[arg-type]
     raise LoadError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")

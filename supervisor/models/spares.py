@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from supervisor.worker_client import WorkerError, WorkerProcess
+from supervisor.workers.process import WorkerError, WorkerProcess
 
 log = logging.getLogger("asr.spares")
 

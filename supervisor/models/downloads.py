@@ -9,7 +9,7 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-from supervisor import model_files
+from supervisor.models import files as model_files
 from supervisor.config import ModelSpec
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from supervisor.lifecycle import ModelSlot
+    from supervisor.models.owner import ModelSlot
 
 log = logging.getLogger("asr.capacity")
 

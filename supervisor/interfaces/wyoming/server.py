@@ -23,10 +23,10 @@ from wyoming.event import Event
 from wyoming.info import AsrModel, AsrProgram, Attribution, Describe, Info
 from wyoming.server import AsyncEventHandler, AsyncServer
 
-from supervisor import model_files
-from supervisor.lifecycle import ModelSlot, ModelUnavailable
-from supervisor.registry import ModelRegistry, UnknownModel
-from supervisor.worker_client import WorkerError, WorkerRequestError
+from supervisor.models import files as model_files
+from supervisor.models.owner import ModelSlot, ModelUnavailable
+from supervisor.models.registry import ModelRegistry, UnknownModel
+from supervisor.workers.process import WorkerError, WorkerRequestError
 from worker.protocol import TranscribeParams, TranscribeResult
 
 log = logging.getLogger("asr.wyoming")

@@ -14,11 +14,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from supervisor import downloads
-from supervisor.auth import require_admin_key
-from supervisor.errors import bad_request, from_worker_error
-from supervisor.lifecycle import ModelUnavailable
-from supervisor.registry import ModelRegistry, UnknownModel
+from supervisor.models import downloads
+from supervisor.interfaces.http.auth import require_admin_key
+from supervisor.interfaces.http.errors import bad_request, from_worker_error
+from supervisor.models.owner import ModelUnavailable
+from supervisor.models.registry import ModelRegistry, UnknownModel
 
 router = APIRouter(dependencies=[Depends(require_admin_key)])
 

@@ -7,7 +7,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from supervisor import catalog
+from supervisor.models import catalog
 from supervisor.config import BUNDLED_SOURCE, ModelSpec
 
 

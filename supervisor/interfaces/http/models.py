@@ -7,10 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
-from supervisor import catalog, model_files
-from supervisor.auth import require_api_key
-from supervisor.errors import from_worker_error
-from supervisor.registry import ModelRegistry, UnknownModel
+from supervisor.models import catalog
+from supervisor.models import files as model_files
+from supervisor.interfaces.http.auth import require_api_key
+from supervisor.interfaces.http.errors import from_worker_error
+from supervisor.models.registry import ModelRegistry, UnknownModel
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 

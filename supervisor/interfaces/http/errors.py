@@ -15,9 +15,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from supervisor.lifecycle import ModelUnavailable
-from supervisor.registry import UnknownModel
-from supervisor.worker_client import WorkerCrashed, WorkerRequestError
+from supervisor.models.owner import ModelUnavailable
+from supervisor.models.registry import UnknownModel
+from supervisor.workers.process import WorkerCrashed, WorkerRequestError
 from worker.protocol import ErrorCode
 
 log = logging.getLogger("asr.http")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from supervisor.worker_client import WorkerProcess
+    from supervisor.workers.process import WorkerProcess
 
 
 @dataclass(slots=True)

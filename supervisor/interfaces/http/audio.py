@@ -10,13 +10,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from supervisor import formats
-from supervisor.auth import require_api_key
-from supervisor.errors import bad_request, from_worker_error
-from supervisor.formats import ResponseFormat
-from supervisor.lifecycle import ModelSlot, ModelUnavailable
-from supervisor.registry import ModelRegistry, UnknownModel
-from supervisor.worker_client import WorkerError
+from supervisor.interfaces.http import formats
+from supervisor.interfaces.http.auth import require_api_key
+from supervisor.interfaces.http.errors import bad_request, from_worker_error
+from supervisor.interfaces.http.formats import ResponseFormat
+from supervisor.models.owner import ModelSlot, ModelUnavailable
+from supervisor.models.registry import ModelRegistry, UnknownModel
+from supervisor.workers.process import WorkerError
 from worker.protocol import Segment, TranscribeParams, TranscribeResult
 
 router = APIRouter(dependencies=[Depends(require_api_key)])

@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from supervisor import errors
+from supervisor.interfaces.http import errors
 from supervisor.config import Settings, wyoming_uri
-from supervisor.registry import ModelRegistry
-from supervisor.routes import admin, audio, health, models
-from supervisor.upload_limit import UploadLimit
-from supervisor.wyoming_server import WyomingService
+from supervisor.models.registry import ModelRegistry
+from supervisor.interfaces.http import admin, audio, health, models
+from supervisor.interfaces.http.upload_limit import UploadLimit
+from supervisor.interfaces.wyoming.server import WyomingService
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -29,7 +29,7 @@ def create_app(settings: Settings) -> FastAPI:
             await wyoming.start()
         announcer = None
         if wyoming is not None and settings.server.zeroconf and not settings.server.wyoming_uri:
-            from supervisor.discovery import Announcer  # only then: zeroconf is not free to import
+            from supervisor.interfaces.wyoming.discovery import Announcer  # only then: zeroconf is not free to import
 
             announcer = Announcer(settings.server.wyoming_port, settings.server.host, settings.server.zeroconf_name)
             await announcer.start()

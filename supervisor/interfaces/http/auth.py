@@ -6,7 +6,7 @@ import hmac
 
 from fastapi import Request
 
-from supervisor.errors import APIError
+from supervisor.interfaces.http.errors import APIError
 
 
 def require_api_key(request: Request) -> None:

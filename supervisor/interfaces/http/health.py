@@ -6,8 +6,8 @@ import asyncio
 
 from fastapi import APIRouter, Request
 
-from supervisor import devices
-from supervisor.registry import ModelRegistry
+from supervisor.workers import devices
+from supervisor.models.registry import ModelRegistry
 
 router = APIRouter()
 

@@ -30,7 +30,7 @@ def warm_up(inference: bool) -> None:
 
     from faster_whisper import WhisperModel
 
-    import worker.audio  # noqa: F401  (PyAV)
+    import worker.audio.decode  # noqa: F401  (PyAV)
 
     if not inference:
         return
@@ -126,7 +126,7 @@ class FasterWhisperBackend:
         self._cpu_threads = cpu_threads
         self._num_workers = num_workers
         self._beam_size = beam_size
-        # One WhisperModel per lane (see worker.lanes): lane 0's is loaded by load(), the
+        # One WhisperModel per lane (see worker.engine.lanes): lane 0's is loaded by load(), the
         # others on their first request, so a cold start pays for one copy only.
         self._models: list[object | None] = []
         self._options: dict[str, object] = {}

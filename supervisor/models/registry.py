@@ -11,12 +11,13 @@ from typing import Any
 
 import zmq.asyncio
 
-from supervisor import model_files, runtime_dir
-from supervisor.capacity import Capacity, Limits
+from supervisor.models import files as model_files
+from supervisor.workers import runtime_dir
+from supervisor.models.capacity import Capacity, Limits
 from supervisor.config import OPENAI_ALIAS, ModelSpec, Settings
-from supervisor.lifecycle import ModelSlot, ModelUnavailable
-from supervisor.spares import SparePool
-from supervisor.worker_client import Timeouts, WorkerProcess
+from supervisor.models.owner import ModelSlot, ModelUnavailable
+from supervisor.models.spares import SparePool
+from supervisor.workers.process import Timeouts, WorkerProcess
 
 log = logging.getLogger("asr.registry")
 

@@ -23,12 +23,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervisor import devices
-from supervisor.capacity import CapacityFull, Gate, OpenGate
+from supervisor.workers import devices
+from supervisor.models.capacity import CapacityFull, Gate, OpenGate
 from supervisor.config import ModelSpec
-from supervisor.slot_commands import Acquire, Close, Command, Exited, Load, Release, Unload
-from supervisor.states import State, backoff_seconds, check_transition
-from supervisor.worker_client import WorkerError, WorkerProcess
+from supervisor.models.commands import Acquire, Close, Command, Exited, Load, Release, Unload
+from supervisor.models.states import State, backoff_seconds, check_transition
+from supervisor.workers.process import WorkerError, WorkerProcess
 
 log = logging.getLogger("asr.lifecycle")
 

@@ -1,1 +1,0 @@
-"""HTTP routes: audio (OpenAI transcription/translation), models, health."""
