@@ -12,6 +12,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import msgspec
 import zmq
 import zmq.asyncio
 
@@ -153,22 +154,13 @@ class WorkerServer:
                 if msg.kind is Kind.SHUTDOWN:
                     return None
                 if msg.kind is Kind.LOAD:
-                    return ModelOptions(**msg.body["options"])
+                    return msgspec.convert(msg.body["options"], ModelOptions)
         finally:
             stop_wait.cancel()
 
     def _load(self, options: ModelOptions) -> ReadyInfo:
-        log.info("loading model %s from %s", options.name, options.source)
-        self._backend = create_backend(
-            options.backend,
-            source=options.source,
-            device=options.device,
-            compute_type=options.compute_type,
-            cache_dir=options.cache_dir,
-            cpu_threads=options.cpu_threads,
-            num_workers=options.concurrency,
-            beam_size=options.beam_size,
-        )
+        log.info("loading a %s model from %s", options.backend, options.source)
+        self._backend = create_backend(options)
         return self._backend.load()
 
     async def _heartbeat(self) -> None:

@@ -356,7 +356,7 @@ def _base_command(backend: str, endpoint: str, heartbeat_interval: float) -> lis
 
 def _options(spec: ModelSpec) -> ModelOptions:
     return ModelOptions(
-        name=spec.name, backend=spec.backend, source=spec.source, device=spec.device,
+        backend=spec.backend, source=spec.source, device=spec.device,
         compute_type=spec.compute_type, cache_dir=spec.cache_dir or None, cpu_threads=spec.cpu_threads,
         concurrency=spec.concurrency, beam_size=spec.beam_size,
     )

@@ -7,7 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
-from worker.protocol import ReadyInfo, Segment, TranscribeParams, TranscribeResult
+from worker.protocol import ModelOptions, ReadyInfo, Segment, TranscribeParams, TranscribeResult
 
 #: Called with each segment as it is decoded; returning False stops the transcription
 #: (its client went away), and the result holds the segments so far.
@@ -46,9 +46,9 @@ def warm_up(name: str, inference: bool = False) -> None:
         warm_up_whisper(inference)
 
 
-def create_backend(name: str, **options: object) -> Backend:
-    if name == "faster-whisper":
+def create_backend(options: ModelOptions) -> Backend:
+    if options.backend == "faster-whisper":
         from worker.backends.faster_whisper import FasterWhisperBackend
 
-        return FasterWhisperBackend(**options)  # type: ignore[arg-type]
-    raise LoadError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
+        return FasterWhisperBackend(options)
+    raise LoadError(f"unknown backend {options.backend!r}; known: {', '.join(BACKENDS)}")

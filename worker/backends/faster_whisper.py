@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from worker.backends import LoadError, OnSegment
-from worker.protocol import ReadyInfo, Segment, TranscribeParams, TranscribeResult, Word
+from worker.protocol import ModelOptions, ReadyInfo, Segment, TranscribeParams, TranscribeResult, Word
 
 BUNDLED = "bundled"
 log = logging.getLogger("worker")
@@ -109,23 +109,14 @@ def resolve_compute_type(compute_type: str, device: str) -> str:
 
 
 class FasterWhisperBackend:
-    def __init__(
-        self,
-        source: str,
-        device: str = "auto",
-        compute_type: str = "auto",
-        cache_dir: str | None = None,
-        cpu_threads: int = 0,
-        num_workers: int = 0,
-        beam_size: int = 5,
-    ) -> None:
-        self._source = source
-        self._device = device
-        self._compute_type = compute_type
-        self._cache_dir = cache_dir
-        self._cpu_threads = cpu_threads
-        self._num_workers = num_workers
-        self._beam_size = beam_size
+    def __init__(self, options: ModelOptions) -> None:
+        self._source = options.source
+        self._device = options.device
+        self._compute_type = options.compute_type
+        self._cache_dir = options.cache_dir
+        self._cpu_threads = options.cpu_threads
+        self._num_workers = options.concurrency
+        self._beam_size = options.beam_size
         # One WhisperModel per lane (see worker.engine.lanes): lane 0's is loaded by load(), the
         # others on their first request, so a cold start pays for one copy only.
         self._models: list[object | None] = []

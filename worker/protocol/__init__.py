@@ -33,6 +33,12 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import msgspec
+
+from worker.protocol.options import ModelOptions
+
+__all__ = ["ModelOptions"]
+
 #: ZeroMQ identity the worker's DEALER uses, so the supervisor's ROUTER can address it.
 WORKER_IDENTITY = b"worker"
 
@@ -57,21 +63,6 @@ class ErrorCode(StrEnum):
     BAD_AUDIO = "bad_audio"  # undecodable, empty or silent-length input: the client's fault
     BAD_PARAMETER = "bad_parameter"  # e.g. a language the model does not know
     INTERNAL = "internal"  # the model failed: the server's fault
-
-
-@dataclass(frozen=True, slots=True)
-class ModelOptions:
-    """What a worker needs to load one model (sent with LOAD)."""
-
-    name: str
-    backend: str
-    source: str
-    device: str = "auto"
-    compute_type: str = "auto"
-    cache_dir: str | None = None
-    cpu_threads: int = 0
-    concurrency: int = 0  # 0: the backend decides (see ReadyInfo.concurrency)
-    beam_size: int = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +200,7 @@ def error_message(request_id: str, code: ErrorCode, message: str) -> Message:
 
 
 def load_message(options: ModelOptions) -> Message:
-    return Message(Kind.LOAD, "", {"options": asdict(options)})
+    return Message(Kind.LOAD, "", {"options": msgspec.to_builtins(options)})
 
 
 def ready_message(info: ReadyInfo) -> Message:

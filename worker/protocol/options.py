@@ -1,0 +1,31 @@
+"""A model's options, declared once: `asr.toml` → `ModelSpec.options` → LOAD → backend.
+
+The supervisor validates these at the edge (config) with the same type the worker
+decodes from LOAD, so an option is added in exactly one place: a field here. ML-free.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+Device = Literal["auto", "cpu", "cuda", "mps"]
+
+
+class ModelOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What a worker needs to load one model; every `[defaults]`/`[models.NAME]` key a backend reads."""
+
+    backend: str = "faster-whisper"
+    source: str = "bundled"
+    device: Device = "auto"
+    compute_type: str = "auto"
+    cache_dir: str | None = None
+    cpu_threads: Annotated[int, msgspec.Meta(ge=0)] = 0
+    #: Requests one worker decodes in parallel; 0: the backend decides (see ReadyInfo.concurrency).
+    concurrency: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0
+    beam_size: Annotated[int, msgspec.Meta(ge=1, le=20)] = 5
+
+
+#: The option names, for config validation and the CLI.
+OPTION_NAMES: tuple[str, ...] = ModelOptions.__struct_fields__
