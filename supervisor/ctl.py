@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -17,7 +17,7 @@ app.add_typer(models_app, name="models")
 console = Console()
 
 UrlOption = Annotated[str, typer.Option("--url", envvar="ASR_URL", help="the server's base URL")]
-KeyOption = Annotated[Optional[str], typer.Option("--api-key", envvar="ASR_API_KEY",
+KeyOption = Annotated[str | None, typer.Option("--api-key", envvar="ASR_API_KEY",
                                                   help="API or admin key, when the server has keys")]
 DEFAULT_URL = "http://127.0.0.1:5000"
 
@@ -87,13 +87,14 @@ def models_list(
         from supervisor.models.catalog import CATALOG
 
         models = {m["id"]: m for m in _request("GET", url, "/v1/models", api_key).json()["data"]}
-        table = Table("name", "hub repo", "size MB", "languages", "configured", "description")
+        table = Table("name", "backend", "hub repo", "size MB", "languages", "configured", "description")
         for known in CATALOG.values():
             configured = "yes" if known.name in models else ""
-            table.add_row(known.name, known.repo, str(known.size_mb), "en" if known.english_only else "99",
+            table.add_row(known.name, known.backend, known.repo, str(known.size_mb), known.languages_label,
                           configured, known.description)
         console.print(table)
-        console.print('Add one to asr.toml as [models."NAME"] (source defaults to NAME), or run with --model NAME.')
+        console.print('Add one to asr.toml as [models."NAME"] (source defaults to NAME; set backend when it is '
+                      "not the [defaults] one), or run with --model NAME.")
 
 
 @models_app.command("download")
@@ -139,7 +140,7 @@ def models_download(
 @models_app.command("load")
 def models_load(
     name: Annotated[str, typer.Argument(help="model to load")],
-    ttl: Annotated[Optional[int], typer.Option(help="new idle TTL in seconds (-1 never, 0 after each request)")] = None,
+    ttl: Annotated[int | None, typer.Option(help="new idle TTL in seconds (-1 never, 0 after each request)")] = None,
     url: UrlOption = DEFAULT_URL,
     api_key: KeyOption = None,
 ) -> None:
@@ -151,7 +152,7 @@ def models_load(
 
 @models_app.command("unload")
 def models_unload(
-    name: Annotated[Optional[str], typer.Argument(help="model to unload")] = None,
+    name: Annotated[str | None, typer.Argument(help="model to unload")] = None,
     all_models: Annotated[bool, typer.Option("--all", help="unload every model")] = False,
     url: UrlOption = DEFAULT_URL,
     api_key: KeyOption = None,
@@ -171,8 +172,8 @@ def models_unload(
 @app.command()
 def transcribe(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="audio file")],
-    model: Annotated[Optional[str], typer.Option(help="model name; default: the server's default")] = None,
-    language: Annotated[Optional[str], typer.Option(help="language code, e.g. en")] = None,
+    model: Annotated[str | None, typer.Option(help="model name; default: the server's default")] = None,
+    language: Annotated[str | None, typer.Option(help="language code, e.g. en")] = None,
     format: Annotated[str, typer.Option("--format", help="json or text")] = "text",
     url: UrlOption = DEFAULT_URL,
     api_key: KeyOption = None,

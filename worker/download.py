@@ -1,8 +1,10 @@
 """Fetch a model from the hub into the cache, or find it there without touching the network.
 
-`python -m worker.download --source NAME_OR_REPO [--cache-dir DIR]` prints one JSON line
-per event (`progress` with bytes done/total, then `done` with the path, or `error`), so
-the supervisor and `asrctl` can show progress without importing huggingface_hub.
+`python -m worker.download --source NAME_OR_REPO [--backend NAME] [--cache-dir DIR]` prints
+one JSON line per event (`progress` with bytes done/total, then `done` with the path, or
+`error`), so the supervisor and `asrctl` can show progress without importing huggingface_hub.
+Which names mean which repo, and which files of a repo to fetch, come from the backend's
+description: a library's private name table would tie every backend to faster-whisper's.
 """
 
 from __future__ import annotations
@@ -14,55 +16,60 @@ import time
 from pathlib import Path
 from typing import Any
 
-#: The files faster-whisper needs from a CTranslate2 Whisper repo (as faster_whisper.utils).
-ALLOW_PATTERNS = ["config.json", "preprocessor_config.json", "model.bin", "tokenizer.json", "vocabulary.*"]
+from worker.backends import BackendDescription, UnknownBackend, describe
+from worker.protocol import ModelOptions
 
 
 class DownloadError(RuntimeError):
     pass
 
 
-def repo_for(source: str) -> str:
-    """A model size (`large-v3`) to its repo; a repo id (`org/name`) as it is."""
+def repo_for(source: str, backend: BackendDescription) -> str:
+    """A catalogue name (`large-v3`) to its repo; a repo id (`org/name`) as it is."""
     if "/" in source:
         return source
-    from faster_whisper.utils import _MODELS  # the names faster-whisper itself accepts
+    known = backend.lookup(source)
+    if known is None:
+        raise DownloadError(f"unknown {backend.name} model {source!r}: use a hub repo id (org/name) "
+                            f"or one of {', '.join(backend.known_names())}")
+    return known.repo
 
-    repo = _MODELS.get(source)
-    if repo is None:
-        raise DownloadError(f"unknown model {source!r}: use a hub repo id (org/name) or one of {', '.join(_MODELS)}")
-    return repo
 
-
-def cached(source: str, cache_dir: str | None) -> Path | None:
+def cached(source: str, cache_dir: str | None, backend: BackendDescription) -> Path | None:
     """The model's local snapshot if every file is already there; no network either way."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(repo_for(source), cache_dir=cache_dir, allow_patterns=ALLOW_PATTERNS,
-                                      local_files_only=True))
+        path = Path(snapshot_download(repo_for(source, backend), cache_dir=cache_dir,
+                                      allow_patterns=list(backend.files.download), local_files_only=True))
     except (LocalEntryNotFoundError, FileNotFoundError, OSError):
         return None
     except Exception as exc:  # IncompleteSnapshotError and friends: treat as "not cached"
         if type(exc).__name__.endswith(("NotFoundError", "SnapshotError")):
             return None
         raise
+    return path if backend.files.complete(path) else None
 
 
-def fetch(source: str, cache_dir: str | None, report: Any = None) -> Path:
+def fetch(source: str, cache_dir: str | None, backend: BackendDescription, report: Any = None) -> Path:
     """The model's directory: from the cache when complete, else downloaded (with progress)."""
-    if (path := cached(source, cache_dir)) is not None:
+    if (path := cached(source, cache_dir, backend)) is not None:
         return path
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo_for(source), cache_dir=cache_dir, allow_patterns=ALLOW_PATTERNS,
+        path = Path(snapshot_download(repo_for(source, backend), cache_dir=cache_dir,
+                                      allow_patterns=list(backend.files.download),
                                       tqdm_class=_progress_class(report) if report else None))
     except DownloadError:
         raise
     except Exception as exc:
         raise DownloadError(f"could not download {source!r}: {type(exc).__name__}: {exc}") from exc
+    if missing := backend.files.missing(path):
+        raise DownloadError(f"could not download {source!r}: the repo has no {', '.join(missing)} "
+                            f"(not a {backend.name} model)")
+    return path
 
 
 def _progress_class(report: Any) -> type:
@@ -88,6 +95,7 @@ def _progress_class(report: Any) -> type:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m worker.download", description=__doc__)
     p.add_argument("--source", required=True)
+    p.add_argument("--backend", default=ModelOptions().backend, help="whose catalogue and files (default: %(default)s)")
     p.add_argument("--cache-dir", default=None)
     args = p.parse_args(argv)
 
@@ -104,9 +112,10 @@ def main(argv: list[str] | None = None) -> int:
             emit({"event": "progress", "downloaded": done, "total": total})
 
     try:
-        was_cached = cached(args.source, args.cache_dir) is not None
-        path = fetch(args.source, args.cache_dir, report)
-    except DownloadError as exc:
+        backend = describe(args.backend)
+        was_cached = cached(args.source, args.cache_dir, backend) is not None
+        path = fetch(args.source, args.cache_dir, backend, report)
+    except (DownloadError, UnknownBackend) as exc:
         emit({"event": "error", "message": str(exc)})
         return 1
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

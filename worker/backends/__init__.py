@@ -1,54 +1,74 @@
-"""Model backends behind one small interface; each imports its ML library lazily."""
+"""Model backends: the one list of them, and the worker's way in to their implementations.
+
+The supervisor imports this package for the descriptions, so nothing here imports an ML
+library or numpy. A worker reaches a backend's code only through its description's
+`implementation` module, imported on first use: adding a backend means adding its package
+(description + implementation) and one entry to `DESCRIPTIONS`, and no code elsewhere
+names it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+import importlib
+import logging
+from typing import cast
 
-import numpy as np
+from worker.backends import faster_whisper
+from worker.backends.base import Backend, BackendModule, LoadError, OnSegment
+from worker.backends.description import BackendDescription, Capabilities, KnownModel, ModelFiles
+from worker.protocol import ModelOptions
 
-from worker.protocol import ModelOptions, ReadyInfo, Segment, TranscribeParams, TranscribeResult
+__all__ = [
+    "DESCRIPTIONS", "Backend", "BackendDescription", "BackendModule", "Capabilities", "KnownModel", "LoadError",
+    "ModelFiles", "OnSegment", "UnknownBackend", "create_backend", "describe", "warm_up",
+]
 
-#: Called with each segment as it is decoded; returning False stops the transcription
-#: (its client went away), and the result holds the segments so far.
-OnSegment = Callable[[Segment], bool]
+log = logging.getLogger("worker")
 
-
-class LoadError(RuntimeError):
-    """The model cannot be loaded here; the message tells the administrator what to fix."""
-
-
-class Backend(Protocol):
-    """What the worker needs from a model, whatever the library behind it."""
-
-    def load(self) -> ReadyInfo:
-        """Load the model; raise LoadError with an actionable message on failure."""
-        ...
-
-    def transcribe(self, audio: np.ndarray, params: TranscribeParams, on_segment: OnSegment,
-                   lane: int = 0) -> TranscribeResult:
-        """Transcribe 16 kHz mono float32 audio, on inference lane `lane` (its own thread)."""
-        ...
+#: Every backend, by its config name; the first is listed first everywhere.
+DESCRIPTIONS: dict[str, BackendDescription] = {d.name: d for d in (faster_whisper.DESCRIPTION,)}
 
 
-BACKENDS = ("faster-whisper",)
+class UnknownBackend(LookupError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown backend {name!r}; known: {', '.join(DESCRIPTIONS)}")
+
+
+def describe(name: str) -> BackendDescription:
+    """The description of backend `name`; UnknownBackend (naming the known ones) if there is none."""
+    try:
+        return DESCRIPTIONS[name]
+    except KeyError:
+        raise UnknownBackend(name) from None
 
 
 def warm_up(name: str, inference: bool = False) -> None:
     """Pay a backend's one-time costs ahead of any model (what a warm spare is for).
 
     Imports always; with `inference`, also a throwaway inference (pooled spares only: a
-    worker started for a waiting request would only add the throwaway model's load).
+    worker started for a waiting request would only add the throwaway model's load). A
+    backend that cannot be imported here is only logged: the LOAD that follows reports it
+    to the supervisor, with the install hint, as a load failure.
     """
-    if name == "faster-whisper":
-        from worker.backends.faster_whisper import warm_up as warm_up_whisper
-
-        warm_up_whisper(inference)
+    try:
+        module = _implementation(name)
+    except LoadError as exc:
+        log.warning("no warm-up: %s", exc)
+        return
+    module.warm_up(inference)
 
 
 def create_backend(options: ModelOptions) -> Backend:
-    if options.backend == "faster-whisper":
-        from worker.backends.faster_whisper import FasterWhisperBackend
+    return _implementation(options.backend).create(options)
 
-        return FasterWhisperBackend(options)
-    raise LoadError(f"unknown backend {options.backend!r}; known: {', '.join(BACKENDS)}")
+
+def _implementation(name: str) -> BackendModule:
+    try:
+        description = describe(name)
+    except UnknownBackend as exc:
+        raise LoadError(str(exc)) from None
+    try:
+        module = importlib.import_module(description.implementation)
+    except ImportError as exc:
+        raise LoadError(f"backend {name!r} is not installed here ({exc}); {description.install_hint}") from exc
+    return cast(BackendModule, module)

@@ -16,6 +16,7 @@ Device = Literal["auto", "cpu", "cuda", "mps"]
 class ModelOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """What a worker needs to load one model; every `[defaults]`/`[models.NAME]` key a backend reads."""
 
+    #: A name in `worker.backends.DESCRIPTIONS` (config checks it, naming the key; so does the worker).
     backend: str = "faster-whisper"
     source: str = "bundled"
     device: Device = "auto"

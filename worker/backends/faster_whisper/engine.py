@@ -1,4 +1,4 @@
-"""faster-whisper (CTranslate2) backend."""
+"""faster-whisper (CTranslate2) backend: the implementation its description names (worker only)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from worker.backends import LoadError, OnSegment
+from worker.backends.base import LoadError, OnSegment
+from worker.backends.faster_whisper import DESCRIPTION
 from worker.protocol import ModelOptions, ReadyInfo, Segment, TranscribeParams, TranscribeResult, Word
 
 BUNDLED = "bundled"
@@ -56,8 +57,8 @@ def resolve_source(source: str, cache_dir: str | None = None) -> str:
         return str(get_model_path())
     path = Path(source).expanduser()
     if path.is_dir():
-        if not (path / "model.bin").exists():
-            raise LoadError(f"{path} has no model.bin: not a CTranslate2 Whisper model directory")
+        if missing := DESCRIPTION.files.missing(path):
+            raise LoadError(f"{path} has no {', '.join(missing)}: not a CTranslate2 Whisper model directory")
         return str(path)
     if source.startswith(("/", ".", "~")):
         raise LoadError(f"model directory {source} does not exist")
@@ -66,7 +67,7 @@ def resolve_source(source: str, cache_dir: str | None = None) -> str:
     from worker.download import DownloadError, fetch
 
     try:
-        return str(fetch(source, cache_dir))
+        return str(fetch(source, cache_dir, DESCRIPTION))
     except DownloadError as exc:
         raise LoadError(str(exc)) from exc
 
@@ -108,6 +109,10 @@ def resolve_compute_type(compute_type: str, device: str) -> str:
     return compute_type
 
 
+def create(options: ModelOptions) -> FasterWhisperBackend:
+    return FasterWhisperBackend(options)
+
+
 class FasterWhisperBackend:
     def __init__(self, options: ModelOptions) -> None:
         self._source = options.source
@@ -142,7 +147,7 @@ class FasterWhisperBackend:
         languages = list(model.supported_languages)
         return ReadyInfo(
             pid=os.getpid(),
-            backend="faster-whisper",
+            backend=DESCRIPTION.name,
             device=device,
             compute_type=compute_type,
             load_seconds=round(time.perf_counter() - started, 3),

@@ -1,0 +1,52 @@
+"""The interface every backend implements, kept ML-free so the supervisor may import it.
+
+numpy appears only in annotations (under TYPE_CHECKING): importing this module must not
+pull numpy into the supervisor, which never touches audio samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from worker.protocol import ModelOptions, ReadyInfo, Segment, TranscribeParams, TranscribeResult
+
+if TYPE_CHECKING:
+    import numpy as np
+
+#: Called with each segment as it is decoded; returning False stops the transcription
+#: (its client went away), and the result holds the segments so far.
+OnSegment = Callable[[Segment], bool]
+
+
+class LoadError(RuntimeError):
+    """The model cannot be loaded here; the message tells the administrator what to fix."""
+
+
+class Backend(Protocol):
+    """What the worker needs from a model, whatever the library behind it."""
+
+    def load(self) -> ReadyInfo:
+        """Load the model; raise LoadError with an actionable message on failure."""
+        ...
+
+    def transcribe(self, audio: np.ndarray, params: TranscribeParams, on_segment: OnSegment,
+                   lane: int = 0) -> TranscribeResult:
+        """Transcribe 16 kHz mono float32 audio, on inference lane `lane` (its own thread)."""
+        ...
+
+
+class BackendModule(Protocol):
+    """A backend's implementation module (its description's `implementation`), seen by the worker.
+
+    Module-level functions rather than a class, so that importing the module is the one
+    moment the ML library is paid for, and nothing else has to be named.
+    """
+
+    def warm_up(self, inference: bool) -> None:
+        """Import the ML library; with `inference`, also pay its one-time set-up (pooled spares)."""
+        ...
+
+    def create(self, options: ModelOptions) -> Backend:
+        """A backend for one model, not loaded yet (the worker calls `load()` on its thread)."""
+        ...
