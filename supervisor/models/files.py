@@ -1,4 +1,8 @@
-"""Where a model's files are on disk and how big they are, without importing its library."""
+"""Where a model's files are on disk and how big they are, without importing its library.
+
+Which files make a model complete is its backend's description's to say (`ModelFiles`):
+a directory or a hub snapshot counts as installed only when they are all there.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from supervisor.models import catalog
 from supervisor.config import BUNDLED_SOURCE, ModelSpec
+from supervisor.models import catalog
+from worker.backends import describe
 
 
 def source_path(spec: ModelSpec) -> Path | None:
@@ -17,9 +22,10 @@ def source_path(spec: ModelSpec) -> Path | None:
 
 
 def installed_path(spec: ModelSpec) -> Path | None:
-    """Where the model's files are on disk now, local or in the hub cache; None if absent."""
+    """Where the model's complete files are on disk now, local or in the hub cache; None if absent."""
     if _is_local(spec):
-        return _local_path(spec)
+        path = _local_path(spec)
+        return path if path is not None and describe(spec.backend).files.complete(path) else None
     return hub_cache_path(spec)
 
 
@@ -32,19 +38,20 @@ def repo_id(spec: ModelSpec) -> str | None:
         return None
     if "/" in spec.source:
         return spec.source
-    known = catalog.lookup(spec.source)
+    known = catalog.lookup(spec.source, spec.backend)
     return known.repo if known else None
 
 
 def hub_cache_path(spec: ModelSpec) -> Path | None:
-    """The cached snapshot holding model.bin, found by the cache's documented layout (no import)."""
+    """The newest complete cached snapshot, found by the cache's documented layout (no import)."""
     repo = repo_id(spec)
     if repo is None:
         return None
-    root = Path(spec.cache_dir) if spec.cache_dir else _default_hub_cache()
+    root = Path(spec.options.cache_dir) if spec.options.cache_dir else _default_hub_cache()
     snapshots = root / f"models--{repo.replace('/', '--')}" / "snapshots"
-    found = sorted(snapshots.glob("*/model.bin"), key=lambda p: p.stat().st_mtime) if snapshots.is_dir() else []
-    return found[-1].parent if found else None
+    files = describe(spec.backend).files
+    found = [d for d in snapshots.iterdir() if files.complete(d)] if snapshots.is_dir() else []
+    return max(found, key=lambda d: d.stat().st_mtime) if found else None
 
 
 def _default_hub_cache() -> Path:
@@ -71,7 +78,7 @@ def disk_size(path: Path) -> int:
 
 def languages_guess(spec: ModelSpec) -> list[str] | None:
     """Before a model has loaded once, its name is the best hint: `*.en` models are English-only."""
-    known = catalog.lookup(spec.source) or catalog.lookup(spec.name)
+    known = catalog.lookup(spec.source, spec.backend) or catalog.lookup(spec.name, spec.backend)
     if (known and known.english_only) or spec.name.endswith(".en") or spec.source.endswith(".en"):
         return ["en"]
     return None
@@ -87,6 +94,6 @@ def memory_estimate_mb(spec: ModelSpec) -> float:
     Only used for `memory_budget_mb` until the first request measures the real figure.
     """
     path = installed_path(spec)
-    known = catalog.lookup(spec.source) or catalog.lookup(spec.name)
+    known = catalog.lookup(spec.source, spec.backend) or catalog.lookup(spec.name, spec.backend)
     size = disk_size(path) / 1_048_576 if path else (known.size_mb if known else 0.0)
     return round(size + RUNTIME_OVERHEAD_MB, 1)

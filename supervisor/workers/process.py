@@ -31,7 +31,6 @@ from worker.protocol import (
     ErrorCode,
     Kind,
     Message,
-    ModelOptions,
     ReadyInfo,
     Segment,
     TranscribeParams,
@@ -157,7 +156,7 @@ class WorkerProcess:
         self.on_exit = on_exit
         started = time.monotonic()
         try:
-            await self._send(load_message(_options(spec)))
+            await self._send(load_message(spec.options))
         except WorkerCrashed as exc:
             raise WorkerLoadError(str(exc)) from None
         self.info = await self._await_phase(self._ready, "load its model")
@@ -353,10 +352,3 @@ def _base_command(backend: str, endpoint: str, heartbeat_interval: float) -> lis
         "--log-level", logging.getLevelName(logging.getLogger("asr").getEffectiveLevel()),
     ]
 
-
-def _options(spec: ModelSpec) -> ModelOptions:
-    return ModelOptions(
-        backend=spec.backend, source=spec.source, device=spec.device,
-        compute_type=spec.compute_type, cache_dir=spec.cache_dir or None, cpu_threads=spec.cpu_threads,
-        concurrency=spec.concurrency, beam_size=spec.beam_size,
-    )
