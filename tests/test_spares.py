@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import signal
 import time
+from typing import cast
 
 import psutil
-
 from conftest import Server, all_worker_pids_with_parent_arg, wait_for
 
 CONFIG = """
@@ -24,15 +24,15 @@ def _alive(pid: int | None) -> bool:
 
 def test_first_request_takes_the_spare_and_a_new_spare_follows(make_server) -> None:  # type: ignore[no-untyped-def]
     server: Server = make_server(CONFIG, warm_spare=True)
-    spare = wait_for(lambda: server.health()["spare_pid"], 30, what="a warm spare")
+    spare = cast(int, wait_for(lambda: server.health()["spare_pid"], 30, what="a warm spare"))
     assert server.model()["state"] == "unloaded" and _alive(spare)  # a spare is no model
 
     response = server.transcribe("fox.wav")
     assert response.status_code == 200 and "fox" in response.json()["text"].lower()
     assert int(response.headers["x-asr-worker-pid"]) == spare  # the spare became the model's worker
 
-    replacement = wait_for(lambda: (p := server.health()["spare_pid"]) not in (None, spare) and p, 30,
-                           what="a replacement spare")
+    replacement = cast(int, wait_for(lambda: (p := server.health()["spare_pid"]) not in (None, spare) and p, 30,
+                                     what="a replacement spare"))
     # TTL unload ends the model's worker; the spare stays, ready for the next load.
     wait_for(lambda: server.model()["state"] == "unloaded", 15, what="TTL unload")
     assert not _alive(spare) and _alive(replacement)
@@ -44,10 +44,10 @@ def test_first_request_takes_the_spare_and_a_new_spare_follows(make_server) -> N
 
 def test_a_spare_that_dies_is_replaced_and_none_outlives_the_supervisor(make_server) -> None:  # type: ignore[no-untyped-def]
     server: Server = make_server(CONFIG, warm_spare=True)
-    spare = wait_for(lambda: server.health()["spare_pid"], 30, what="a warm spare")
+    spare = cast(int, wait_for(lambda: server.health()["spare_pid"], 30, what="a warm spare"))
     os.kill(spare, signal.SIGKILL)
-    replacement = wait_for(lambda: (p := server.health()["spare_pid"]) not in (None, spare) and p, 30,
-                           what="a replacement spare")
+    replacement = cast(int, wait_for(lambda: (p := server.health()["spare_pid"]) not in (None, spare) and p, 30,
+                                     what="a replacement spare"))
     assert server.transcribe("short.wav").status_code == 200
 
     server.proc.send_signal(signal.SIGKILL)
@@ -59,7 +59,7 @@ def test_a_spare_that_dies_is_replaced_and_none_outlives_the_supervisor(make_ser
 
 def test_a_bad_model_on_a_spare_leaves_no_process(make_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
     server: Server = make_server(f'[models."broken"]\nsource = "{tmp_path / "nowhere"}"\n', warm_spare=True)
-    spare = wait_for(lambda: server.health()["spare_pid"], 30, what="a warm spare")
+    spare = cast(int, wait_for(lambda: server.health()["spare_pid"], 30, what="a warm spare"))
     response = server.transcribe("fox.wav", model="broken")
     assert response.status_code == 503 and "does not exist" in response.json()["error"]["message"]
     assert not _alive(spare)  # the spare that tried is gone, not left half-loaded

@@ -50,7 +50,9 @@ class ModelRegistry:
             for name, spec in settings.models.items()
         }
         self._preloads: list[asyncio.Task[None]] = []
-        self.spares = SparePool(self._spawn_spare, enabled=server.warm_spare)
+        self.spares = SparePool(self._spawn_spare, enabled=server.warm_spare,
+                                backends=[settings.models[settings.default_model].backend,
+                                          *(spec.backend for spec in settings.models.values())])
 
     async def start(self) -> None:
         self._runtime_dir = runtime_dir.create(self.settings.server.runtime_dir)
@@ -130,8 +132,8 @@ class ModelRegistry:
         assert self._ctx is not None and self._runtime_dir is not None, "registry not started"
         return await WorkerProcess.spawn(backend, self._ctx, self._runtime_dir, self._timeouts, on_exit, prewarm)
 
-    async def _spawn_spare(self, on_exit: Callable[[WorkerProcess], None]) -> WorkerProcess:
-        return await self._spawn(self.spares.backend, on_exit, prewarm=True)
+    async def _spawn_spare(self, backend: str, on_exit: Callable[[WorkerProcess], None]) -> WorkerProcess:
+        return await self._spawn(backend, on_exit, prewarm=True)
 
     async def _preload(self, slot: ModelSlot) -> None:
         with contextlib.suppress(ModelUnavailable):
