@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,22 +16,22 @@ cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @cli.command()
 def serve(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="asr.toml to read (default: $ASR_CONFIG, ./asr.toml, /etc/asr-supervisor/asr.toml)")] = None,
-    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="serve this model (repeatable); default: every model in the config")] = None,
-    default_model: Annotated[Optional[str], typer.Option(help="model used when a request names none")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda, for every model")] = None,
-    compute_type: Annotated[Optional[str], typer.Option(help="auto, int8, float16, ... for every model")] = None,
-    cache_dir: Annotated[Optional[str], typer.Option(help="where hub models are downloaded")] = None,
-    ttl: Annotated[Optional[int], typer.Option(help="idle seconds before a model's worker ends (-1 never, 0 after each request)")] = None,
-    preload: Annotated[Optional[bool], typer.Option("--preload/--no-preload", help="load models at start-up")] = None,
-    host: Annotated[Optional[str], typer.Option(help="address to listen on")] = None,
-    port: Annotated[Optional[int], typer.Option(help="HTTP port")] = None,
-    log_level: Annotated[Optional[str], typer.Option(help="debug, info, warning or error")] = None,
-    wyoming: Annotated[Optional[bool], typer.Option("--wyoming/--no-wyoming", help="serve Home Assistant's Wyoming protocol")] = None,
-    wyoming_port: Annotated[Optional[int], typer.Option(help="Wyoming TCP port (default 10300)")] = None,
-    wyoming_uri: Annotated[Optional[str], typer.Option(help="Wyoming listen URI, e.g. unix:///run/asr/wyoming.sock")] = None,
-    zeroconf: Annotated[Optional[bool], typer.Option("--zeroconf/--no-zeroconf", help="announce Wyoming on the LAN (mDNS) for Home Assistant")] = None,
-    warm_spare: Annotated[Optional[bool], typer.Option("--warm-spare/--no-warm-spare", help="keep a worker with libraries imported for fast first requests")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="asr.toml to read (default: $ASR_CONFIG, ./asr.toml, /etc/asr-supervisor/asr.toml)")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="serve this model (repeatable); default: every model in the config")] = None,
+    default_model: Annotated[str | None, typer.Option(help="model used when a request names none")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda, for every model")] = None,
+    compute_type: Annotated[str | None, typer.Option(help="auto, int8, float16, ... for every model")] = None,
+    cache_dir: Annotated[str | None, typer.Option(help="where hub models are downloaded")] = None,
+    ttl: Annotated[int | None, typer.Option(help="idle seconds before a model's worker ends (-1 never, 0 after each request)")] = None,
+    preload: Annotated[bool | None, typer.Option("--preload/--no-preload", help="load models at start-up")] = None,
+    host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error")] = None,
+    wyoming: Annotated[bool | None, typer.Option("--wyoming/--no-wyoming", help="serve Home Assistant's Wyoming protocol")] = None,
+    wyoming_port: Annotated[int | None, typer.Option(help="Wyoming TCP port (default 10300)")] = None,
+    wyoming_uri: Annotated[str | None, typer.Option(help="Wyoming listen URI, e.g. unix:///run/asr/wyoming.sock")] = None,
+    zeroconf: Annotated[bool | None, typer.Option("--zeroconf/--no-zeroconf", help="announce Wyoming on the LAN (mDNS) for Home Assistant")] = None,
+    warm_spare: Annotated[bool | None, typer.Option("--warm-spare/--no-warm-spare", help="keep a worker with libraries imported for fast first requests")] = None,
     download_only: Annotated[bool, typer.Option("--download-only", help="download every configured model, then exit")] = False,
 ) -> None:
     overrides = Overrides(
