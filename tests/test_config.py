@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -100,5 +100,5 @@ def test_cli_flags_reach_the_running_server(make_server) -> None:  # type: ignor
     server = make_server('[models."tiny.en"]\nsource = "bundled"\nttl = 300\n', "--ttl", "7", "--preload")
     from conftest import wait_for
 
-    model = cast(dict, wait_for(lambda: (m := server.model())["state"] == "ready" and m, 30, what="preload"))
+    model = cast(dict[str, Any], wait_for(lambda: (m := server.model())["state"] == "ready" and m, 30, what="preload"))
     assert model["ttl"] == 7 and 0 < model["ttl_remaining"] <= 7
