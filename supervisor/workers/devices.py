@@ -1,6 +1,7 @@
 """What compute this machine has, found without importing an ML library.
 
-CUDA is read from `nvidia-smi` (present wherever the NVIDIA driver is), Apple's MPS
+CUDA is read from `nvidia-smi` (present wherever the NVIDIA driver is; the query lives in
+`worker.engine.nvidia_smi`, which a CUDA worker also uses for its heartbeat), Apple's MPS
 from the platform, the CPU from the OS. Workers do the authoritative check when they
 load (CTranslate2's own device count); this is for /health, `asrctl status`, and for
 waiting until a dead worker's VRAM is really free.
@@ -12,31 +13,19 @@ import asyncio
 import logging
 import os
 import platform
-import shutil
-import subprocess
 import time
 from functools import lru_cache
 from typing import Any
 
+from worker.engine import nvidia_smi
+
 log = logging.getLogger("asr.devices")
 
 _QUERY_GPUS = ["--query-gpu=index,name,memory.total,memory.used", "--format=csv,noheader,nounits"]
-_QUERY_APPS = ["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"]
-
-
-def _nvidia_smi(args: list[str]) -> list[list[str]] | None:
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return None
-    try:
-        out = subprocess.run([exe, *args], capture_output=True, text=True, timeout=5, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return [[field.strip() for field in line.split(",")] for line in out.splitlines() if line.strip()]
 
 
 def cuda_devices() -> list[dict[str, Any]]:
-    rows = _nvidia_smi(_QUERY_GPUS) or []
+    rows = nvidia_smi.query(_QUERY_GPUS) or []
     devices = []
     for row in rows:
         try:
@@ -71,14 +60,7 @@ def detect() -> dict[str, Any]:
 
 def cuda_memory_by_pid() -> dict[int, int] | None:
     """MB of GPU memory each process holds now; None when that cannot be known (no nvidia-smi)."""
-    rows = _nvidia_smi(_QUERY_APPS)
-    if rows is None:
-        return None
-    usage: dict[int, int] = {}
-    for row in rows:
-        if len(row) >= 2 and row[0].isdigit():
-            usage[int(row[0])] = usage.get(int(row[0]), 0) + (int(row[1]) if row[1].isdigit() else 0)
-    return usage
+    return nvidia_smi.memory_by_pid()
 
 
 def cuda_pids() -> set[int] | None:
