@@ -42,10 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     from worker.server import WorkerServer
 
     server = WorkerServer(args.backend, args.endpoint, args.heartbeat_interval, args.prewarm)
-    code = asyncio.run(server.run())
+    try:
+        code = asyncio.run(server.run())
+    except BaseException:  # run() reports its own failures; this is a bug in it, or Ctrl-C
+        logging.getLogger("worker").exception("worker crashed")
+        code = 1
     sys.stdout.flush()
-    # Skip interpreter teardown: the OS frees the model's memory faster and more
-    # surely than library destructors do.
+    sys.stderr.flush()
+    # Skip interpreter teardown: the OS frees the model's memory faster and more surely
+    # than library destructors do, and a load thread abandoned by SHUTDOWN is not joined.
     os._exit(code)
 
 

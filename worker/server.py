@@ -1,216 +1,272 @@
-"""The worker's ZeroMQ loop: load the model, say READY, serve requests, heartbeat.
+"""The worker's ZeroMQ loop: spare, LOAD, READY, serve and heartbeat, and how it ends.
 
-Socket I/O stays on the event loop; decoding and inference run in a thread pool, so
-heartbeats keep flowing while a long file is transcribed (CTranslate2 releases the GIL).
+Socket I/O stays on the event loop; the imports, the model load and inference run in
+threads. The socket is read in every phase, so a SHUTDOWN (or SIGTERM) during a slow
+load ends the process at once: the load thread is abandoned, and `__main__` exits with
+os._exit, which does not wait for it. Otherwise stopping a loading worker would take
+the supervisor's SIGKILL phase.
+
+How it ends, and what the supervisor hears:
+- SHUTDOWN or SIGTERM, in any phase: nothing more; exit code 0.
+- the model cannot be loaded: DYING with the reason; exit code 1.
+- a fatal error (the receiver, the sender or the heartbeat task failing, or a request
+  task escaping its own error handling): DYING with the reason, written straight to the
+  socket because the sender may be what failed; exit code 1.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
 
-import msgspec
 import zmq
 import zmq.asyncio
 
-from worker.audio import decode as audio
-from worker.engine.lanes import Lanes
-from worker.backends import Backend, LoadError, OnSegment, create_backend, warm_up
+from worker.backends import Backend, LoadError, create_backend, warm_up
+from worker.engine.transcriber import Transcriber
+from worker.engine.vitals import Vitals
 from worker.protocol import (
     WORKER_IDENTITY,
+    Cancel,
+    Dying,
+    Error,
     ErrorCode,
-    Kind,
+    FromWorker,
+    Heartbeat,
+    Load,
     Message,
     ModelOptions,
+    Payload,
+    ProtocolError,
+    Ready,
     ReadyInfo,
-    Segment,
-    TranscribeParams,
-    TranscribeResult,
-    dying_message,
-    error_message,
-    ready_message,
-    result_message,
-    segment_message,
+    Shutdown,
+    Spare,
+    Transcribe,
+    decode,
+    encode,
+    kind_of,
 )
 
 log = logging.getLogger("worker")
 
+T = TypeVar("T")
+
 #: How long a closing socket may spend flushing a last DYING/RESULT to the supervisor.
 _CLOSE_LINGER_MS = 500
+#: How long a DYING written straight to the socket may wait for room in its queue.
+_DYING_SEND_S = 1.0
 
 
-class RequestError(Exception):
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+class _Leave(Exception):
+    """The phase in progress was interrupted: SHUTDOWN, SIGTERM or a fatal error."""
 
 
 class WorkerServer:
     def __init__(self, backend_name: str, endpoint: str, heartbeat_interval: float, prewarm: bool = False) -> None:
         self._backend_name = backend_name
         self._prewarm = prewarm
-        self._backend: Backend | None = None
         self._endpoint = endpoint
         self._heartbeat_interval = heartbeat_interval
+        # One thread for the imports and the load. A SHUTDOWN abandons it mid-load.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load")
-        self._info: ReadyInfo | None = None
-        self._in_flight = 0
-        self._served = 0
-        self._stop = asyncio.Event()
+        self._leave = asyncio.Event()  # SHUTDOWN, SIGTERM, or a fatal error (then _fatal says which)
+        self._fatal: str | None = None
+        self._load_requests: asyncio.Queue[ModelOptions] = asyncio.Queue(maxsize=1)
+        self._load_chosen = False
+        self._transcriber: Transcriber | None = None
         # Every outgoing message goes through one queue and one sender task: segments
         # posted from inference threads, results and heartbeats keep their order.
-        self._outbox: asyncio.Queue[Message] = asyncio.Queue()
-        self._cancelled: set[str] = set()
+        self._outbox: asyncio.Queue[FromWorker] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> int:
-        """Serve until SHUTDOWN or SIGTERM; the return value is the process exit code."""
+        """Serve until told to stop or something fatal happens; the return value is the exit code."""
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGTERM, self._leave.set)
         ctx = zmq.asyncio.Context()
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.IDENTITY, WORKER_IDENTITY)
         sock.setsockopt(zmq.LINGER, _CLOSE_LINGER_MS)
         sock.connect(self._endpoint)
         try:
-            return await self._serve(sock)
+            self._start(self._receive(sock), "receiver", forever=True)
+            self._start(self._send(sock), "sender", forever=True)
+            try:
+                await self._serve()
+            except _Leave:
+                pass
+            except Exception as exc:  # the serve loop itself failed
+                log.exception("worker failed")
+                self._fail(f"{type(exc).__name__}: {exc}")
+            await self._stop_tasks()
+            if self._fatal is None:
+                return 0
+            await self._say_dying(sock, self._fatal)
+            return 1
         finally:
+            loop.remove_signal_handler(signal.SIGTERM)
             sock.close(linger=_CLOSE_LINGER_MS)
             ctx.term()
 
-    async def _serve(self, sock: zmq.asyncio.Socket) -> int:
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
         # Phase 1, spare: import the ML libraries now, so that a later LOAD pays for the
         # model only. This is what makes a first request after an unload fast.
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._pool, warm_up, self._backend_name, self._prewarm)
-        await sock.send_multipart(Message(Kind.SPARE).to_frames())
-        options = await self._wait_for_load(sock)
-        if options is None:
-            return 0  # told to stop while still a spare
+        await self._unless_leaving(loop.run_in_executor(self._pool, warm_up, self._backend_name, self._prewarm))
+        self._post(Spare())
+        options = await self._unless_leaving(self._load_requests.get())
         # Phase 2: load the one model this process will ever hold.
         try:
-            self._info = await loop.run_in_executor(self._pool, self._load, options)
+            backend, info = await self._unless_leaving(loop.run_in_executor(self._pool, _load, options))
         except LoadError as exc:
-            await sock.send_multipart(dying_message(str(exc)).to_frames())
-            return 1
+            self._fail(str(exc))
+            return
+        except _Leave:
+            raise
         except Exception as exc:  # an unexpected library failure is still a load failure
             log.exception("model load failed")
-            await sock.send_multipart(dying_message(f"{type(exc).__name__}: {exc}").to_frames())
-            return 1
-        self._lanes = Lanes(max(1, self._info.concurrency))
-        await sock.send_multipart(ready_message(self._info).to_frames())
-        log.info("ready: load_s=%.2f device=%s", self._info.load_seconds, self._info.device)
+            self._fail(f"{type(exc).__name__}: {exc}")
+            return
+        # Phase 3: serve. The receiver task answers requests from here on.
+        self._transcriber = Transcriber(backend, info, self._post)
+        self._post(Ready(info=info))
+        log.info("ready: load_s=%.2f device=%s", info.load_seconds, info.device)
+        self._start(self._heartbeat(self._transcriber, Vitals(cuda=info.device == "cuda")), "heartbeat", forever=True)
+        await self._leave.wait()
 
-        tasks: set[asyncio.Task[None]] = set()
-        sender = asyncio.create_task(self._send_loop(sock))
-        heartbeat = asyncio.create_task(self._heartbeat())
-        stop_wait = asyncio.create_task(self._stop.wait())
+    async def _unless_leaving(self, work: Awaitable[T]) -> T:
+        """`work`'s result, unless we are told to leave first (then _Leave)."""
+        job = asyncio.ensure_future(work)
+        leave = asyncio.ensure_future(self._leave.wait())
         try:
-            while not self._stop.is_set():
-                recv = asyncio.ensure_future(sock.recv_multipart(copy=False))
-                done, _ = await asyncio.wait({recv, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-                if recv not in done:
-                    recv.cancel()
-                    break
-                try:
-                    msg = Message.from_frames(recv.result())
-                except ValueError as exc:
-                    log.warning("dropping malformed message: %s", exc)
-                    continue
-                if msg.kind is Kind.SHUTDOWN:
-                    break
-                if msg.kind is Kind.CANCEL:
-                    self._cancelled.add(msg.id)
-                elif msg.kind is Kind.TRANSCRIBE:
-                    task = asyncio.create_task(self._handle(msg))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
+            await asyncio.wait({job, leave}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            heartbeat.cancel()
-            stop_wait.cancel()
-            sender.cancel()
-        return 0
+            leave.cancel()
+        if not job.done():
+            job.cancel()  # for a thread's work this only stops waiting: the thread is abandoned
+            raise _Leave
+        return job.result()
 
-    async def _send_loop(self, sock: zmq.asyncio.Socket) -> None:
+    # -- receiving ----------------------------------------------------------------
+
+    async def _receive(self, sock: zmq.asyncio.Socket) -> None:
         while True:
-            msg = await self._outbox.get()
-            await sock.send_multipart(msg.to_frames(), copy=False)
+            frames = await sock.recv_multipart(copy=False)
+            try:
+                message, payload = decode([frame.buffer for frame in frames])
+            except ProtocolError as exc:
+                self._refuse(exc)
+                continue
+            self._dispatch(message, payload)
 
-    async def _wait_for_load(self, sock: zmq.asyncio.Socket) -> ModelOptions | None:
-        stop_wait = asyncio.ensure_future(self._stop.wait())
-        try:
-            while True:
-                recv = asyncio.ensure_future(sock.recv_multipart())
-                done, _ = await asyncio.wait({recv, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-                if recv not in done:
-                    recv.cancel()
-                    return None
-                try:
-                    msg = Message.from_frames(recv.result())
-                except ValueError:
-                    continue
-                if msg.kind is Kind.SHUTDOWN:
-                    return None
-                if msg.kind is Kind.LOAD:
-                    return msgspec.convert(msg.body["options"], ModelOptions)
-        finally:
-            stop_wait.cancel()
+    def _dispatch(self, message: Message, payload: Payload | None) -> None:
+        match message:
+            case Shutdown():
+                self._leave.set()
+            case Load(options=options):
+                if self._load_chosen:
+                    log.warning("ignoring a second LOAD: a worker loads one model in its life")
+                else:
+                    self._load_chosen = True
+                    self._load_requests.put_nowait(options)
+            case Transcribe(id=request_id):
+                if self._transcriber is None:
+                    self._post(Error(id=request_id, code=ErrorCode.INTERNAL, message="this worker has no model yet"))
+                else:
+                    assert payload is not None  # the codec guarantees a TRANSCRIBE its audio frame
+                    self._start(self._answer(self._transcriber, message, payload), f"request-{request_id}")
+            case Cancel(id=request_id):
+                if self._transcriber is not None:
+                    self._transcriber.cancel(request_id)
+            case _:
+                log.warning("ignoring a %s message: that kind is for the supervisor", kind_of(message))
 
-    def _load(self, options: ModelOptions) -> ReadyInfo:
-        log.info("loading a %s model from %s", options.backend, options.source)
-        self._backend = create_backend(options)
-        return self._backend.load()
+    def _refuse(self, exc: ProtocolError) -> None:
+        """Answer what a malformed message was about, so nobody waits for a reply that never comes."""
+        log.warning("malformed message: %s", exc)
+        if exc.kind == "load" and not self._load_chosen:
+            self._fail(f"the LOAD message could not be decoded: {exc}")  # DYING tells the supervisor why
+        elif exc.request_id is not None:
+            self._post(Error(id=exc.request_id, code=ErrorCode.BAD_PARAMETER,
+                             message=f"the request could not be decoded: {exc}"))
 
-    async def _heartbeat(self) -> None:
+    async def _answer(self, transcriber: Transcriber, request: Transcribe, data: Payload) -> None:
+        self._post(await transcriber.answer(request, data))
+
+    # -- sending ------------------------------------------------------------------
+
+    def _post(self, message: FromWorker) -> None:
+        self._outbox.put_nowait(message)
+
+    async def _send(self, sock: zmq.asyncio.Socket) -> None:
         while True:
-            body = {"in_flight": self._in_flight, "served": self._served, "time": time.time()}
-            self._outbox.put_nowait(Message(Kind.HEARTBEAT, "", body))
+            message = await self._outbox.get()
+            await sock.send_multipart(encode(message), copy=False)
+
+    async def _heartbeat(self, transcriber: Transcriber, vitals: Vitals) -> None:
+        while True:
+            self._post(Heartbeat(
+                in_flight=transcriber.in_flight,
+                served=transcriber.served,
+                lanes=transcriber.lanes,
+                lanes_busy=transcriber.lanes_busy,
+                rss_bytes=vitals.rss_bytes(),
+                vram_bytes=vitals.vram_bytes(),
+                last_inference_at=transcriber.last_inference_at,
+                time=time.time(),
+            ))
             await asyncio.sleep(self._heartbeat_interval)
 
-    async def _handle(self, msg: Message) -> None:
-        loop = asyncio.get_running_loop()
-        self._in_flight += 1
+    async def _say_dying(self, sock: zmq.asyncio.Socket, reason: str) -> None:
+        """Best effort: straight onto the socket, since the sender may be what failed."""
+        log.error("exiting: %s", reason)
         try:
-            params = TranscribeParams(**msg.body.get("params", {}))
+            await asyncio.wait_for(sock.send_multipart(encode(Dying(reason=reason))), _DYING_SEND_S)
+        except (TimeoutError, zmq.ZMQError) as exc:
+            log.warning("could not tell the supervisor: %s", exc)
 
-            def on_segment(segment: Segment) -> bool:  # runs in the inference thread
-                if params.stream:
-                    loop.call_soon_threadsafe(self._outbox.put_nowait, segment_message(msg.id, segment))
-                return msg.id not in self._cancelled
+    # -- tasks and failure --------------------------------------------------------
 
-            result = await self._lanes.run(self._transcribe, msg.payload or b"", params, on_segment)
-            reply = result_message(msg.id, result)
-        except RequestError as exc:
-            reply = error_message(msg.id, exc.code, str(exc))
-        except TypeError as exc:
-            reply = error_message(msg.id, ErrorCode.BAD_PARAMETER, f"bad parameters: {exc}")
-        except Exception as exc:
-            log.exception("transcription failed")
-            reply = error_message(msg.id, ErrorCode.INTERNAL, f"transcription failed: {type(exc).__name__}: {exc}")
-        finally:
-            self._in_flight -= 1
-            self._served += 1
-            self._cancelled.discard(msg.id)
-        self._outbox.put_nowait(reply)
+    def _start(self, coro: Coroutine[Any, Any, None], name: str, forever: bool = False) -> None:
+        """Run `coro` as a task whose failure is fatal (and, if `forever`, so is its end)."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(partial(self._task_done, forever=forever))
 
-    def _transcribe(self, data: bytes | memoryview, params: TranscribeParams, on_segment: OnSegment,
-                    lane: int) -> TranscribeResult:
-        assert self._info is not None and self._backend is not None
-        if params.task == "translate" and not self._info.multilingual:
-            raise RequestError(
-                ErrorCode.BAD_PARAMETER,
-                "this model is English-only and cannot translate; use a multilingual model",
-            )
-        if params.language and self._info.languages and params.language not in self._info.languages:
-            raise RequestError(
-                ErrorCode.BAD_PARAMETER,
-                f"language {params.language!r} is not supported by this model; "
-                f"supported: {', '.join(self._info.languages)}",
-            )
-        try:
-            samples = audio.decode(data, params)
-        except audio.AudioError as exc:
-            raise RequestError(ErrorCode.BAD_AUDIO, str(exc)) from exc
-        return self._backend.transcribe(samples, params, on_segment, lane)
+    def _task_done(self, task: asyncio.Task[None], forever: bool) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("the %s task failed", task.get_name(), exc_info=exc)
+            self._fail(f"the worker's {task.get_name()} task failed: {type(exc).__name__}: {exc}")
+        elif forever:
+            self._fail(f"the worker's {task.get_name()} task stopped")
+
+    def _fail(self, reason: str) -> None:
+        if self._fatal is None:  # the first reason is the cause; later ones are its echoes
+            self._fatal = reason
+        self._leave.set()
+
+    async def _stop_tasks(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _load(options: ModelOptions) -> tuple[Backend, ReadyInfo]:
+    """Runs in the load thread."""
+    log.info("loading a %s model from %s", options.backend, options.source)
+    backend = create_backend(options)
+    return backend, backend.load()

@@ -1,9 +1,10 @@
 """The supervisor's side of one worker process: spawn it, talk to it, end it.
 
 A `WorkerProcess` is one OS process and one ZeroMQ ROUTER socket. It knows nothing
-about TTLs or requests queued for a model (that is `lifecycle`'s job); it only turns
+about TTLs or requests queued for a model (that is the model owner's job); it only turns
 the socket into awaitable calls and the process's death into typed exceptions for
-everyone waiting on it.
+everyone waiting on it. Every message it reads is answered or accounted for: a reply
+that cannot be decoded still fails the request (or the start-up phase) it was about.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,15 +29,29 @@ import zmq.asyncio
 from supervisor.config import ModelSpec
 from worker.protocol import (
     WORKER_IDENTITY,
+    Cancel,
+    Dying,
+    Error,
     ErrorCode,
-    Kind,
+    Heartbeat,
+    Load,
     Message,
+    Payload,
+    ProtocolError,
+    Ready,
     ReadyInfo,
+    Result,
     Segment,
+    SegmentDecoded,
+    Shutdown,
+    Spare,
+    ToWorker,
+    Transcribe,
     TranscribeParams,
     TranscribeResult,
-    load_message,
-    transcribe_message,
+    decode,
+    encode,
+    kind_of,
 )
 
 log = logging.getLogger("asr.worker")
@@ -100,15 +115,22 @@ class WorkerProcess:
         self._ready: asyncio.Future[ReadyInfo] = loop.create_future()
         self._exited = asyncio.Event()
         self._beat = asyncio.Event()
+        self._last_heartbeat: Heartbeat | None = None
         self._death_reason: str | None = None
         self._tasks = [
             asyncio.create_task(self._read_loop(), name=f"worker-{self.pid}-read"),
             asyncio.create_task(self._watch_exit(), name=f"worker-{self.pid}-exit"),
         ]
+        self._tasks[0].add_done_callback(self._read_loop_ended)
 
     @property
     def name(self) -> str:
         return self.spec.name if self.spec else "spare"
+
+    @property
+    def last_heartbeat(self) -> Heartbeat | None:
+        """The worker's latest report on itself (load, memory, last inference); None before the first."""
+        return self._last_heartbeat
 
     # -- starting ---------------------------------------------------------------
 
@@ -156,7 +178,7 @@ class WorkerProcess:
         self.on_exit = on_exit
         started = time.monotonic()
         try:
-            await self._send(load_message(spec.options))
+            await self._send(Load(spec.options))
         except WorkerCrashed as exc:
             raise WorkerLoadError(str(exc)) from None
         self.info = await self._await_phase(self._ready, "load its model")
@@ -184,7 +206,7 @@ class WorkerProcess:
                     return item
         raise WorkerCrashed(self._crash_message())  # unreachable: stream() ends with a result or raises
 
-    async def stream(self, audio: bytes, params: TranscribeParams) -> AsyncIterator[Segment | TranscribeResult]:
+    async def stream(self, audio: bytes, params: TranscribeParams) -> AsyncGenerator[Segment | TranscribeResult, None]:
         """Segments as the worker decodes them (when `params.stream`), then the result.
 
         If the consumer stops early (its client went away), the worker is told to stop
@@ -197,7 +219,7 @@ class WorkerProcess:
         self._pending[request_id] = inbox
         finished = False
         try:
-            await self._send(transcribe_message(request_id, params, audio))
+            await self._send(Transcribe(id=request_id, params=params), audio)
             while True:
                 item = await inbox.get()
                 if isinstance(item, BaseException):
@@ -212,11 +234,11 @@ class WorkerProcess:
             self._pending.pop(request_id, None)
             if not finished and not self._exited.is_set():
                 with contextlib.suppress(WorkerCrashed):
-                    await self._send(Message(Kind.CANCEL, request_id))
+                    await self._send(Cancel(id=request_id))
 
-    async def _send(self, msg: Message) -> None:
+    async def _send(self, message: ToWorker, payload: Payload | None = None) -> None:
         try:
-            await self._sock.send_multipart([WORKER_IDENTITY, *msg.to_frames()], copy=False)
+            await self._sock.send_multipart([WORKER_IDENTITY, *encode(message, payload)], copy=False)
         except zmq.ZMQError as exc:  # EHOSTUNREACH: the worker's socket is gone
             raise WorkerCrashed(f"worker for {self.name!r} is unreachable: {exc}") from None
 
@@ -230,7 +252,7 @@ class WorkerProcess:
         if self._exited.is_set():
             return "already exited"
         with contextlib.suppress(WorkerCrashed):
-            await self._send(Message(Kind.SHUTDOWN))
+            await self._send(Shutdown())
         if await self._wait_exit(self._timeouts.stop):
             return "shutdown"
         self._signal(signal.SIGTERM)
@@ -246,7 +268,7 @@ class WorkerProcess:
     def rss_bytes(self) -> int | None:
         """Resident memory of the worker process now (what unloading it gives back)."""
         with contextlib.suppress(psutil.Error):
-            return psutil.Process(self.pid).memory_info().rss
+            return int(psutil.Process(self.pid).memory_info().rss)
         return None
 
     @property
@@ -270,31 +292,61 @@ class WorkerProcess:
         while True:
             frames = await self._sock.recv_multipart(copy=False)
             try:
-                msg = Message.from_frames(frames[1:])
-            except ValueError as exc:
-                log.warning("model=%s malformed message from worker: %s", self.name, exc)
+                message, _ = decode([frame.buffer for frame in frames[1:]])  # frames[0]: the identity
+            except ProtocolError as exc:
+                self._refuse(exc)
                 continue
-            self._dispatch(msg)
+            self._dispatch(message)
 
-    def _dispatch(self, msg: Message) -> None:
-        if msg.kind is Kind.HEARTBEAT:
-            self._beat.set()
-        elif msg.kind is Kind.SEGMENT:
-            self._deliver(msg.id, Segment.from_dict(msg.body["segment"]))
-        elif msg.kind is Kind.RESULT:
-            self._deliver(msg.id, TranscribeResult.from_dict(msg.body["result"]))
-        elif msg.kind is Kind.ERROR:
-            code = ErrorCode(msg.body.get("code", ErrorCode.INTERNAL))
-            self._deliver(msg.id, WorkerRequestError(code, msg.body.get("message", "worker error")))
-        elif msg.kind is Kind.SPARE and not self._spare.done():
-            self._spare.set_result(None)
-        elif msg.kind is Kind.READY and not self._ready.done():
-            self._ready.set_result(ReadyInfo(**msg.body["info"]))
-        elif msg.kind is Kind.DYING:
-            self._death_reason = str(msg.body.get("message", "worker is exiting"))
-            for phase in (self._spare, self._ready):
-                if not phase.done():
-                    phase.set_exception(WorkerLoadError(self._death_reason))
+    def _read_loop_ended(self, task: asyncio.Task[None]) -> None:
+        """A read loop that died would leave every caller waiting: end the worker instead."""
+        if task.cancelled() or self._exited.is_set():
+            return
+        log.error("model=%s pid=%d reading from the worker failed: killing it", self.name, self.pid,
+                  exc_info=task.exception())
+        self._death_reason = f"the supervisor could not read from the worker: {task.exception()!r}"
+        self.kill()
+
+    def _dispatch(self, message: Message) -> None:
+        match message:
+            case Heartbeat():
+                self._last_heartbeat = message
+                self._beat.set()
+            case SegmentDecoded(id=request_id, segment=segment):
+                self._deliver(request_id, segment)
+            case Result(id=request_id, result=result):
+                self._deliver(request_id, result)
+            case Error(id=request_id, code=code, message=text):
+                self._deliver(request_id, WorkerRequestError(code, text))
+            case Spare():
+                if not self._spare.done():
+                    self._spare.set_result(None)
+            case Ready(info=info):
+                if not self._ready.done():
+                    self._ready.set_result(info)
+            case Dying(reason=reason):
+                self._death_reason = reason
+                self._fail_phases(WorkerLoadError(reason))
+            case _:
+                log.warning("model=%s ignoring a %s message from the worker", self.name, kind_of(message))
+
+    def _refuse(self, exc: ProtocolError) -> None:
+        """A reply we cannot read still ends what it was about: its request, or the start-up phase."""
+        log.warning("model=%s malformed message from worker: %s", self.name, exc)
+        if exc.request_id is not None:
+            error = WorkerRequestError(ErrorCode.INTERNAL, f"malformed reply from the worker: {exc}")
+            self._deliver(exc.request_id, error)
+        elif exc.kind in ("spare", "ready", "dying"):
+            self._fail_phases(WorkerLoadError(f"malformed {exc.kind.upper()} from the worker: {exc}"))
+        elif exc.kind == "heartbeat":
+            self._beat.set()  # its stats are unreadable, but it is a sign of life all the same
+
+    def _fail_phases(self, error: WorkerLoadError) -> None:
+        """Fail start-up phases still open; a caller awaiting one gets `error`."""
+        for phase in (self._spare, self._ready):
+            if not phase.done():
+                phase.set_exception(error)
+                phase.exception()  # retrieved: nobody may be waiting on this phase
 
     def _deliver(self, request_id: str, item: _Reply) -> None:
         inbox = self._pending.get(request_id)
@@ -305,10 +357,7 @@ class WorkerProcess:
         self.exit_code = await self._proc.wait()
         self._exited.set()
         error_message = self._crash_message()
-        for phase in (self._spare, self._ready):
-            if not phase.done():
-                phase.set_exception(WorkerLoadError(self._death_reason or error_message))
-                phase.exception()  # retrieved: nobody may be waiting on this phase
+        self._fail_phases(WorkerLoadError(self._death_reason or error_message))
         for inbox in self._pending.values():
             inbox.put_nowait(WorkerCrashed(error_message))
         for task in self._tasks:
@@ -351,4 +400,3 @@ def _base_command(backend: str, endpoint: str, heartbeat_interval: float) -> lis
         "--heartbeat-interval", str(heartbeat_interval),
         "--log-level", logging.getLevelName(logging.getLogger("asr").getEffectiveLevel()),
     ]
-

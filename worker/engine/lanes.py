@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -23,12 +24,21 @@ class Lanes:
         self._free = list(range(count))
         self._available = asyncio.Semaphore(count)
 
+    @property
+    def count(self) -> int:
+        return len(self._executors)
+
+    @property
+    def busy(self) -> int:
+        return len(self._executors) - len(self._free)
+
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Run `fn(*args, lane)` on the lowest free lane, waiting for one if all are busy."""
         async with self._available:
             lane = min(self._free)  # free lanes are bookkept on the event loop: no lock needed
             self._free.remove(lane)
             try:
-                return await asyncio.get_running_loop().run_in_executor(self._executors[lane], fn, *args, lane)
+                job = partial(fn, *args, lane)
+                return await asyncio.get_running_loop().run_in_executor(self._executors[lane], job)
             finally:
                 self._free.append(lane)

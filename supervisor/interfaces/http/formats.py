@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any, Literal
+
+import msgspec
 
 from worker.protocol import Segment, TranscribeResult
 
@@ -36,7 +37,7 @@ def verbose_json(result: TranscribeResult, task: str, with_segments: bool, with_
 
 
 def _segment_json(segment: Segment) -> dict[str, Any]:
-    data = asdict(segment)
+    data: dict[str, Any] = msgspec.to_builtins(segment)
     data.pop("words")
     return data
 

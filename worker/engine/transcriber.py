@@ -1,0 +1,118 @@
+"""One loaded model's TRANSCRIBE requests: check, decode, run on a lane, answer.
+
+Every request ends in exactly one answer, a Result or an Error for its id. Which code an
+Error gets is decided here: the client's input (`bad_audio`, `bad_parameter`) or our
+fault (`internal`). Parameters arrive already type-checked by the codec, so an exception
+from the library (a TypeError included) is a bug of ours, never the client's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from worker.audio import decode as audio
+from worker.backends import Backend, OnSegment
+from worker.engine.lanes import Lanes
+from worker.protocol import (
+    Error,
+    ErrorCode,
+    FromWorker,
+    Payload,
+    ReadyInfo,
+    Result,
+    Segment,
+    SegmentDecoded,
+    Transcribe,
+    TranscribeParams,
+    TranscribeResult,
+)
+
+log = logging.getLogger("worker")
+
+
+class RequestError(Exception):
+    """A request refused for a reason the client can act on."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Transcriber:
+    def __init__(self, backend: Backend, info: ReadyInfo, post: Callable[[FromWorker], None]) -> None:
+        """`post` queues a message for the supervisor; it is called on the event loop only."""
+        self._backend = backend
+        self._info = info
+        self._post = post
+        self._lanes = Lanes(max(1, info.concurrency))
+        self._active: set[str] = set()
+        self._cancelled: set[str] = set()
+        self.served = 0
+        self.last_inference_at: float | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._active)
+
+    @property
+    def lanes(self) -> int:
+        return self._lanes.count
+
+    @property
+    def lanes_busy(self) -> int:
+        return self._lanes.busy
+
+    def cancel(self, request_id: str) -> None:
+        # Only a request still running is remembered: a CANCEL that crossed its RESULT on
+        # the wire would otherwise stay in the set forever.
+        if request_id in self._active:
+            self._cancelled.add(request_id)
+
+    async def answer(self, request: Transcribe, data: Payload) -> Result | Error:
+        loop = asyncio.get_running_loop()
+        request_id, params = request.id, request.params
+
+        def on_segment(segment: Segment) -> bool:  # runs in the inference thread
+            if params.stream:
+                loop.call_soon_threadsafe(self._post, SegmentDecoded(id=request_id, segment=segment))
+            return request_id not in self._cancelled
+
+        self._active.add(request_id)
+        try:
+            result = await self._lanes.run(self._transcribe, data, params, on_segment)
+            return Result(id=request_id, result=result)
+        except RequestError as exc:
+            return Error(id=request_id, code=exc.code, message=str(exc))
+        except Exception as exc:
+            log.exception("transcription failed")
+            return Error(id=request_id, code=ErrorCode.INTERNAL,
+                         message=f"transcription failed: {type(exc).__name__}: {exc}")
+        finally:
+            self._active.discard(request_id)
+            self._cancelled.discard(request_id)
+            self.served += 1
+
+    def _transcribe(self, data: Payload, params: TranscribeParams, on_segment: OnSegment,
+                    lane: int) -> TranscribeResult:
+        if params.task == "translate" and not self._info.multilingual:
+            raise RequestError(
+                ErrorCode.BAD_PARAMETER,
+                "this model is English-only and cannot translate; use a multilingual model",
+            )
+        if params.language and self._info.languages and params.language not in self._info.languages:
+            raise RequestError(
+                ErrorCode.BAD_PARAMETER,
+                f"language {params.language!r} is not supported by this model; "
+                f"supported: {', '.join(self._info.languages)}",
+            )
+        try:
+            samples = audio.decode(data, params)
+        except audio.AudioError as exc:
+            raise RequestError(ErrorCode.BAD_AUDIO, str(exc)) from exc
+        try:
+            return self._backend.transcribe(samples, params, on_segment, lane)
+        finally:
+            self.last_inference_at = time.time()  # a float store: safe from this thread

@@ -1,0 +1,194 @@
+"""Everything that crosses the wire, as frozen msgspec Structs: the data, then one type per message kind.
+
+The data types (TranscribeParams, Segment, TranscribeResult, ReadyInfo …) are also what
+the HTTP and Wyoming interfaces build and render, so a field is declared once, here, and
+decoding a message validates it: a TRANSCRIBE whose parameters have the wrong types is
+refused by the codec, at the worker's edge, before any library sees it.
+
+Each message kind is a Struct tagged with its wire name in the `kind` field, and `Message`
+is the union of them all. Adding a kind (the live-session ones, say: open, audio with a
+sequence number, commit, close, partial, final) is purely additive: a new Struct with a
+new tag, a `carries_payload` flag if it has a raw frame, and one more member in
+`ToWorker` or `FromWorker`. No existing kind, tag or field changes, and the codec needs no
+edit: it is built from the union. A peer that does not know a new kind answers it like any
+undecodable message (see `worker.protocol.codec`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import ClassVar, Literal, TypeAlias
+
+import msgspec
+
+from worker.protocol.options import ModelOptions
+
+# -- data ----------------------------------------------------------------------
+
+
+class ErrorCode(StrEnum):
+    """Why a request failed; the supervisor maps each to an HTTP status."""
+
+    BAD_AUDIO = "bad_audio"  # undecodable, empty or silent-length input: the client's fault
+    BAD_PARAMETER = "bad_parameter"  # e.g. a language the model does not know, or undecodable parameters
+    INTERNAL = "internal"  # the model failed: the server's fault
+
+
+class TranscribeParams(msgspec.Struct, frozen=True):
+    """What a client may ask of a transcription; the worker's decoder checks the types."""
+
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float | None = None
+    beam_size: int | None = None
+    vad_filter: bool = False
+    word_timestamps: bool = False
+    hotwords: str | None = None
+    task: Literal["transcribe", "translate"] = "transcribe"
+    stream: bool = False  # send SEGMENT messages as segments are decoded
+    #: "file": an audio file in any container (decoded with FFmpeg);
+    #: "pcm": raw signed little-endian samples (Wyoming) at `pcm_rate`/`pcm_width`/`pcm_channels`.
+    audio_format: Literal["file", "pcm"] = "file"
+    pcm_rate: int = 16000
+    pcm_width: int = 2
+    pcm_channels: int = 1
+
+
+class Word(msgspec.Struct, frozen=True):
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+class Segment(msgspec.Struct, frozen=True):
+    id: int
+    start: float
+    end: float
+    text: str
+    seek: int = 0
+    tokens: list[int] = msgspec.field(default_factory=list)
+    temperature: float = 0.0
+    avg_logprob: float = 0.0
+    compression_ratio: float = 0.0
+    no_speech_prob: float = 0.0
+    words: list[Word] | None = None
+
+
+class TranscribeResult(msgspec.Struct, frozen=True):
+    text: str
+    language: str | None
+    duration: float
+    segments: list[Segment] = msgspec.field(default_factory=list)
+
+
+class ReadyInfo(msgspec.Struct, frozen=True):
+    """Sent once, when the model is loaded and the worker takes requests."""
+
+    pid: int
+    backend: str
+    device: str
+    compute_type: str
+    load_seconds: float
+    languages: list[str] = msgspec.field(default_factory=list)
+    multilingual: bool = True
+    concurrency: int = 1  # requests it decodes in parallel
+
+
+# -- message kinds ---------------------------------------------------------------
+
+
+class _Kind(msgspec.Struct, frozen=True, tag_field="kind"):
+    """Base of every message kind: the subclass's tag is its `kind` on the wire."""
+
+    #: Whether a raw payload frame (audio) follows the struct's frame; the codec enforces it
+    #: both ways, so audio can never end up inside msgpack or go missing unnoticed.
+    carries_payload: ClassVar[bool] = False
+
+
+# supervisor → worker
+
+
+class Load(_Kind, tag="load", frozen=True):
+    """Load this model; answered by READY, or by DYING with the reason it cannot."""
+
+    options: ModelOptions
+
+
+class Transcribe(_Kind, tag="transcribe", frozen=True):
+    """Request `id`; the payload frame holds the audio (a file, or raw PCM per `params`)."""
+
+    id: str
+    params: TranscribeParams
+    carries_payload: ClassVar[bool] = True
+
+
+class Cancel(_Kind, tag="cancel", frozen=True):
+    """The client of request `id` went away: stop decoding it."""
+
+    id: str
+
+
+class Shutdown(_Kind, tag="shutdown", frozen=True):
+    """Start nothing new and exit now, whatever phase the worker is in (even mid-load)."""
+
+
+# worker → supervisor
+
+
+class Spare(_Kind, tag="spare", frozen=True):
+    """Up with the backend's libraries imported, waiting for LOAD."""
+
+
+class Ready(_Kind, tag="ready", frozen=True):
+    info: ReadyInfo
+
+
+class Heartbeat(_Kind, tag="heartbeat", frozen=True):
+    """Liveness, plus what only the worker knows about itself, every heartbeat interval."""
+
+    in_flight: int  # requests received and not yet answered
+    served: int  # requests answered since READY, errors included
+    lanes: int  # requests it can decode in parallel
+    lanes_busy: int
+    rss_bytes: int  # its own resident memory now
+    vram_bytes: int | None  # its own GPU memory (sampled every ~10 s); None off CUDA or when unknown
+    last_inference_at: float | None  # wall time the last inference finished; None before the first
+    time: float  # wall time it was sent
+
+
+class SegmentDecoded(_Kind, tag="segment", frozen=True):
+    """One decoded segment of request `id`, sent as soon as it exists (params.stream)."""
+
+    id: str
+    segment: Segment
+
+
+class Result(_Kind, tag="result", frozen=True):
+    id: str
+    result: TranscribeResult
+
+
+class Error(_Kind, tag="error", frozen=True):
+    """Request `id` failed; `code` says whose fault it was."""
+
+    id: str
+    code: ErrorCode
+    message: str
+
+
+class Dying(_Kind, tag="dying", frozen=True):
+    """The worker is about to exit (load failure, fatal error); the supervisor reports `reason`."""
+
+    reason: str
+
+
+ToWorker: TypeAlias = Load | Transcribe | Cancel | Shutdown
+FromWorker: TypeAlias = Spare | Ready | Heartbeat | SegmentDecoded | Result | Error | Dying
+Message: TypeAlias = ToWorker | FromWorker
+
+
+def kind_of(message: Message | type[Message]) -> str:
+    """The wire name of a message (or message type): its tag."""
+    cls = message if isinstance(message, type) else type(message)
+    return str(cls.__struct_config__.tag)
