@@ -27,6 +27,7 @@ from conftest import ASSETS
 
 from supervisor.config import ModelSpec
 from supervisor.workers.process import Timeouts, WorkerError, WorkerProcess, worker_command
+from worker.engine.vitals import Vitals
 from worker.protocol import (
     WORKER_IDENTITY,
     Dying,
@@ -231,6 +232,23 @@ def test_a_worker_stops_promptly_in_the_middle_of_a_load(tmp_path: Path, stop: s
     finally:
         peer.close()
         hub.close()
+
+
+async def test_vram_is_the_workers_own_sampled_off_the_loop_at_most_every_interval(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = tmp_path / "calls"
+    script = tmp_path / "bin" / "nvidia-smi"
+    script.parent.mkdir()
+    # A stand-in nvidia-smi: our PID holds 1500 MiB, another process 10 MiB; each call is counted.
+    script.write_text(f"#!/bin/sh\necho x >> {calls}\nprintf '{os.getpid()}, 1500\\n777, 10\\n'\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
+
+    assert Vitals(cuda=False).vram_bytes() is None  # off CUDA nothing is asked
+    vitals = Vitals(cuda=True, vram_every=3600)
+    assert vitals.rss_bytes() > 0
+    assert await poll(vitals.vram_bytes, 10, "a VRAM sample") == 1500 * 1024 * 1024
+    assert calls.read_text().count("x") == 1  # not asked again within the interval
 
 
 # -- the supervisor's side: WorkerProcess ------------------------------------------------
