@@ -155,9 +155,9 @@ class Server:
             yield pending
 
     def model_worker_pids(self) -> list[int]:
-        """Worker processes that hold a model: every worker but the warm spare."""
-        spare = self.health().get("spare_pid")
-        return [pid for pid in worker_pids(self.pid) if pid != spare]
+        """Worker processes that hold a model: every worker but the warm spares."""
+        spares = set(self.health()["spare_pids"].values())
+        return [pid for pid in worker_pids(self.pid) if pid not in spares]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

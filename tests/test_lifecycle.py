@@ -1,257 +1,345 @@
-"""The model owner's decisions, driven with a fake launcher (no processes, no model)."""
+"""The model owner's decisions, driven through its inbox with a fake launcher and clock.
+
+No processes and no sleeps: each test steps launches, stops and time by hand, and awaits
+what a caller would see (a lease, an error, a state).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
+from owner_doubles import FakeClock, FakeLauncher, spec
 
-from supervisor.config import ModelSpec
-from supervisor.models.owner import ModelSlot, ModelUnavailable
-from supervisor.models.states import IllegalTransition, State, backoff_seconds, check_transition
-from supervisor.workers.process import WorkerLoadError
-from worker.protocol import ModelOptions, ReadyInfo
-
-SPEC = ModelSpec(name="m", ttl=-1, preload=False, description="",
-                 options=ModelOptions(backend="faster-whisper", source="bundled", device="cpu", compute_type="int8",
-                                      cache_dir=None, cpu_threads=0, concurrency=1, beam_size=5))
+from supervisor.models.capacity import Capacity
+from supervisor.models.owner import ModelOwner, ModelUnavailable
+from supervisor.models.policy import Limits, Resident, backoff_seconds, choose_victim, fits
+from supervisor.models.snapshot import ModelSnapshot
+from supervisor.models.states import IllegalTransition, State, check_transition
 
 
-class FakeWorker:
-    def __init__(self, pid: int, on_exit: Callable[[FakeWorker], None]) -> None:
-        self.pid = pid
-        self.info = ReadyInfo(pid=pid, backend="fake", device="cpu", compute_type="int8", load_seconds=0.0)
-        self.exit_code: int | None = None
-        self.stopped = False
-        self._on_exit = on_exit
-
-    def rss_bytes(self) -> int:
-        return 5 * 1_048_576
-
-    async def stop(self) -> str:
-        await asyncio.sleep(0.05)  # a real stop takes a while: requests arrive meanwhile
-        self.stopped = True
-        return "shutdown"
-
-    def crash(self) -> None:
-        self.exit_code = -9
-        self._on_exit(self)
+@pytest.fixture
+async def owners() -> AsyncIterator[list[ModelOwner]]:
+    """Owners made by a test; each is closed at the end (a leaked owner task would hide bugs)."""
+    made: list[ModelOwner] = []
+    yield made
+    await asyncio.wait_for(asyncio.gather(*(o.close() for o in made)), 10)
 
 
-class FakeLauncher:
-    def __init__(self, fail: int = 0) -> None:
-        self.workers: list[FakeWorker] = []
-        self.fail = fail
-
-    async def __call__(self, spec: ModelSpec, on_exit: Callable) -> FakeWorker:  # type: ignore[type-arg]
-        await asyncio.sleep(0.05)
-        if self.fail:
-            self.fail -= 1
-            raise WorkerLoadError("model.bin is corrupt")
-        worker = FakeWorker(1000 + len(self.workers), on_exit)
-        self.workers.append(worker)
-        return worker
+def _owner(owners: list[ModelOwner], launcher: FakeLauncher, clock: FakeClock | None = None,
+           **fields: object) -> ModelOwner:
+    owner = ModelOwner(spec(**fields), launcher, clock=clock or FakeClock())  # type: ignore[arg-type]
+    owner.start()
+    owners.append(owner)
+    return owner
 
 
-def _slot(launcher: FakeLauncher, clock: Callable[[], float] | None = None, **spec: object) -> ModelSlot:
-    slot = ModelSlot(dataclasses.replace(SPEC, **spec), launcher, **({"clock": clock} if clock else {}))  # type: ignore[arg-type]
-    slot.start()
-    return slot
+async def _use(owner: ModelOwner, hold: asyncio.Event | None = None, leased: asyncio.Event | None = None) -> int:
+    """One request: lease a worker, optionally hold it until `hold` is set; returns the worker's PID
+    once the owner has taken the lease back."""
+    async with owner.lease() as worker:
+        if leased is not None:
+            leased.set()
+        if hold is not None:
+            await hold.wait()
+        pid = worker.pid
+    await owner.status()
+    return pid
 
 
-async def _use(slot: ModelSlot, hold: float = 0.0) -> int:
-    async with slot.lease() as worker:
-        await asyncio.sleep(hold)
-        return worker.pid
+async def _until(owner: ModelOwner, predicate: Callable[[ModelSnapshot], bool]) -> ModelSnapshot:
+    """The owner's status once `predicate` holds: each status() lets other tasks post their commands."""
+    for _ in range(1000):
+        if predicate(status := await owner.status()):
+            return status
+    raise AssertionError(f"never true: {status}")
 
+
+# -- pure decisions -------------------------------------------------------------
 
 def test_state_table_rejects_illegal_moves() -> None:
     check_transition(State.UNLOADED, State.STARTING)
+    check_transition(State.STARTING, State.STOPPING)  # an unload or shutdown mid-load
     with pytest.raises(IllegalTransition):
         check_transition(State.UNLOADED, State.READY)
     with pytest.raises(IllegalTransition):
         check_transition(State.STOPPING, State.READY)
-    assert [backoff_seconds(n) for n in range(0, 9)] == [0, 1, 2, 4, 8, 16, 32, 60, 60]
+    assert [backoff_seconds(n) for n in range(9)] == [0, 1, 2, 4, 8, 16, 32, 60, 60]
 
 
-async def test_concurrent_first_requests_start_one_worker() -> None:
+def test_capacity_policy() -> None:
+    a, b = Resident("a", 300, idle=True, last_used=5.0), Resident("b", 300, idle=True, last_used=2.0)
+    busy = Resident("c", 300, idle=False, last_used=1.0)
+    assert choose_victim([a, b, busy]) == "b"  # least recently used among the idle
+    assert choose_victim([busy]) is None
+    assert fits(Limits(max_loaded_models=2), [a], 300) and not fits(Limits(max_loaded_models=2), [a, b], 300)
+    assert not fits(Limits(memory_budget_mb=500), [a], 300)
+    assert fits(Limits(memory_budget_mb=100), [], 300)  # a lone model bigger than the budget still loads
+    assert fits(Limits(), [a, b, busy], 10_000)  # no limits
+
+
+# -- one owner --------------------------------------------------------------------
+
+async def test_concurrent_first_requests_start_one_worker(owners: list[ModelOwner]) -> None:
     launcher = FakeLauncher()
-    slot = _slot(launcher)
-    pids = await asyncio.gather(*(_use(slot, 0.01) for _ in range(8)))
-    assert len(launcher.workers) == 1 and set(pids) == {1000}
-    assert slot.snapshot()["requests"] == 8 and slot.snapshot()["in_flight"] == 0
-    await slot.close()
-    assert launcher.workers[0].stopped
+    owner = _owner(owners, launcher)
+    pids = await asyncio.gather(*(_use(owner) for _ in range(8)))
+    assert launcher.calls == 1 and set(pids) == {1000}
+    status = await owner.status()
+    assert status.requests == 8 and status.in_flight == 0
+    await owner.close()
+    assert launcher.workers[0].stopped.is_set()
 
 
-async def test_ttl_waits_for_in_flight_requests_then_stops() -> None:
+async def test_ttl_waits_for_in_flight_requests_then_stops(owners: list[ModelOwner]) -> None:
     launcher = FakeLauncher()
-    slot = _slot(launcher, ttl=0)
-    long_request = asyncio.create_task(_use(slot, hold=0.3))
-    await asyncio.sleep(0.1)
-    assert slot.snapshot()["state"] == "ready" and slot.snapshot()["in_flight"] == 1
-    assert await _use(slot) == 1000  # a second request shares the live worker
-    assert slot.snapshot()["state"] == "ready"  # ttl 0, but one request is still in flight
-    await long_request
-    await asyncio.sleep(0.2)
-    assert slot.snapshot()["state"] == "unloaded" and launcher.workers[0].stopped
-    await slot.close()
+    clock = FakeClock()
+    owner = _owner(owners, launcher, clock, ttl=0)
+    hold, leased = asyncio.Event(), asyncio.Event()
+    long_request = asyncio.create_task(_use(owner, hold, leased))
+    await leased.wait()
+    status = await owner.status()
+    assert status.state == "ready" and status.in_flight == 1
+    assert await _use(owner) == 1000  # a second request shares the live worker
+    clock.advance(60)
+    assert (await owner.status()).state == "ready"  # ttl 0, but one request is still in flight
+    hold.set()
+    assert await long_request == 1000
+    await owner.wait_for_state(State.UNLOADED)
+    assert launcher.workers[0].stopped.is_set()
 
 
-async def test_request_during_stop_gets_a_fresh_worker() -> None:
+async def test_ttl_counts_idle_time_from_the_last_request(owners: list[ModelOwner]) -> None:
     launcher = FakeLauncher()
-    slot = _slot(launcher, ttl=0)
-    assert await _use(slot) == 1000
-    await asyncio.sleep(0.01)
-    assert slot.snapshot()["state"] == "stopping"
-    assert await _use(slot) == 1001
-    await slot.close()
+    clock = FakeClock()
+    owner = _owner(owners, launcher, clock, ttl=30)
+    await _use(owner)
+    clock.advance(29)
+    await _use(owner)  # the clock starts again
+    clock.advance(29)
+    status = await owner.status()
+    assert status.state == "ready" and status.ttl_remaining == 1
+    clock.advance(1)
+    await owner.wait_for_state(State.UNLOADED)
+    assert (await owner.status()).unloads == {"ttl": 1}
 
 
-async def test_unload_drains_then_serves_later_requests_with_a_new_worker() -> None:
+async def test_request_during_stop_gets_a_fresh_worker(owners: list[ModelOwner]) -> None:
     launcher = FakeLauncher()
-    slot = _slot(launcher)
-    busy = asyncio.create_task(_use(slot, hold=0.2))
-    await asyncio.sleep(0.1)
-    unload = asyncio.create_task(slot.unload())
-    await asyncio.sleep(0.01)
-    late = asyncio.create_task(_use(slot))
-    await asyncio.sleep(0.05)
-    assert not unload.done() and not launcher.workers[0].stopped  # the busy request is not cut off
+    owner = _owner(owners, launcher, ttl=0)
+    launcher.stops_proceed.clear()
+    assert await _use(owner) == 1000
+    await launcher.workers[0].stopping.wait()
+    late = asyncio.create_task(_use(owner))
+    status = await _until(owner, lambda s: s.queued == 1)
+    assert status.state == "stopping"
+    launcher.stops_proceed.set()
+    assert await late == 1001
+
+
+async def test_unload_drains_then_serves_later_requests_with_a_new_worker(owners: list[ModelOwner]) -> None:
+    launcher = FakeLauncher()
+    owner = _owner(owners, launcher)
+    hold, leased = asyncio.Event(), asyncio.Event()
+    busy = asyncio.create_task(_use(owner, hold, leased))
+    await leased.wait()
+    unload = asyncio.create_task(owner.unload())
+    late = asyncio.create_task(_use(owner))
+    await _until(owner, lambda s: s.queued == 1)  # the unload is draining; the late request waits
+    assert not unload.done() and not launcher.workers[0].stopping.is_set()  # the busy request is not cut off
+    hold.set()
     assert await busy == 1000
     report = await unload
     assert report["ended_by"] == "shutdown" and report["pid"] == 1000 and report["freed_rss_mb"] == 5.0
     assert await late == 1001
-    await slot.close()
 
 
-async def test_crash_counts_nothing_in_flight_and_the_next_request_restarts() -> None:
+async def test_crash_counts_nothing_in_flight_and_the_next_request_restarts(owners: list[ModelOwner]) -> None:
     launcher = FakeLauncher()
-    slot = _slot(launcher, ttl=1)
-    started = asyncio.Event()
-
-    async def doomed() -> None:
-        async with slot.lease():
-            started.set()
-            await asyncio.sleep(0.2)
-
-    task = asyncio.create_task(doomed())
-    await started.wait()
+    owner = _owner(owners, launcher, ttl=1)
+    hold, leased = asyncio.Event(), asyncio.Event()
+    doomed = asyncio.create_task(_use(owner, hold, leased))
+    await leased.wait()
     launcher.workers[0].crash()
-    await asyncio.sleep(0.01)
-    assert slot.snapshot()["state"] == "unloaded" and "unexpectedly" in slot.snapshot()["last_error"]
-    await task  # its release belongs to the dead worker and must not disturb the new one
-    assert await _use(slot, 0.05) == 1001
-    await asyncio.sleep(0.01)  # let the owner take the release
-    assert slot.snapshot()["in_flight"] == 0
-    await slot.close()
+    status = await owner.status()
+    assert status.state == "unloaded" and "unexpectedly" in (status.last_error or "")
+    hold.set()
+    await doomed  # its release belongs to the dead worker and must not disturb the new one
+    assert await _use(owner) == 1001
+    assert (await owner.status()).in_flight == 0
 
 
-async def test_load_failure_backs_off_then_retries() -> None:
-    now = [0.0]
+async def test_load_failure_backs_off_then_retries(owners: list[ModelOwner]) -> None:
+    clock = FakeClock()
     launcher = FakeLauncher(fail=1)
-    slot = _slot(launcher, clock=lambda: now[0])
+    owner = _owner(owners, launcher, clock)
     with pytest.raises(ModelUnavailable, match="corrupt"):
-        await _use(slot)
-    assert slot.snapshot()["state"] == "failed"
+        await _use(owner)
+    assert (await owner.status()).state == "failed"
     with pytest.raises(ModelUnavailable, match="retrying in") as err:
-        await _use(slot)
-    assert err.value.retry_after and err.value.retry_after > 0
-    now[0] += backoff_seconds(1) + 0.1
-    assert await _use(slot) == 1000
-    assert slot.snapshot()["last_error"] is None
-    await slot.close()
+        await _use(owner)
+    assert err.value.retry_after and err.value.retry_after > 0 and launcher.calls == 1
+    clock.advance(backoff_seconds(1) + 0.1)
+    assert await _use(owner) == 1000
+    assert (await owner.status()).last_error is None
 
 
-async def test_a_cancelled_waiter_leaves_no_request_counted() -> None:
-    launcher = FakeLauncher()
-    slot = _slot(launcher, ttl=0)
-    waiter = asyncio.create_task(_use(slot))
-    await asyncio.sleep(0.01)  # queued behind the worker start
+async def test_a_cancelled_waiter_leaves_no_request_counted(owners: list[ModelOwner]) -> None:
+    launcher = FakeLauncher(hold=True)
+    owner = _owner(owners, launcher, ttl=0)
+    waiter = asyncio.create_task(_use(owner))
+    await launcher.launching.wait()  # queued behind the worker start
     waiter.cancel()
-    await asyncio.sleep(0.2)
-    assert slot.snapshot()["in_flight"] == 0
-    assert slot.snapshot()["state"] == "unloaded"  # ttl 0: nothing holds it
-    await slot.close()
+    launcher.proceed.set()
+    await owner.wait_for_state(State.UNLOADED)  # ttl 0: nothing holds it
+    assert (await owner.status()).in_flight == 0
 
 
-async def test_closed_slot_refuses_requests() -> None:
-    slot = _slot(FakeLauncher())
-    await slot.close()
+async def test_closed_owner_refuses_requests(owners: list[ModelOwner]) -> None:
+    owner = _owner(owners, FakeLauncher())
+    await owner.close()
     with pytest.raises(ModelUnavailable, match="shut down"):
-        await _use(slot)
+        await _use(owner)
 
 
-# -- capacity: the owner asks the gate before it spawns ---------------------------
+# -- the owner never waits on a start or a stop ----------------------------------------
 
-from supervisor.models.capacity import Capacity, Limits  # noqa: E402
+async def test_shutdown_during_a_slow_load_aborts_it(owners: list[ModelOwner]) -> None:
+    launcher = FakeLauncher(hold=True)  # a load that would never finish
+    owner = _owner(owners, launcher)
+    waiting = asyncio.create_task(_use(owner))
+    await launcher.launching.wait()
+    await asyncio.wait_for(owner.close(), 5)
+    assert launcher.aborted == 1 and not launcher.workers
+    with pytest.raises(ModelUnavailable, match="shutting down"):
+        await waiting
 
 
-def _fleet(launcher: FakeLauncher, names: list[str], **limits: float) -> dict[str, ModelSlot]:
-    slots: dict[str, ModelSlot] = {}
-    capacity = Capacity(Limits(**limits), lambda: list(slots.values()))  # type: ignore[arg-type]
+async def test_unload_during_a_load_leaves_no_worker(owners: list[ModelOwner]) -> None:
+    launcher = FakeLauncher(hold=True)
+    owner = _owner(owners, launcher)
+    load = asyncio.create_task(owner.load())
+    await launcher.launching.wait()
+    status = await owner.status()  # the owner answers while the load runs
+    assert status.state == "starting"
+    report = await asyncio.wait_for(owner.unload(), 5)
+    assert report["ended_by"] == "aborted while loading" and launcher.aborted == 1
+    with pytest.raises(ModelUnavailable, match="unloaded while loading"):
+        await load
+    status = await owner.status()
+    assert status.state == "unloaded" and status.pid is None and status.unloads == {"unload": 1}
+
+
+async def test_unload_during_a_load_stops_a_worker_that_started_anyway(owners: list[ModelOwner]) -> None:
+    launcher = FakeLauncher(hold=True, ignore_cancel=True)  # finishes its start even when cancelled
+    owner = _owner(owners, launcher)
+    load = asyncio.create_task(owner.load())
+    await launcher.launching.wait()
+    unload = asyncio.create_task(owner.unload())
+    await _until(owner, lambda s: s.state == "stopping")
+    launcher.proceed.set()
+    assert (await unload)["ended_by"] == "shutdown"
+    assert launcher.workers[0].stopped.is_set() and not launcher.alive
+    with pytest.raises(ModelUnavailable):
+        await load
+
+
+async def test_requests_during_a_load_queue_for_it(owners: list[ModelOwner]) -> None:
+    launcher = FakeLauncher(hold=True)
+    owner = _owner(owners, launcher)
+    load = asyncio.create_task(owner.load())
+    await launcher.launching.wait()
+    requests = [asyncio.create_task(_use(owner)) for _ in range(3)]
+    await _until(owner, lambda s: s.queued == 3)
+    launcher.proceed.set()
+    await load
+    assert await asyncio.gather(*requests) == [1000, 1000, 1000] and launcher.calls == 1
+
+
+# -- several owners behind one capacity gate ---------------------------------------
+
+def _fleet(owners: list[ModelOwner], launcher: FakeLauncher, names: list[str], clock: FakeClock | None = None,
+           **limits: float) -> dict[str, ModelOwner]:
+    fleet: dict[str, ModelOwner] = {}
+    capacity = Capacity(Limits(**limits), lambda: fleet.values())  # type: ignore[arg-type]
     for name in names:
-        slots[name] = ModelSlot(dataclasses.replace(SPEC, name=name), launcher, gate=capacity,  # type: ignore[arg-type]
-                                memory_estimate_mb=300)
-        slots[name].start()
-    return slots
+        fleet[name] = ModelOwner(spec(name=name), launcher, clock=clock or FakeClock(),  # type: ignore[arg-type]
+                                 gate=capacity, memory_estimate_mb=300)
+        fleet[name].start()
+        owners.append(fleet[name])
+    return fleet
 
 
-async def test_single_resident_model_switches_cleanly() -> None:
+async def test_single_resident_model_switches_cleanly(owners: list[ModelOwner]) -> None:
     launcher = FakeLauncher()
-    slots = _fleet(launcher, ["a", "b"], max_loaded_models=1)
-    assert await _use(slots["a"]) == 1000
-    assert await _use(slots["b"]) == 1001
-    assert launcher.workers[0].stopped  # a was stopped before b started
-    assert slots["a"].snapshot()["state"] == "unloaded" and slots["b"].snapshot()["state"] == "ready"
-    assert await _use(slots["a"]) == 1002  # and a comes back, evicting b
-    assert launcher.workers[1].stopped
-    for slot in slots.values():
-        await slot.close()
+    fleet = _fleet(owners, launcher, ["a", "b"], max_loaded_models=1)
+    assert await _use(fleet["a"]) == 1000
+    assert await _use(fleet["b"]) == 1001
+    assert launcher.workers[0].stopped.is_set()  # a was stopped before b started
+    assert (await fleet["a"].status()).state == "unloaded" and (await fleet["b"].status()).state == "ready"
+    assert await _use(fleet["a"]) == 1002  # and a comes back, evicting b
+    assert launcher.workers[1].stopped.is_set() and launcher.most_alive == 1
 
 
-async def test_eviction_picks_the_least_recently_used_idle_model() -> None:
+async def test_eviction_picks_the_least_recently_used_idle_model(owners: list[ModelOwner]) -> None:
     launcher = FakeLauncher()
-    slots = _fleet(launcher, ["a", "b", "c"], max_loaded_models=2)
-    await _use(slots["a"])
-    await _use(slots["b"])
-    await _use(slots["a"])  # a is now more recent than b
-    await asyncio.sleep(0.01)
-    await _use(slots["c"])
-    states = {n: s.snapshot()["state"] for n, s in slots.items()}
+    clock = FakeClock()
+    fleet = _fleet(owners, launcher, ["a", "b", "c"], clock, max_loaded_models=2)
+    await _use(fleet["a"])
+    clock.advance(1)
+    await _use(fleet["b"])
+    clock.advance(1)
+    await _use(fleet["a"])  # a is now more recent than b
+    clock.advance(1)
+    await _use(fleet["c"])
+    states = {n: (await o.status()).state for n, o in fleet.items()}
     assert states == {"a": "ready", "b": "unloaded", "c": "ready"}
-    for slot in slots.values():
-        await slot.close()
 
 
-async def test_memory_budget_counts_estimates() -> None:
+async def test_memory_budget_counts_estimates(owners: list[ModelOwner]) -> None:
     launcher = FakeLauncher()
     # a measures 5 MB once used; b is estimated at 300 MB until it runs: 305 > 8.
-    slots = _fleet(launcher, ["a", "b"], memory_budget_mb=8)
-    await _use(slots["a"])
-    await _use(slots["b"])
-    assert slots["a"].snapshot()["state"] == "unloaded"
-    for slot in slots.values():
-        await slot.close()
+    fleet = _fleet(owners, launcher, ["a", "b"], memory_budget_mb=8)
+    await _use(fleet["a"])
+    await _use(fleet["b"])
+    assert (await fleet["a"].status()).state == "unloaded"
 
 
-async def test_a_full_busy_server_refuses_then_serves_once_a_place_frees() -> None:
+async def test_two_loads_never_both_take_the_last_place(owners: list[ModelOwner]) -> None:
+    launcher = FakeLauncher(hold=True)
+    fleet = _fleet(owners, launcher, ["a", "b"], max_loaded_models=1)
+    loads = [asyncio.create_task(fleet[name].load()) for name in ("a", "b")]
+    await launcher.launching.wait()
+    statuses = [await o.status() for o in fleet.values()]
+    assert launcher.calls == 1 and sorted(s.state for s in statuses) == ["starting", "starting"]
+    launcher.proceed.set()  # the first loads; the second then evicts it (it is idle) and loads
+    await asyncio.gather(*loads)
+    assert launcher.calls == 2 and launcher.most_alive == 1
+    assert sorted([(await o.status()).state for o in fleet.values()]) == ["ready", "unloaded"]
+
+
+async def test_a_full_busy_server_refuses_then_serves_once_a_place_frees(owners: list[ModelOwner]) -> None:
     launcher = FakeLauncher()
-    slots = _fleet(launcher, ["a", "b"], max_loaded_models=1, wait_seconds=0.2)
-    busy = asyncio.create_task(_use(slots["a"], hold=0.5))
-    await asyncio.sleep(0.1)
+    fleet = _fleet(owners, launcher, ["a", "b"], max_loaded_models=1, wait_seconds=0.2)
+    hold, leased = asyncio.Event(), asyncio.Event()
+    busy = asyncio.create_task(_use(fleet["a"], hold, leased))
+    await leased.wait()
     with pytest.raises(ModelUnavailable, match="busy") as err:
-        await _use(slots["b"])  # waited 0.2 s, a still busy
-    assert err.value.retry_after and err.value.retry_after >= 1
-    assert slots["b"].snapshot()["state"] == "unloaded"  # not a load failure: no back-off
+        await _use(fleet["b"])  # waited 0.2 s, a still busy
+    assert err.value.retry_after and err.value.retry_after >= 1 and err.value.code == "capacity_full"
+    assert (await fleet["b"].status()).state == "unloaded"  # not a load failure: no back-off
 
     # With a longer wait, the request is served as soon as a's request ends.
-    slots2 = _fleet(FakeLauncher(), ["a", "b"], max_loaded_models=1, wait_seconds=5)
-    busy2 = asyncio.create_task(_use(slots2["a"], hold=0.3))
-    await asyncio.sleep(0.1)
-    assert await _use(slots2["b"]) == 1001
+    launcher2 = FakeLauncher()
+    fleet2 = _fleet(owners, launcher2, ["a", "b"], max_loaded_models=1, wait_seconds=30)
+    hold2, leased2 = asyncio.Event(), asyncio.Event()
+    busy2 = asyncio.create_task(_use(fleet2["a"], hold2, leased2))
+    await leased2.wait()
+    waiting = asyncio.create_task(_use(fleet2["b"]))
+    await _until(fleet2["b"], lambda s: s.state == "starting")
+    assert launcher2.calls == 1  # b waits for a place: it has not launched
+    hold2.set()
+    assert await waiting == 1001
+    hold.set()
     assert await busy == 1000 and await busy2 == 1000
-    for slot in [*slots.values(), *slots2.values()]:
-        await slot.close()

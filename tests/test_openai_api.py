@@ -9,9 +9,8 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from openai import OpenAI
-
 from conftest import ASSETS, Server, key_words_found, server_fixture
+from openai import OpenAI
 
 FOX_KEYS = ["quick", "brown", "fox", "over", "lazy"]
 WEATHER_KEYS = ["morning", "weather", "sunny", "warm", "breeze", "garden", "dinner"]
@@ -147,6 +146,23 @@ def test_models_list_and_retrieve(client: OpenAI, api: Server) -> None:
     assert client.models.retrieve("whisper-1").model_extra["source"] == "bundled"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("large-v9")
+
+
+def test_openapi_documents_every_response_body(api: Server) -> None:
+    """A client generator sees the real shapes: typed models, not `{}`."""
+    doc = api.client.get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    ok = {path: doc["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+          for path, method in [("/health", "get"), ("/v1/models", "get"), ("/v1/model/unload", "post"),
+                               ("/v1/audio/transcriptions", "post")]}
+    assert ok["/health"] == {"$ref": "#/components/schemas/Health"}
+    assert ok["/v1/models"] == {"$ref": "#/components/schemas/ModelList"}
+    assert ok["/v1/model/unload"] == {"$ref": "#/components/schemas/UnloadResult"}
+    assert {"$ref": "#/components/schemas/VerboseTranscriptionJSON"} in ok["/v1/audio/transcriptions"]["anyOf"]
+    # Every model field /health reports is documented, and a live answer has exactly those.
+    documented = set(schemas["ModelSnapshot"]["properties"])
+    assert set(api.health()["models"]["tiny.en"]) == documented
+    assert {"ttl_remaining", "in_flight", "unloads", "vram_mb"} <= documented
 
 
 def test_whisper_1_and_configured_aliases_reach_the_default_model(client: OpenAI) -> None:

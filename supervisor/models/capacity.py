@@ -1,44 +1,63 @@
 """How many models may be loaded at once, and who makes room when one more is wanted.
 
-A model's owner calls `reserve()` before it spawns a worker. Reservations are decided
-one at a time (a lock), so two models cannot both squeeze into the last place. When
-the new model does not fit (`max_loaded_models`, `memory_budget_mb`), the least recently
-used *idle* model is unloaded first. If every loaded model is busy, the reservation
-waits, bounded by `capacity_wait` seconds, for one to become idle; then it fails with
-a Retry-After. Nothing is lost: an eviction goes through the victim's own owner, which
-finishes that model's in-flight requests before it stops.
+A model's start task calls `reserve()` before it spawns a worker. Reservations are
+decided one at a time (a lock), so two models cannot both squeeze into the last place.
+When the new model does not fit (`max_loaded_models`, `memory_budget_mb`), the least
+recently used *idle* model is unloaded first. If every loaded model is busy, the
+reservation waits for one to become idle. The whole reservation (the lock, evictions,
+the wait) is bounded by `capacity_wait` seconds; then it fails with a Retry-After.
+Nothing is lost: an eviction goes through the victim's own owner, which finishes that
+model's in-flight requests before it stops.
+
+The gate sees models only through `Tenant`, the few advisory reads and the one action
+it needs, so it does not depend on the owner's module. What to do is decided by the
+pure functions in `policy`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from supervisor.models.owner import ModelSlot
+from supervisor.models.policy import Limits, Resident, choose_victim, fits
 
 log = logging.getLogger("asr.capacity")
 
+__all__ = ["Capacity", "CapacityFull", "Gate", "Limits", "OpenGate", "Tenant"]
+
+
+class Tenant(Protocol):
+    """What the gate needs of a model: who it is, advisory reads, and a way to ask it to leave."""
+
+    @property
+    def name(self) -> str: ...
+
+    def is_idle(self) -> bool: ...
+
+    def last_used_monotonic(self) -> float: ...
+
+    def memory_estimate_mb(self) -> float: ...
+
+    async def unload(self, reason: str = "unload") -> Any: ...
+
 
 class Gate(Protocol):
-    """Admission to load a model: what `ModelSlot` needs of `Capacity` (OpenGate admits everyone)."""
+    """Admission to load a model (OpenGate admits everyone)."""
 
-    async def reserve(self, slot: ModelSlot) -> None: ...
+    async def reserve(self, tenant: Tenant) -> None: ...
 
-    def release(self, slot: ModelSlot) -> None: ...
+    def release(self, tenant: Tenant) -> None: ...
 
     def notify(self) -> None: ...
 
 
 class OpenGate:
-    async def reserve(self, slot: ModelSlot) -> None:
+    async def reserve(self, tenant: Tenant) -> None:
         return None
 
-    def release(self, slot: ModelSlot) -> None:
+    def release(self, tenant: Tenant) -> None:
         return None
 
     def notify(self) -> None:
@@ -53,80 +72,54 @@ class CapacityFull(Exception):
         self.retry_after = retry_after
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_loaded_models: int = 0  # 0: no limit
-    memory_budget_mb: float = 0  # 0: no limit
-    wait_seconds: float = 30.0
-
-
 class Capacity:
-    def __init__(self, limits: Limits, slots: Callable[[], list[ModelSlot]]) -> None:
+    def __init__(self, limits: Limits, tenants: Callable[[], Iterable[Tenant]]) -> None:
         self.limits = limits
-        self._slots = slots
+        self._tenants = tenants
         self._holders: set[str] = set()  # models with a worker (starting, ready or stopping)
         self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
 
     @property
     def enabled(self) -> bool:
-        return bool(self.limits.max_loaded_models or self.limits.memory_budget_mb)
+        return self.limits.enabled
 
-    async def reserve(self, slot: ModelSlot) -> None:
-        """Return once `slot` may start a worker; raise CapacityFull after the bounded wait."""
+    async def reserve(self, tenant: Tenant) -> None:
+        """Return once `tenant` may start a worker; raise CapacityFull after `capacity_wait` seconds."""
         if not self.enabled:
-            self._holders.add(slot.spec.name)
+            self._holders.add(tenant.name)
             return
-        deadline = time.monotonic() + self.limits.wait_seconds
-        async with self._lock:
-            while not self._fits(slot):
-                victim = self._least_recently_used_idle(exclude=slot)
-                if victim is not None:
-                    log.info("evicting model=%s (least recently used, idle) to load model=%s",
-                             victim.spec.name, slot.spec.name)
-                    await victim.unload(reason="evicted")
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise CapacityFull(
-                        f"cannot load model {slot.spec.name!r}: every loaded model is busy "
-                        f"({self._describe_limits()}); retry shortly",
-                        retry_after=max(1.0, self.limits.wait_seconds / 2),
-                    )
-                self._changed.clear()
-                try:
-                    await asyncio.wait_for(self._changed.wait(), remaining)
-                except TimeoutError:
-                    pass
-            self._holders.add(slot.spec.name)
+        try:
+            async with asyncio.timeout(self.limits.wait_seconds), self._lock:
+                await self._make_room(tenant)
+                self._holders.add(tenant.name)
+        except TimeoutError:
+            raise CapacityFull(
+                f"cannot load model {tenant.name!r}: every loaded model is busy "
+                f"({self.limits.describe()}); retry shortly",
+                retry_after=max(1.0, self.limits.wait_seconds / 2),
+            ) from None
 
-    def release(self, slot: ModelSlot) -> None:
-        """The slot's worker is gone (stopped, crashed or never started)."""
-        self._holders.discard(slot.spec.name)
+    def release(self, tenant: Tenant) -> None:
+        """The tenant's worker is gone (stopped, crashed or never started)."""
+        self._holders.discard(tenant.name)
         self._changed.set()
 
     def notify(self) -> None:
         """A model became idle: a waiting reservation may now evict it."""
         self._changed.set()
 
-    def _fits(self, slot: ModelSlot) -> bool:
-        others = [s for s in self._slots() if s.spec.name in self._holders and s is not slot]
-        if self.limits.max_loaded_models and len(others) >= self.limits.max_loaded_models:
-            return False
-        if self.limits.memory_budget_mb:
-            used = sum(s.memory_estimate_mb() for s in others)
-            if others and used + slot.memory_estimate_mb() > self.limits.memory_budget_mb:
-                return False  # a lone model that is bigger than the budget may still load
-        return True
-
-    def _least_recently_used_idle(self, exclude: ModelSlot) -> ModelSlot | None:
-        idle = [s for s in self._slots() if s is not exclude and s.spec.name in self._holders and s.is_idle()]
-        return min(idle, key=lambda s: s.last_used_monotonic(), default=None)
-
-    def _describe_limits(self) -> str:
-        parts = []
-        if self.limits.max_loaded_models:
-            parts.append(f"max_loaded_models = {self.limits.max_loaded_models}")
-        if self.limits.memory_budget_mb:
-            parts.append(f"memory_budget_mb = {self.limits.memory_budget_mb:g}")
-        return ", ".join(parts)
+    async def _make_room(self, tenant: Tenant) -> None:
+        while True:
+            others = {t.name: t for t in self._tenants() if t.name in self._holders and t.name != tenant.name}
+            residents = [Resident(t.name, t.memory_estimate_mb(), t.is_idle(), t.last_used_monotonic())
+                         for t in others.values()]
+            if fits(self.limits, residents, tenant.memory_estimate_mb()):
+                return
+            victim = choose_victim(residents)
+            if victim is not None:
+                log.info("evicting model=%s (least recently used, idle) to load model=%s", victim, tenant.name)
+                await others[victim].unload(reason="evicted")
+                continue
+            self._changed.clear()
+            await self._changed.wait()

@@ -1,6 +1,8 @@
-"""The commands a model's owner task accepts in its inbox (see `lifecycle.ModelSlot`).
+"""What a model's owner task reads from its inbox (see `owner.ModelOwner`).
 
-Each command that expects an answer carries the future the owner resolves.
+Callers' commands carry the future the owner resolves. The owner's own start and stop
+tasks report back with `Started` and `Stopped`, so their slow work never runs inside
+the owner, and every state change still happens in one place.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from supervisor.models.snapshot import ModelSnapshot
     from supervisor.workers.process import WorkerProcess
 
 
@@ -36,8 +39,10 @@ class Unload:
 
 
 @dataclass(slots=True)
-class Exited:
-    worker: WorkerProcess
+class Status:
+    """A snapshot taken by the owner itself, consistent with every command sent before it."""
+
+    reply: asyncio.Future[ModelSnapshot]
 
 
 @dataclass(slots=True)
@@ -45,4 +50,32 @@ class Close:
     reply: asyncio.Future[None]
 
 
-Command = Acquire | Release | Load | Unload | Exited | Close
+@dataclass(slots=True)
+class Exited:
+    """A worker process ended (reported by its exit watcher)."""
+
+    worker: WorkerProcess
+
+
+@dataclass(slots=True)
+class Started:
+    """The start task's outcome: a READY worker, or why there is none."""
+
+    attempt: int
+    worker: WorkerProcess | None = None
+    error: BaseException | None = None
+    capacity_full: bool = False  # the error is a full server, not a load failure
+
+
+@dataclass(slots=True)
+class Stopped:
+    """The stop task has reaped `worker` (and, on CUDA, seen its VRAM released).
+
+    `worker` is None when a start was aborted before it had one to hand over.
+    """
+
+    worker: WorkerProcess | None
+    how: str
+
+
+Command = Acquire | Release | Load | Unload | Status | Close | Exited | Started | Stopped

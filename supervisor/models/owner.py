@@ -4,12 +4,18 @@ Callers never look at the state and then act on it (a TTL firing between the loo
 and the act is exactly the race that leaves requests on a dying process). They send
 a command to the owner's inbox and await its reply:
 
-    async with slot.lease() as worker:      # Acquire → the owner starts a worker if needed
+    async with owner.lease() as worker:     # Acquire → the owner starts a worker if needed
         await worker.transcribe(...)        # Release on exit → the owner restarts the TTL clock
 
+The owner itself never waits on slow work. Starting (capacity, spawn, LOAD, READY) and
+stopping (SHUTDOWN → SIGTERM → SIGKILL, VRAM release) run as tasks of their own that
+report back through the inbox (`Started`, `Stopped`), so an unload or a shutdown that
+arrives mid-load is handled at once: the start task is cancelled and its half-started
+worker stopped and reaped. Every handler is synchronous; the only await is the inbox.
+
 The idle TTL is the timeout on that inbox read, armed only while the worker is ready
-and nothing is in flight or queued, so it cannot fire under a request. The state × event
-table lives in `states.py`.
+and nothing is in flight or queued, so it cannot fire under a request. The state ×
+event table lives in `states.py`.
 """
 
 from __future__ import annotations
@@ -23,21 +29,36 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervisor.workers import devices
-from supervisor.models.capacity import CapacityFull, Gate, OpenGate
 from supervisor.config import ModelSpec
-from supervisor.models.commands import Acquire, Close, Command, Exited, Load, Release, Unload
-from supervisor.models.states import State, backoff_seconds, check_transition
+from supervisor.models.capacity import CapacityFull, Gate, OpenGate
+from supervisor.models.clock import Clock, MonotonicClock
+from supervisor.models.commands import (
+    Acquire,
+    Close,
+    Command,
+    Exited,
+    Load,
+    Release,
+    Started,
+    Status,
+    Stopped,
+    Unload,
+)
+from supervisor.models.policy import backoff_seconds
+from supervisor.models.snapshot import ModelSnapshot
+from supervisor.models.states import State, check_transition
+from supervisor.workers import devices
 from supervisor.workers.process import WorkerError, WorkerProcess
 
 log = logging.getLogger("asr.lifecycle")
 
 #: Starts a worker for a spec and returns it READY; calls the callback when it exits.
+#: If cancelled, it stops and reaps whatever it had started before re-raising.
 Launcher = Callable[[ModelSpec, Callable[[WorkerProcess], None]], Awaitable[WorkerProcess]]
 
 
 class ModelUnavailable(Exception):
-    """The model cannot serve right now (load failed, backing off, shutting down)."""
+    """The model cannot serve right now (load failed, backing off, server full, shutting down)."""
 
     def __init__(self, message: str, retry_after: float | None = None, code: str = "model_unavailable") -> None:
         super().__init__(message)
@@ -47,7 +68,7 @@ class ModelUnavailable(Exception):
 
 @dataclass(slots=True)
 class _Stats:
-    """What the owner knows, copied out for /health; advisory the moment it is read."""
+    """What the owner knows, copied into snapshots; advisory the moment it is read."""
 
     requests: int = 0
     load_seconds: float | None = None
@@ -57,45 +78,58 @@ class _Stats:
     unloads: dict[str, int] = field(default_factory=dict)
 
 
-class ModelSlot:
+class ModelOwner:
     def __init__(
         self,
         spec: ModelSpec,
         launch: Launcher,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
         gate: Gate | None = None,
         memory_estimate_mb: float = 0.0,
     ) -> None:
         self.spec = spec
         self._launch = launch
-        self._clock = clock
+        self._clock: Clock = clock or MonotonicClock()
         self._gate: Gate = gate or OpenGate()
         self._memory_estimate_mb = memory_estimate_mb
         self._measured_mb = 0.0  # the largest RSS its worker has been seen at
         self._inbox: asyncio.Queue[Command] = asyncio.Queue()
         self._state = State.UNLOADED
+        self._changed = asyncio.Event()  # set and replaced on every state change
         self._ttl = spec.ttl
         self._worker: WorkerProcess | None = None
         self._generation = 0
         self._in_flight = 0
-        self._idle_since = clock()
+        self._idle_since = self._clock.now()
         self._failures = 0
         self._retry_at = 0.0
-        self._draining: list[asyncio.Future[str]] = []  # unload callers waiting for in-flight work
-        self._deferred: deque[Acquire] = deque()  # requests that arrived while draining
-        self._drain_reason = "unload"
+        self._waiting: deque[Acquire] = deque()  # requests for the next worker (mid-start, -stop or -drain)
+        self._loads: list[asyncio.Future[None]] = []  # load() callers waiting for READY
+        self._unloads: list[asyncio.Future[str]] = []  # unload() callers waiting for the worker's end
+        self._draining: str | None = None  # why to stop once the in-flight requests end
+        self._stop_reason = "unload"
+        self._closing: asyncio.Future[None] | None = None
+        self._attempt = 0
+        self._start_began = 0.0
+        self._start_task: asyncio.Task[None] | None = None
+        self._stop_task: asyncio.Task[None] | None = None
         self._stats = _Stats()
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
     # -- the public API: send a command, await the reply ------------------------
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"slot-{self.spec.name}")
+        self._task = asyncio.create_task(self._run(), name=f"owner-{self.spec.name}")
 
     @contextlib.asynccontextmanager
     async def lease(self) -> AsyncIterator[WorkerProcess]:
         """A ready worker, held busy (never stopped by the TTL) until the block exits."""
-        reply = self._send(Acquire)
+        reply: asyncio.Future[tuple[WorkerProcess, int]] = self._new_reply()
+        self._post(Acquire(reply))
         try:
             worker, generation = await reply
         except asyncio.CancelledError:
@@ -111,27 +145,45 @@ class ModelSlot:
 
     async def load(self, ttl: int | None = None) -> None:
         """Start the worker now (if needed); `ttl` replaces the model's TTL from now on."""
-        await self._send(Load, ttl=ttl)
+        reply: asyncio.Future[None] = self._new_reply()
+        self._post(Load(reply, ttl))
+        await reply
 
     async def unload(self, reason: str = "unload") -> dict[str, Any]:
         """Stop the worker once its in-flight requests are done; says how it ended and what it freed."""
-        worker = self._worker
+        worker = self._worker  # for the report only: the owner decides
         rss = worker.rss_bytes() if worker else None
-        how = await self._send(Unload, reason=reason)
+        reply: asyncio.Future[str] = self._new_reply()
+        self._post(Unload(reply, reason))
+        how = await reply
         return {"model": self.spec.name, "pid": worker.pid if worker else None, "ended_by": how,
                 "freed_rss_mb": _mb(rss) if how != "not loaded" else 0.0}
 
+    async def status(self) -> ModelSnapshot:
+        """A snapshot consistent with every command sent before it."""
+        reply: asyncio.Future[ModelSnapshot] = self._new_reply()
+        self._post(Status(reply))
+        return await reply
+
+    async def wait_for_state(self, *states: State) -> None:
+        """Return once the model is in one of `states` (now or later)."""
+        while self._state not in states:
+            await self._changed.wait()
+
     async def close(self) -> None:
+        """Shut down: abort a start, stop the worker now (in-flight or not), fail whoever waits."""
         if self._task is None or self._task.done():
             return
-        await self._ask(Close)
+        reply: asyncio.Future[None] = self._new_reply()
+        self._post(Close(reply))
+        await reply
         await self._task
 
     # -- advisory reads for the capacity gate (it acts only through unload()) ------
 
     def is_idle(self) -> bool:
-        return (self._state is State.READY and not self._in_flight and not self._draining
-                and self._inbox.empty() and not self._deferred)
+        return (self._state is State.READY and not self._in_flight and self._draining is None
+                and not self._waiting and self._inbox.empty())
 
     def last_used_monotonic(self) -> float:
         return self._idle_since
@@ -139,54 +191,52 @@ class ModelSlot:
     def memory_estimate_mb(self) -> float:
         return self._measured_mb or self._memory_estimate_mb
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> ModelSnapshot:
         worker = self._worker
         info = worker.info if worker else None
-        return {
-            "state": self._state.value,
-            "backend": self.spec.backend,
-            "source": self.spec.source,
-            "description": self.spec.description,
-            "pid": worker.pid if worker else None,
-            "device": info.device if info else None,
-            "compute_type": info.compute_type if info else None,
-            "concurrency": info.concurrency if info else None,
-            "rss_mb": _mb(worker.rss_bytes()) if worker else None,
-            "languages": self._stats.languages,
-            "ttl": self._ttl,
-            "ttl_remaining": self._ttl_remaining(),
-            "in_flight": self._in_flight,
-            "queued": self._inbox.qsize() + len(self._deferred),
-            "requests": self._stats.requests,
-            "load_seconds": self._stats.load_seconds,
-            "last_used": self._stats.last_used,
-            "last_error": self._stats.last_error,
-            "unloads": dict(self._stats.unloads),  # by reason: ttl, unload, evicted, crash, shutdown
-            "retry_in": round(max(0.0, self._retry_at - self._clock()), 1) if self._state is State.FAILED else None,
-        }
+        return ModelSnapshot(
+            state=self._state.value,
+            backend=self.spec.backend,
+            source=self.spec.source,
+            description=self.spec.description,
+            pid=worker.pid if worker else None,
+            device=info.device if info else None,
+            compute_type=info.compute_type if info else None,
+            concurrency=info.concurrency if info else None,
+            rss_mb=_mb(worker.rss_bytes()) if worker else None,
+            languages=self._stats.languages,
+            ttl=self._ttl,
+            ttl_remaining=self._ttl_remaining(),
+            in_flight=self._in_flight,
+            queued=self._inbox.qsize() + len(self._waiting),
+            requests=self._stats.requests,
+            load_seconds=self._stats.load_seconds,
+            last_used=self._stats.last_used,
+            last_error=self._stats.last_error,
+            unloads=dict(self._stats.unloads),
+            retry_in=round(max(0.0, self._retry_at - self._clock.now()), 1) if self._state is State.FAILED else None,
+        )
 
-    async def _ask(self, command_type: type) -> Any:
-        return await self._send(command_type)
-
-    def _send(self, command_type: type, **fields: Any) -> asyncio.Future[Any]:
+    def _new_reply(self) -> asyncio.Future[Any]:
         if self._task is None or self._task.done():
             raise ModelUnavailable(f"model {self.spec.name!r} is shut down")
-        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._inbox.put_nowait(command_type(reply, **fields))
-        return reply
+        return asyncio.get_running_loop().create_future()
 
-    # -- the owner task ---------------------------------------------------------
+    def _post(self, command: Command) -> None:
+        self._inbox.put_nowait(command)
+
+    # -- the owner task -----------------------------------------------------------
 
     async def _run(self) -> None:
         while True:
             command = await self._next_command()
             if command is None:
-                await self._stop_worker("ttl")
-            elif isinstance(command, Close):
-                await self._handle_close(command)
-                return
+                self._begin_stop("ttl")
             else:
-                await self._handle(command)
+                self._handle(command)
+            if self._closing is not None and self._settled():
+                _reply(self._closing, None)
+                return
 
     async def _next_command(self) -> Command | None:
         """The next command, or None when the idle TTL ran out first."""
@@ -195,79 +245,106 @@ class ModelSlot:
         timeout = self._ttl_remaining()
         if timeout is None:
             return await self._inbox.get()
+        getter = asyncio.ensure_future(self._inbox.get())
+        timer = self._clock.timer(timeout)
+        pending: set[asyncio.Future[Any]] = {getter, timer}
         try:
-            return await asyncio.wait_for(self._inbox.get(), timeout)
-        except TimeoutError:
-            return None
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+        if getter.done():
+            return getter.result()
+        getter.cancel()  # an item it was woken for stays in the queue
+        return self._inbox.get_nowait() if not self._inbox.empty() else None
 
-    async def _handle(self, command: Command) -> None:
-        if isinstance(command, Acquire):
-            await self._handle_acquire(command)
-        elif isinstance(command, Release):
-            await self._handle_release(command)
-        elif isinstance(command, Load):
-            await self._handle_load(command)
-        elif isinstance(command, Unload):
-            await self._handle_unload(command)
-        elif isinstance(command, Exited):
-            await self._handle_exited(command)
+    def _handle(self, command: Command) -> None:
+        match command:
+            case Acquire():
+                self._on_acquire(command)
+            case Release():
+                self._on_release(command)
+            case Load():
+                self._on_load(command)
+            case Unload():
+                self._on_unload(command)
+            case Status():
+                _reply(command.reply, self.snapshot())
+            case Close():
+                self._on_close(command)
+            case Exited():
+                self._on_exited(command)
+            case Started():
+                self._on_started(command)
+            case Stopped():
+                self._on_stopped(command)
 
-    async def _handle_acquire(self, command: Acquire) -> None:
+    def _on_acquire(self, command: Acquire) -> None:
         if command.reply.done():
             return  # the caller went away while queued
-        if self._draining:
-            self._deferred.append(command)
-            return
-        try:
-            worker = await self._ensure_worker()
-        except ModelUnavailable as exc:
-            _reply(command.reply, error=exc)
-            return
-        if command.reply.done():
-            return  # the caller went away while the worker started
-        self._in_flight += 1
-        self._stats.requests += 1
-        _reply(command.reply, (worker, self._generation))
+        if self._closing is not None:
+            _reply(command.reply, error=ModelUnavailable("the server is shutting down"))
+        elif self._state is State.READY and self._draining is None:
+            self._grant(command.reply)
+        elif self._backing_off():
+            _reply(command.reply, error=self._backoff_error())
+        else:
+            self._waiting.append(command)
+            self._start_if_stopped()
 
-    async def _handle_release(self, command: Release) -> None:
+    def _on_release(self, command: Release) -> None:
         if command.generation != self._generation:
             return  # a request on a worker that has since died; already accounted for
         self._in_flight -= 1
-        self._idle_since = self._clock()
+        self._idle_since = self._clock.now()
         self._stats.last_used = time.time()
         if self._worker is not None and (rss := self._worker.rss_bytes()):
             self._measured_mb = max(self._measured_mb, rss / 1_048_576)
-        if self._in_flight == 0 and self._draining:
-            await self._finish_drain(await self._stop_worker(self._drain_reason))
+        if self._in_flight == 0 and self._draining is not None:
+            self._begin_stop(self._draining)
         elif self._in_flight == 0:
             self._gate.notify()
 
-    async def _handle_load(self, command: Load) -> None:
+    def _on_load(self, command: Load) -> None:
         if command.ttl is not None:
             self._ttl = command.ttl
-        try:
-            await self._ensure_worker()
-        except ModelUnavailable as exc:
-            _reply(command.reply, error=exc)
-            return
-        self._idle_since = self._clock()
-        _reply(command.reply, None)
+        if self._closing is not None:
+            _reply(command.reply, error=ModelUnavailable("the server is shutting down"))
+        elif self._state is State.READY and self._draining is None:
+            self._idle_since = self._clock.now()
+            _reply(command.reply, None)
+        elif self._backing_off():
+            _reply(command.reply, error=self._backoff_error())
+        else:
+            self._loads.append(command.reply)
+            self._start_if_stopped()
 
-    async def _handle_unload(self, command: Unload) -> None:
+    def _on_unload(self, command: Unload) -> None:
         if self._state is State.FAILED:
             self._failures = 0
             self._set_state(State.UNLOADED, "unload clears the load error")
-        if self._worker is None:
+        if self._state is State.UNLOADED:
             _reply(command.reply, "not loaded")
-        elif self._in_flight == 0:
-            _reply(command.reply, await self._stop_worker(command.reason))
-        else:
-            self._drain_reason = command.reason
-            self._draining.append(command.reply)  # stops when the last in-flight request ends
+            return
+        self._unloads.append(command.reply)
+        if self._state is State.STARTING:
+            self._abort_start(command.reason)
+        elif self._state is State.READY and self._in_flight:
+            self._draining = command.reason  # stops when the last in-flight request ends
+        elif self._state is State.READY:
+            self._begin_stop(command.reason)
+        # STOPPING: answered when the worker has been reaped
 
-    async def _handle_exited(self, command: Exited) -> None:
-        if command.worker is not self._worker:
-            return  # a worker we already stopped on purpose
+    def _on_close(self, command: Close) -> None:
+        self._closing = command.reply
+        self._fail_waiters(ModelUnavailable("the server is shutting down"))
+        if self._state is State.STARTING:
+            self._abort_start("shutdown")
+        elif self._state is State.READY:
+            self._begin_stop("shutdown")  # at once: the HTTP server has already drained its requests
+
+    def _on_exited(self, command: Exited) -> None:
+        if command.worker is not self._worker or self._state is not State.READY:
+            return  # a worker being stopped on purpose: its stop task reports
         reason = f"worker exited unexpectedly (code {command.worker.exit_code})"
         log.warning("model=%s pid=%d %s; the next request starts a new one", self.spec.name,
                     command.worker.pid, reason)
@@ -275,81 +352,163 @@ class ModelSlot:
         self._forget_worker("crash")
         self._set_state(State.UNLOADED, reason)
         self._gate.release(self)
-        await self._finish_drain("crashed")
+        self._answer_unloads("crashed")
+        self._resume()
 
-    async def _handle_close(self, command: Close) -> None:
-        await self._stop_worker("shutdown")
-        for pending in [*self._draining, *(c.reply for c in self._deferred)]:
-            _reply(pending, error=ModelUnavailable("the server is shutting down"))
-        while not self._inbox.empty():
-            leftover = self._inbox.get_nowait()
-            if hasattr(leftover, "reply"):
-                _reply(leftover.reply, error=ModelUnavailable("the server is shutting down"))
-        _reply(command.reply, None)
+    def _on_started(self, event: Started) -> None:
+        self._start_task = None
+        if self._state is State.STOPPING:  # an unload or shutdown arrived mid-start
+            if event.worker is not None:
+                self._adopt(event.worker, self._clock.now())
+                self._stop_task = asyncio.create_task(self._stop(event.worker), name=f"stop-{self.spec.name}")
+            else:
+                self._on_stopped(Stopped(worker=None, how="aborted while loading"))
+            return
+        if event.worker is not None:
+            self._failures = 0
+            self._stats.load_seconds = round(self._clock.now() - self._start_began, 3)
+            self._stats.last_error = None
+            self._adopt(event.worker, self._clock.now())
+            self._set_state(State.READY, f"pid {event.worker.pid}")
+            for reply in self._loads:
+                _reply(reply, None)
+            self._loads = []
+            waiting, self._waiting = self._waiting, deque()
+            for acquire in waiting:
+                if not acquire.reply.done():
+                    self._grant(acquire.reply)
+            if not self._in_flight:
+                self._gate.notify()  # loaded and idle: a waiting reservation may evict it
+            return
+        if event.capacity_full:
+            error = ModelUnavailable(str(event.error), retry_after=getattr(event.error, "retry_after", None),
+                                     code="capacity_full")
+            self._set_state(State.UNLOADED, "capacity full")
+        else:
+            self._failures += 1
+            self._retry_at = self._clock.now() + backoff_seconds(self._failures)
+            self._stats.last_error = str(event.error)
+            self._set_state(State.FAILED, str(event.error))
+            error = ModelUnavailable(f"model {self.spec.name!r} failed to load: {event.error}",
+                                     retry_after=backoff_seconds(self._failures))
+        self._fail_waiters(error)
+
+    def _on_stopped(self, event: Stopped) -> None:
+        self._stop_task = None
+        worker = self._worker
+        self._forget_worker(self._stop_reason)
+        pid = f"pid {worker.pid}" if worker else "the half-started worker"
+        self._set_state(State.UNLOADED, f"{self._stop_reason}: {pid} ended by {event.how}")
+        self._gate.release(self)
+        self._answer_unloads(event.how)
+        self._resume()
 
     # -- effects ----------------------------------------------------------------
 
-    async def _ensure_worker(self) -> WorkerProcess:
-        if self._worker is not None:
-            return self._worker
-        if self._state is State.FAILED and self._clock() < self._retry_at:
-            wait = self._retry_at - self._clock()
-            raise ModelUnavailable(
-                f"model {self.spec.name!r} failed to load ({self._stats.last_error}); retrying in {wait:.0f}s",
-                retry_after=wait,
-            )
+    def _grant(self, reply: asyncio.Future[tuple[WorkerProcess, int]]) -> None:
+        assert self._worker is not None
+        self._in_flight += 1
+        self._stats.requests += 1
+        _reply(reply, (self._worker, self._generation))
+
+    def _start_if_stopped(self) -> None:
+        if self._state not in (State.UNLOADED, State.FAILED):
+            return  # starting: it will serve them; stopping or draining: _resume() starts the next
+        self._attempt += 1
+        self._start_began = self._clock.now()
+        self._set_state(State.STARTING, "request" if self._stats.requests else "first use")
+        self._start_task = asyncio.create_task(self._start(self._attempt), name=f"start-{self.spec.name}")
+
+    async def _start(self, attempt: int) -> None:
+        """Reserve capacity, then launch; the outcome goes back to the owner's inbox."""
+        outcome = Started(attempt)
         try:
             await self._gate.reserve(self)
+            try:
+                outcome.worker = await self._launch(self.spec, self._post_exit)
+            except BaseException:
+                self._gate.release(self)
+                raise
+        except asyncio.CancelledError:
+            pass  # aborted by the owner: the launcher has stopped and reaped what it started
         except CapacityFull as exc:
-            raise ModelUnavailable(str(exc), retry_after=exc.retry_after, code="capacity_full") from None
-        self._set_state(State.STARTING, "request" if self._stats.requests else "first use")
-        started = self._clock()
+            outcome.error, outcome.capacity_full = exc, True
+        except Exception as exc:  # a failed load, whatever raised it: the owner must hear of it
+            if not isinstance(exc, (WorkerError, OSError)):
+                log.exception("model=%s unexpected error while starting its worker", self.spec.name)
+            outcome.error = exc
+        finally:
+            self._inbox.put_nowait(outcome)
+
+    def _abort_start(self, reason: str) -> None:
+        self._stop_reason = reason
+        self._set_state(State.STOPPING, f"{reason} while loading")
+        for reply in self._loads:
+            _reply(reply, error=ModelUnavailable(f"model {self.spec.name!r} was unloaded while loading ({reason})"))
+        self._loads = []
+        if self._start_task is not None:
+            self._start_task.cancel()
+
+    def _begin_stop(self, reason: str) -> None:
+        worker = self._worker
+        assert worker is not None
+        self._stop_reason = reason
+        self._draining = None
+        self._set_state(State.STOPPING, reason)
+        self._stop_task = asyncio.create_task(self._stop(worker), name=f"stop-{self.spec.name}")
+
+    async def _stop(self, worker: WorkerProcess) -> None:
+        how = "stop failed"
         try:
-            worker = await self._launch(self.spec, self._post_exit)
-        except (WorkerError, OSError) as exc:
-            self._gate.release(self)
-            self._failures += 1
-            self._retry_at = self._clock() + backoff_seconds(self._failures)
-            self._stats.last_error = str(exc)
-            self._set_state(State.FAILED, str(exc))
-            raise ModelUnavailable(f"model {self.spec.name!r} failed to load: {exc}",
-                                   retry_after=backoff_seconds(self._failures)) from exc
-        self._failures = 0
+            how = await worker.stop()
+            if worker.info is not None and worker.info.device == "cuda":
+                await devices.wait_vram_released(worker.pid, timeout=10.0)
+        finally:
+            self._inbox.put_nowait(Stopped(worker, how))
+
+    def _adopt(self, worker: WorkerProcess, now: float) -> None:
         self._worker = worker
         self._generation += 1
-        self._stats.load_seconds = round(self._clock() - started, 3)
-        self._stats.last_error = None
+        self._idle_since = now
         self._stats.languages = worker.info.languages if worker.info else None
-        self._set_state(State.READY, f"pid {worker.pid}")
-        return worker
-
-    async def _stop_worker(self, why: str) -> str:
-        worker = self._worker
-        if worker is None:
-            return "not loaded"
-        self._set_state(State.STOPPING, why)
-        how = await worker.stop()
-        if worker.info is not None and worker.info.device == "cuda":
-            await devices.wait_vram_released(worker.pid, timeout=10.0)
-        self._forget_worker(why)
-        self._set_state(State.UNLOADED, f"{why}: pid {worker.pid} ended by {how}")
-        self._gate.release(self)
-        return how
 
     def _forget_worker(self, why: str) -> None:
         self._worker = None
         self._in_flight = 0  # their leases carry the old generation; releases are ignored
         self._generation += 1
+        self._draining = None
         self._stats.unloads[why] = self._stats.unloads.get(why, 0) + 1
 
-    async def _finish_drain(self, how: str) -> None:
-        """Answer unload callers, then serve the requests that waited for the unload."""
-        waiters, self._draining = self._draining, []
-        for reply in waiters:
+    def _resume(self) -> None:
+        """After a worker ended: start the next one if requests or loads are waiting for it."""
+        if self._closing is None and (self._loads or any(not a.reply.done() for a in self._waiting)):
+            self._start_if_stopped()
+
+    def _answer_unloads(self, how: str) -> None:
+        for reply in self._unloads:
             _reply(reply, how)
-        deferred, self._deferred = self._deferred, deque()
-        for command in deferred:
-            await self._handle_acquire(command)
+        self._unloads = []
+
+    def _fail_waiters(self, error: ModelUnavailable) -> None:
+        for acquire in self._waiting:
+            _reply(acquire.reply, error=error)
+        self._waiting.clear()
+        for reply in self._loads:
+            _reply(reply, error=error)
+        self._loads = []
+
+    def _backing_off(self) -> bool:
+        return self._state is State.FAILED and self._clock.now() < self._retry_at
+
+    def _backoff_error(self) -> ModelUnavailable:
+        wait = self._retry_at - self._clock.now()
+        return ModelUnavailable(
+            f"model {self.spec.name!r} failed to load ({self._stats.last_error}); retrying in {wait:.0f}s",
+            retry_after=wait,
+        )
+
+    def _settled(self) -> bool:
+        return self._state in (State.UNLOADED, State.FAILED) and self._start_task is None and self._stop_task is None
 
     def _post_exit(self, worker: WorkerProcess) -> None:
         self._inbox.put_nowait(Exited(worker))
@@ -358,12 +517,15 @@ class ModelSlot:
         check_transition(self._state, new)
         log.info("model=%s state=%s→%s reason=%s", self.spec.name, self._state.value, new.value, reason)
         self._state = new
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def _ttl_remaining(self) -> float | None:
         """Seconds until the idle TTL fires, or None when it cannot fire now."""
-        if self._state is not State.READY or self._in_flight or self._draining or self._ttl < 0:
+        if (self._state is not State.READY or self._in_flight or self._draining is not None
+                or self._ttl < 0 or self._closing is not None):
             return None
-        return max(0.0, round(self._idle_since + self._ttl - self._clock(), 3))
+        return max(0.0, round(self._idle_since + self._ttl - self._clock.now(), 3))
 
 
 def _mb(size: int | None) -> float | None:

@@ -1,4 +1,4 @@
-"""The configured models, each behind its own `ModelSlot`, and the shared worker plumbing."""
+"""The configured models, each behind its own `ModelOwner`, and the shared worker plumbing."""
 
 from __future__ import annotations
 
@@ -7,16 +7,17 @@ import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import zmq.asyncio
 
-from supervisor.models import files as model_files
-from supervisor.workers import runtime_dir
-from supervisor.models.capacity import Capacity, Limits
 from supervisor.config import OPENAI_ALIAS, ModelSpec, Settings
-from supervisor.models.owner import ModelSlot, ModelUnavailable
+from supervisor.models import files as model_files
+from supervisor.models.capacity import Capacity
+from supervisor.models.owner import ModelOwner, ModelUnavailable
+from supervisor.models.policy import Limits
+from supervisor.models.snapshot import ModelSnapshot
 from supervisor.models.spares import SparePool
+from supervisor.workers import runtime_dir
 from supervisor.workers.process import Timeouts, WorkerProcess
 
 log = logging.getLogger("asr.registry")
@@ -43,10 +44,10 @@ class ModelRegistry:
         server = settings.server
         self.capacity = Capacity(
             Limits(server.max_loaded_models, server.memory_budget_mb, server.capacity_wait),
-            lambda: list(self._slots.values()),
+            lambda: self._owners.values(),
         )
-        self._slots = {
-            name: ModelSlot(spec, self._launch, gate=self.capacity, memory_estimate_mb=model_files.memory_estimate_mb(spec))
+        self._owners = {
+            name: ModelOwner(spec, self._launch, gate=self.capacity, memory_estimate_mb=model_files.memory_estimate_mb(spec))
             for name, spec in settings.models.items()
         }
         self._preloads: list[asyncio.Task[None]] = []
@@ -57,41 +58,41 @@ class ModelRegistry:
     async def start(self) -> None:
         self._runtime_dir = runtime_dir.create(self.settings.server.runtime_dir)
         self._ctx = zmq.asyncio.Context()
-        for slot in self._slots.values():
-            slot.start()
+        for owner in self._owners.values():
+            owner.start()
         self.spares.start()
         # Preloads run in the background: the server answers /health (state "starting")
         # while large models load, instead of refusing connections.
         self._preloads = [
-            asyncio.create_task(self._preload(slot)) for slot in self._slots.values() if slot.spec.preload
+            asyncio.create_task(self._preload(owner)) for owner in self._owners.values() if owner.spec.preload
         ]
 
     async def close(self) -> None:
         """Shutdown, in order: stop preloading, stop every worker (in parallel), release the plumbing."""
         for task in self._preloads:
             task.cancel()
-        await asyncio.gather(self.spares.close(), *(slot.close() for slot in self._slots.values()),
+        await asyncio.gather(self.spares.close(), *(owner.close() for owner in self._owners.values()),
                              return_exceptions=True)
         if self._ctx is not None:
             self._ctx.term()
         if self._runtime_dir is not None:
             runtime_dir.remove(self._runtime_dir)
 
-    def get(self, name: str | None) -> ModelSlot:
-        """The slot for `name` or an alias of it (the default model when None or empty)."""
-        return self._slots[self.resolve(name)]
+    def get(self, name: str | None) -> ModelOwner:
+        """The owner of `name` or an alias of it (the default model when None or empty)."""
+        return self._owners[self.resolve(name)]
 
     def resolve(self, name: str | None) -> str:
         """The configured model a client's name means; UnknownModel if none."""
         if not name:
             return self.default_model
-        if name in self._slots:
+        if name in self._owners:
             return name
         if name in self.settings.aliases:
             return self.settings.aliases[name]
         if name == OPENAI_ALIAS:
             return self.default_model
-        raise UnknownModel(name, list(self._slots))
+        raise UnknownModel(name, list(self._owners))
 
     def knows(self, name: str | None) -> bool:
         try:
@@ -112,18 +113,20 @@ class ModelRegistry:
         return named
 
     def names(self) -> list[str]:
-        return list(self._slots)
+        return list(self._owners)
 
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        return {name: slot.snapshot() for name, slot in self._slots.items()}
+    def snapshot(self) -> dict[str, ModelSnapshot]:
+        return {name: owner.snapshot() for name, owner in self._owners.items()}
 
     async def _launch(self, spec: ModelSpec, on_exit: Callable[[WorkerProcess], None]) -> WorkerProcess:
         """A READY worker for `spec`: the warm spare if there is one, else a fresh process."""
         worker = self.spares.take(spec.backend) or await self._spawn(spec.backend, on_exit)
         try:
             await worker.load(spec, on_exit)
-        except BaseException:
-            await worker.stop()
+        except BaseException as exc:
+            how = await worker.stop()  # a failed or aborted load leaves no process behind
+            if isinstance(exc, asyncio.CancelledError):
+                log.info("model=%s load aborted: worker pid=%d ended by %s", spec.name, worker.pid, how)
             raise
         return worker
 
@@ -135,6 +138,6 @@ class ModelRegistry:
     async def _spawn_spare(self, backend: str, on_exit: Callable[[WorkerProcess], None]) -> WorkerProcess:
         return await self._spawn(backend, on_exit, prewarm=True)
 
-    async def _preload(self, slot: ModelSlot) -> None:
+    async def _preload(self, owner: ModelOwner) -> None:
         with contextlib.suppress(ModelUnavailable):
-            await slot.load()
+            await owner.load()

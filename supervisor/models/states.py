@@ -2,21 +2,28 @@
 
     state      event                          next       effect
     ---------  -----------------------------  ---------  -------------------------------------
-    unloaded   request / load                 starting   spawn worker, wait for READY
-    starting   READY                          ready      grant queued requests
-    starting   load error / exit / timeout    failed     fail queued requests (503), back off
-    ready      idle past TTL, in-flight = 0   stopping   SHUTDOWN → SIGTERM → SIGKILL, reap
-    ready      unload (admin)                 stopping   after in-flight requests finish
+    unloaded   request / load                 starting   start task: reserve capacity, spawn or
+                                                         take the spare, LOAD, wait for READY
+    starting   start task: READY              ready      grant queued requests, answer loads
+    starting   start task: load error         failed     fail queued requests (503), back off
+    starting   start task: capacity full      unloaded   fail queued requests (503, Retry-After);
+                                                         not a load failure: no back-off
+    starting   unload / server shutdown       stopping   cancel the start task: the half-started
+                                                         worker is stopped and reaped
+    ready      idle past TTL, in-flight = 0   stopping   stop task: SHUTDOWN → SIGTERM → SIGKILL
+    ready      unload (admin), eviction       stopping   once in-flight requests have finished
     ready      worker exited (crash)          unloaded   in-flight requests get 503
-    ready      server shutdown                stopping
-    stopping   process reaped                 unloaded   requests that came meanwhile start a
+    ready      server shutdown                stopping   at once
+    stopping   stop/start task: reaped        unloaded   requests that came meanwhile start a
                                                          fresh worker
     failed     request / load after backoff   starting
     failed     request / load during backoff  failed     the request gets the load error (503)
     failed     unload                         unloaded   forget the error
 
-Only `lifecycle.ModelSlot`'s owner task moves a model between states, through
-`ModelSlot._set_state`, which checks every move against `ALLOWED`.
+Only `owner.ModelOwner`'s task moves a model between states, through
+`ModelOwner._set_state`, which checks every move against `ALLOWED`. Starting and
+stopping are tasks of their own that report back through the owner's inbox, so the
+owner keeps answering (an unload mid-start, a shutdown mid-load) while they run.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ class State(StrEnum):
 
 ALLOWED: dict[State, frozenset[State]] = {
     State.UNLOADED: frozenset({State.STARTING}),
-    State.STARTING: frozenset({State.READY, State.FAILED}),
+    State.STARTING: frozenset({State.READY, State.FAILED, State.UNLOADED, State.STOPPING}),
     State.READY: frozenset({State.STOPPING, State.UNLOADED}),
     State.STOPPING: frozenset({State.UNLOADED}),
     State.FAILED: frozenset({State.STARTING, State.UNLOADED}),
@@ -48,10 +55,3 @@ class IllegalTransition(RuntimeError):
 def check_transition(old: State, new: State) -> None:
     if new not in ALLOWED[old]:
         raise IllegalTransition(f"{old} → {new} is not a legal move")
-
-
-def backoff_seconds(failures: int, cap: float = 60.0) -> float:
-    """Delay before retrying a model that failed to load `failures` times in a row."""
-    if failures <= 0:
-        return 0.0
-    return min(cap, 2.0 ** (failures - 1))

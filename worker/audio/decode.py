@@ -76,7 +76,7 @@ def decode_file(data: bytes | memoryview) -> np.ndarray:
     if len(data) == 0:
         raise AudioError("the audio file is empty")
     try:
-        audio = decode_audio(io.BytesIO(data), sampling_rate=SAMPLE_RATE)
+        audio: np.ndarray = decode_audio(io.BytesIO(data), sampling_rate=SAMPLE_RATE)
     except (av.error.FFmpegError, IndexError, ValueError) as exc:
         raise AudioError(f"could not decode the audio file: {_describe(exc)}") from exc
     if audio.size == 0:

@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from supervisor.models import downloads
 from supervisor.interfaces.http.auth import require_admin_key
-from supervisor.interfaces.http.errors import bad_request, from_worker_error
+from supervisor.interfaces.http.errors import api_error, bad_request
+from supervisor.interfaces.http.schemas import LoadedModel, UnloadReport, UnloadResult
+from supervisor.models import downloads
 from supervisor.models.owner import ModelUnavailable
 from supervisor.models.registry import ModelRegistry, UnknownModel
 
@@ -24,7 +24,8 @@ router = APIRouter(dependencies=[Depends(require_admin_key)])
 
 
 def _registry(request: Request) -> ModelRegistry:
-    return request.app.state.registry
+    registry: ModelRegistry = request.app.state.registry
+    return registry
 
 
 @router.post("/v1/model/load")
@@ -32,15 +33,15 @@ async def load_model(
     request: Request,
     model: str = Query(..., description="model to load"),
     ttl: int | None = Query(None, ge=-1, description="a new TTL for this model, from now on"),
-) -> dict[str, Any]:
+) -> LoadedModel:
     """Start the model's worker now and wait until it is ready."""
     registry = _registry(request)
     try:
-        slot = registry.get(model)
-        await slot.load(ttl)
+        owner = registry.get(model)
+        await owner.load(ttl)
     except (UnknownModel, ModelUnavailable) as exc:
-        raise from_worker_error(exc) from None
-    return {"model": slot.spec.name} | slot.snapshot()
+        raise api_error(exc) from None
+    return LoadedModel(model=owner.spec.name, **owner.snapshot().model_dump())
 
 
 @router.post("/v1/model/download")
@@ -51,12 +52,12 @@ async def download_model(request: Request, model: str = Query(..., description="
     "path", "size", "cached"}` or `{"event": "error", "message"}`.
     """
     try:
-        slot = _registry(request).get(model)
+        owner = _registry(request).get(model)
     except UnknownModel as exc:
-        raise from_worker_error(exc) from None
+        raise api_error(exc) from None
 
     async def lines() -> AsyncIterator[str]:
-        async for event in downloads.download(slot.spec):
+        async for event in downloads.download(owner.spec):
             yield json.dumps(event) + "\n"
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
@@ -67,15 +68,15 @@ async def unload_model(
     request: Request,
     model: str | None = Query(None, description="model to unload"),
     all: bool = Query(False, description="unload every model"),
-) -> dict[str, Any]:
+) -> UnloadResult:
     """Stop the model's worker once its in-flight requests finish; report what was freed."""
     registry = _registry(request)
     if all == bool(model):
         raise bad_request("Name one model (?model=NAME) or ask for all (?all=true).", param="model")
     try:
-        slots = [registry.get(name) for name in registry.names()] if all else [registry.get(model)]
+        owners = [registry.get(name) for name in registry.names()] if all else [registry.get(model)]
     except UnknownModel as exc:
-        raise from_worker_error(exc) from None
-    results = await asyncio.gather(*(slot.unload() for slot in slots))
-    return {"unloaded": [r for r in results if r["ended_by"] != "not loaded"],
-            "freed_rss_mb": round(sum(r["freed_rss_mb"] or 0 for r in results), 1)}
+        raise api_error(exc) from None
+    results = [UnloadReport(**r) for r in await asyncio.gather(*(owner.unload() for owner in owners))]
+    return UnloadResult(unloaded=[r for r in results if r.ended_by != "not loaded"],
+                        freed_rss_mb=round(sum(r.freed_rss_mb or 0 for r in results), 1))

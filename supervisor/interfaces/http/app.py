@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from supervisor.interfaces.http import errors
 from supervisor.config import Settings, wyoming_uri
-from supervisor.models.registry import ModelRegistry
-from supervisor.interfaces.http import admin, audio, health, models
+from supervisor.interfaces.http import admin, audio, errors, health, models
 from supervisor.interfaces.http.upload_limit import UploadLimit
 from supervisor.interfaces.wyoming.server import WyomingService
+from supervisor.models.registry import ModelRegistry
+from supervisor.service import TranscriptionService
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -20,11 +20,13 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = ModelRegistry(settings)
         await registry.start()
+        service = TranscriptionService(registry)
         app.state.registry = registry
+        app.state.service = service
         wyoming = None
         if settings.server.wyoming:
             max_audio = int(settings.server.max_upload_mb * 1_000_000)
-            wyoming = WyomingService(wyoming_uri(settings.server), registry, max_audio,
+            wyoming = WyomingService(wyoming_uri(settings.server), service, max_audio,
                                      settings.server.wyoming_idle_timeout)
             await wyoming.start()
         announcer = None

@@ -2,29 +2,31 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from supervisor.interfaces.http import formats
 from supervisor.interfaces.http.auth import require_api_key
-from supervisor.interfaces.http.errors import bad_request, from_worker_error
+from supervisor.interfaces.http.errors import bad_request, from_service_error
 from supervisor.interfaces.http.formats import ResponseFormat
-from supervisor.models.owner import ModelSlot, ModelUnavailable
-from supervisor.models.registry import ModelRegistry, UnknownModel
-from supervisor.workers.process import WorkerError
-from worker.protocol import Segment, TranscribeParams, TranscribeResult
+from supervisor.interfaces.http.schemas import TranscriptionJSON, VerboseTranscriptionJSON
+from supervisor.service import Item, ServiceError, Transcription, TranscriptionService
+from worker.protocol import TranscribeParams, TranscribeResult
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
-_Item = tuple[Segment | TranscribeResult, int]
+#: What the routes answer: JSON for json/verbose_json, plain text for text/srt/vtt, SSE when streaming.
+_RESPONSES: dict[int | str, dict[str, Any]] = {200: {
+    "model": TranscriptionJSON | VerboseTranscriptionJSON,
+    "content": {"text/plain": {}, "application/x-subrip": {}, "text/vtt": {}, "text/event-stream": {}},
+}}
 
 
-@router.post("/v1/audio/transcriptions")
+@router.post("/v1/audio/transcriptions", responses=_RESPONSES)
 async def transcriptions(
     request: Request,
     file: Annotated[UploadFile, File(description="audio in any format FFmpeg decodes")],
@@ -48,7 +50,7 @@ async def transcriptions(
     return await _serve(request, file, model, params, response_format, granularities)
 
 
-@router.post("/v1/audio/translations")
+@router.post("/v1/audio/translations", responses=_RESPONSES)
 async def translations(
     request: Request,
     file: Annotated[UploadFile, File(description="audio in any format FFmpeg decodes")],
@@ -67,7 +69,7 @@ async def translations(
 def _granularities(values: list[str] | None) -> set[str]:
     chosen = set(values or ["segment"])
     if unknown := chosen - {"segment", "word"}:
-        raise bad_request(f"Invalid timestamp granularity {sorted(unknown)[0]!r}: use 'segment' and/or 'word'.",
+        raise bad_request(f"Invalid timestamp granularity {min(unknown)!r}: use 'segment' and/or 'word'.",
                           param="timestamp_granularities[]")
     return chosen
 
@@ -80,50 +82,32 @@ async def _serve(
     response_format: str,
     granularities: set[str],
 ) -> Response:
-    registry: ModelRegistry = request.app.state.registry
-    try:
-        slot = registry.get(model)
-    except UnknownModel as exc:
-        raise from_worker_error(exc) from None
+    service: TranscriptionService = request.app.state.service
+    service.resolve(model)  # an unknown model is a 404 before the upload is read
     audio = await file.read()
     if not audio:
         raise bad_request("The uploaded file is empty.", param="file", code="empty_file")
 
-    items = _run(slot, audio, params)
-    first = await _first(items)  # errors before the first byte become proper HTTP statuses
-    headers = {"X-ASR-Model": slot.spec.name, "X-ASR-Worker-PID": str(first[1])}
-    if params.stream:
-        return StreamingResponse(_sse(first, items), media_type="text/event-stream",
-                                 headers=headers | {"Cache-Control": "no-cache"})
-    await items.aclose()  # releases the lease now, not whenever the generator is collected
-    result = first[0]
-    assert isinstance(result, TranscribeResult)
-    return _render(result, params.task, response_format, granularities, headers)
-
-
-async def _run(slot: ModelSlot, audio: bytes, params: TranscribeParams) -> AsyncIterator[_Item]:
-    """Segments (when streaming) then the result, each with the PID that made it.
-
-    The lease is held for as long as this generator runs, so a streaming response keeps
-    its model busy (safe from the TTL) until the last event is sent.
-    """
-    async with slot.lease() as worker, contextlib.aclosing(worker.stream(audio, params)) as items:
-        async for item in items:
-            yield item, worker.pid
-
-
-async def _first(items: AsyncIterator[_Item]) -> _Item:
+    transcription = service.stream(model, audio, params)
     try:
-        return await anext(items)
-    except (WorkerError, ModelUnavailable) as exc:
-        raise from_worker_error(exc) from None
+        first = await anext(transcription)  # errors before the first byte become proper HTTP statuses
+    except BaseException:
+        await transcription.aclose()
+        raise
+    headers = {"X-ASR-Model": transcription.model, "X-ASR-Worker-PID": str(transcription.pid)}
+    if params.stream:
+        return StreamingResponse(_sse(first, transcription), media_type="text/event-stream",
+                                 headers=headers | {"Cache-Control": "no-cache"})
+    await transcription.aclose()  # releases the lease now, not whenever the generator is collected
+    assert isinstance(first, TranscribeResult)
+    return _render(first, params.task, response_format, granularities, headers)
 
 
-async def _sse(first: _Item, rest: AsyncIterator[_Item]) -> AsyncIterator[str]:
+async def _sse(first: Item, rest: Transcription) -> AsyncIterator[str]:
     """OpenAI's transcription stream: `transcript.text.delta` per segment, then `.done`."""
     sent: list[str] = []
 
-    def event(item: Segment | TranscribeResult) -> str:
+    def event(item: Item) -> str:
         if isinstance(item, TranscribeResult):
             # The final text is exactly what the deltas added up to.
             return _event({"type": "transcript.text.done", "text": "".join(sent)})
@@ -132,11 +116,11 @@ async def _sse(first: _Item, rest: AsyncIterator[_Item]) -> AsyncIterator[str]:
         return _event({"type": "transcript.text.delta", "delta": delta})
 
     try:
-        yield event(first[0])
-        async for item, _pid in rest:
+        yield event(first)
+        async for item in rest:
             yield event(item)
-    except (WorkerError, ModelUnavailable) as exc:
-        error = from_worker_error(exc)
+    except ServiceError as exc:
+        error = from_service_error(exc)
         yield _event({"error": {"message": error.message, "type": error.type, "param": error.param,
                                 "code": error.code}})
     finally:

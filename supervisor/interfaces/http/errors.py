@@ -15,10 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from supervisor.models.owner import ModelUnavailable
-from supervisor.models.registry import UnknownModel
-from supervisor.workers.process import WorkerCrashed, WorkerRequestError
-from worker.protocol import ErrorCode
+from supervisor.service import FailureKind, ServiceError, classify
 
 log = logging.getLogger("asr.http")
 
@@ -51,29 +48,38 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
     return APIError(400, message, param=param, code=code)
 
 
-def from_worker_error(exc: Exception) -> APIError:
-    """Map what a worker or model slot raised to the HTTP error a client should see."""
-    if isinstance(exc, WorkerRequestError):
-        if exc.code is ErrorCode.BAD_AUDIO:
-            return bad_request(str(exc), param="file", code="invalid_audio")
-        if exc.code is ErrorCode.BAD_PARAMETER:
-            return bad_request(str(exc), code="invalid_parameter")
-        return APIError(500, str(exc), type="server_error", code="transcription_failed")
-    if isinstance(exc, WorkerCrashed):
-        return APIError(503, f"{exc}; the request was not completed, please retry",
-                        type="server_error", code="worker_crashed")
-    if isinstance(exc, ModelUnavailable):
-        headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
-        return APIError(503, str(exc), type="server_error", code=exc.code, headers=headers)
-    if isinstance(exc, UnknownModel):
-        return APIError(404, str(exc), param="model", code="model_not_found")
-    raise TypeError(f"not a worker error: {exc!r}")
+#: HTTP status for each kind of failure the service layer reports.
+STATUS = {
+    FailureKind.BAD_AUDIO: 400,
+    FailureKind.BAD_PARAMETER: 400,
+    FailureKind.UNKNOWN_MODEL: 404,
+    FailureKind.UNAVAILABLE: 503,
+    FailureKind.CRASHED: 503,
+    FailureKind.INTERNAL: 500,
+}
+
+
+def from_service_error(error: ServiceError) -> APIError:
+    """The HTTP form of a failure the service layer classified."""
+    status = STATUS[error.kind]
+    headers = {"Retry-After": str(max(1, round(error.retry_after)))} if error.retry_after else None
+    return APIError(status, error.message, type="invalid_request_error" if status < 500 else "server_error",
+                    param=error.param, code=error.code, headers=headers)
+
+
+def api_error(exc: Exception) -> APIError:
+    """What a model, worker or the service raised, as the HTTP error a client should see."""
+    return from_service_error(classify(exc))
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         return exc.response()
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        return from_service_error(exc).response()
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -2,58 +2,56 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
+from supervisor.interfaces.http.auth import require_api_key
+from supervisor.interfaces.http.errors import api_error
+from supervisor.interfaces.http.schemas import DefaultModelChoice, ModelList, ModelObject
 from supervisor.models import catalog
 from supervisor.models import files as model_files
-from supervisor.interfaces.http.auth import require_api_key
-from supervisor.interfaces.http.errors import from_worker_error
 from supervisor.models.registry import ModelRegistry, UnknownModel
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
 
-def _describe(registry: ModelRegistry, name: str) -> dict[str, Any]:
-    slot = registry.get(name)
-    state = slot.snapshot()
-    path = model_files.installed_path(slot.spec)
-    return {
-        "id": name,
-        "object": "model",
-        "created": 0,
-        "owned_by": "asr-supervisor",
-        "ready": state["state"] == "ready",
-        "loaded": state["state"] == "ready",
-        "state": state["state"],
-        "default": name == registry.default_model,
-        "backend": slot.spec.backend,
-        "source": slot.spec.source,
-        "description": slot.spec.description,
-        "languages": state["languages"] or model_files.languages_guess(slot.spec),
-        "installed": path is not None,
-        "approx_size_mb": known.size_mb if (known := catalog.lookup(slot.spec.source) or catalog.lookup(name)) else None,
-        "size": model_files.disk_size(path) if path else None,
-        "aliases": registry.aliases_of(name),
-    }
+def _describe(registry: ModelRegistry, name: str) -> ModelObject:
+    owner = registry.get(name)
+    snapshot = owner.snapshot()
+    path = model_files.installed_path(owner.spec)
+    known = catalog.lookup(owner.spec.source, owner.spec.backend) or catalog.lookup(name, owner.spec.backend)
+    return ModelObject(
+        id=name,
+        ready=snapshot.state == "ready",
+        loaded=snapshot.state == "ready",
+        state=snapshot.state,
+        default=name == registry.default_model,
+        backend=snapshot.backend,
+        source=snapshot.source,
+        description=snapshot.description,
+        languages=snapshot.languages or model_files.languages_guess(owner.spec),
+        installed=path is not None,
+        approx_size_mb=known.size_mb if known else None,
+        size=model_files.disk_size(path) if path else None,
+        aliases=registry.aliases_of(name),
+    )
 
 
 @router.get("/v1/models")
-async def list_models(request: Request) -> dict[str, Any]:
+async def list_models(request: Request) -> ModelList:
     registry: ModelRegistry = request.app.state.registry
-    return {"object": "list", "data": [_describe(registry, name) for name in registry.names()]}
+    return ModelList(data=[_describe(registry, name) for name in registry.names()])
 
 
 @router.get("/v1/models/{model_id:path}")
-async def retrieve_model(request: Request, model_id: str) -> dict[str, Any]:
+async def retrieve_model(request: Request, model_id: str) -> ModelObject:
+    """A configured model, or an alias of one (answered under the name asked for)."""
     registry: ModelRegistry = request.app.state.registry
     try:
         name = registry.resolve(model_id)
     except UnknownModel as exc:
-        raise from_worker_error(exc) from None
-    return _describe(registry, name) | {"id": model_id} if model_id != name else _describe(registry, name)
+        raise api_error(exc) from None
+    return _describe(registry, name).model_copy(update={"id": model_id})
 
 
 class ModelChoice(BaseModel):
@@ -61,11 +59,11 @@ class ModelChoice(BaseModel):
 
 
 @router.post("/v1/settings/model")
-async def set_default_model(request: Request, choice: ModelChoice) -> dict[str, str]:
+async def set_default_model(request: Request, choice: ModelChoice) -> DefaultModelChoice:
     """Make `model_id` the model used when a request names none (and what `whisper-1` means)."""
     registry: ModelRegistry = request.app.state.registry
     try:
         name = registry.set_default(choice.model_id)
     except UnknownModel as exc:
-        raise from_worker_error(exc) from None
-    return {"status": "success", "model": name}
+        raise api_error(exc) from None
+    return DefaultModelChoice(model=name)

@@ -30,7 +30,7 @@ def lan_address() -> str:
     """
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.connect((_MDNS_GROUP, 1))
-        return sock.getsockname()[0]
+        return str(sock.getsockname()[0])
 
 
 def service_info(port: int, name: str, address: str) -> AsyncServiceInfo:

@@ -1,0 +1,36 @@
+"""What one model looks like from outside: one typed snapshot for every reader.
+
+`/health`, `/v1/models`, Wyoming's `describe` and `asrctl` all read this, so a field is
+named and typed once. It is advisory: true when taken, and nothing may act on it
+(acting goes through the owner's inbox).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelSnapshot(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    state: str = Field(description="unloaded, starting, ready, stopping or failed")
+    backend: str
+    source: str
+    description: str
+    pid: int | None = Field(description="the worker process, while there is one")
+    device: str | None = Field(description="cpu or cuda, once loaded")
+    compute_type: str | None
+    concurrency: int | None = Field(description="requests the worker decodes side by side")
+    rss_mb: float | None = Field(description="the worker's resident memory now")
+    vram_mb: float | None = Field(None, description="the worker's GPU memory (CUDA only)")
+    languages: list[str] | None = Field(description="known once the model has loaded")
+    ttl: int = Field(description="idle seconds before the worker ends; -1 never")
+    ttl_remaining: float | None = Field(description="seconds until the TTL fires; null while busy")
+    in_flight: int
+    queued: int = Field(description="requests waiting for this model's worker to start")
+    requests: int = Field(description="requests served since the supervisor started")
+    load_seconds: float | None
+    last_used: float | None = Field(description="unix time the last request ended")
+    last_error: str | None
+    unloads: dict[str, int] = Field(description="worker ends by reason: ttl, unload, evicted, crash, shutdown")
+    retry_in: float | None = Field(description="seconds until a failed model may be tried again")
