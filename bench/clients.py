@@ -37,8 +37,9 @@ class InProcess:
         self.model = self._load()
 
     def _load(self) -> Any:
-        return self._cls(self._model_dir, device="cpu", compute_type="int8", cpu_threads=self._cpu_threads,
-                         num_workers=1)
+        return self._cls(
+            self._model_dir, device="cpu", compute_type="int8", cpu_threads=self._cpu_threads, num_workers=1
+        )
 
     def transcribe(self, clip: Clip, model: Any = None) -> tuple[float, str]:
         """Seconds to decode and fully transcribe the clip (the segment generator is lazy)."""
@@ -91,7 +92,9 @@ async def http_throughput(url: str, clip: Clip, clients: int, per_client: int) -
         return time.perf_counter() - started
 
 
-async def wyoming_transcribe(port: int, clip: Clip, chunk_samples: int = 1024, settle: float = 0.0) -> tuple[float, str]:
+async def wyoming_transcribe(
+    port: int, clip: Clip, chunk_samples: int = 1024, settle: float = 0.0
+) -> tuple[float, str]:
     """Seconds from audio-stop to the first `transcript`, in Home Assistant's event order.
 
     A fresh connection per utterance, as Home Assistant opens one. `settle` waits after the
@@ -107,7 +110,8 @@ async def wyoming_transcribe(port: int, clip: Clip, chunk_samples: int = 1024, s
         step = chunk_samples * 2
         for offset in range(0, len(clip.pcm), step):
             await client.write_event(
-                AudioChunk(rate=RATE, width=2, channels=1, audio=clip.pcm[offset:offset + step]).event())
+                AudioChunk(rate=RATE, width=2, channels=1, audio=clip.pcm[offset : offset + step]).event()
+            )
         if settle:
             await asyncio.sleep(settle)
         started = time.perf_counter()

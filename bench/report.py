@@ -60,46 +60,109 @@ def build_rows(r: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     for name, lat in r["latency"].items():
         ratio = p50(lat["http"]) / p50(lat["inprocess"])
-        rows.append(Row(f"Warm HTTP, {name} clip ({lat['audio_seconds']:.1f} s)", _pp(lat["http"]),
-                        f"in-process {_pp(lat['inprocess'])}", ratio, f"p50 ≤ {WARM_HTTP_MAX_RATIO}×",
-                        ratio <= WARM_HTTP_MAX_RATIO))
+        rows.append(
+            Row(
+                f"Warm HTTP, {name} clip ({lat['audio_seconds']:.1f} s)",
+                _pp(lat["http"]),
+                f"in-process {_pp(lat['inprocess'])}",
+                ratio,
+                f"p50 ≤ {WARM_HTTP_MAX_RATIO}×",
+                ratio <= WARM_HTTP_MAX_RATIO,
+            )
+        )
     cold = r["cold"]
     ratio = p50(cold["http"]) / p50(cold["inprocess"])
-    rows.append(Row(f"Cold first request after unload ({cold['clip']} clip)", f"p50 {p50(cold['http']):.3f} s",
-                    f"in-process load + transcribe p50 {p50(cold['inprocess']):.3f} s", ratio,
-                    f"≤ {COLD_MAX_RATIO}×", ratio <= COLD_MAX_RATIO))
+    rows.append(
+        Row(
+            f"Cold first request after unload ({cold['clip']} clip)",
+            f"p50 {p50(cold['http']):.3f} s",
+            f"in-process load + transcribe p50 {p50(cold['inprocess']):.3f} s",
+            ratio,
+            f"≤ {COLD_MAX_RATIO}×",
+            ratio <= COLD_MAX_RATIO,
+        )
+    )
     tp = r["throughput"]
     for clients, ours in tp["asr_http"].items():
         ref = tp["wfw_wyoming"].get(clients)
         ratio = ours["requests_per_s"] / ref["requests_per_s"] if ref else None
         gated = int(clients) == THROUGHPUT_GOAL_CLIENTS
-        rows.append(Row(f"Throughput, {clients} client{'s' if int(clients) > 1 else ''}, {tp['clip']} clip (HTTP)",
-                        _rate(ours), f"wyoming-faster-whisper {_rate(ref)}", ratio,
-                        f"≥ {THROUGHPUT_MIN_RATIO}×" if gated else "—",
-                        (ratio is not None and ratio >= THROUGHPUT_MIN_RATIO) if gated else None))
+        rows.append(
+            Row(
+                f"Throughput, {clients} client{'s' if int(clients) > 1 else ''}, {tp['clip']} clip (HTTP)",
+                _rate(ours),
+                f"wyoming-faster-whisper {_rate(ref)}",
+                ratio,
+                f"≥ {THROUGHPUT_MIN_RATIO}×" if gated else "—",
+                (ratio is not None and ratio >= THROUGHPUT_MIN_RATIO) if gated else None,
+            )
+        )
     for clients, ours in tp["asr_wyoming"].items():
         ref = tp["wfw_wyoming"].get(clients)
-        rows.append(Row(f"Throughput, {clients} clients, {tp['clip']} clip (asr-supervisor via Wyoming)", _rate(ours),
-                        f"wyoming-faster-whisper {_rate(ref)}",
-                        ours["requests_per_s"] / ref["requests_per_s"] if ref else None, "—", None))
+        rows.append(
+            Row(
+                f"Throughput, {clients} clients, {tp['clip']} clip (asr-supervisor via Wyoming)",
+                _rate(ours),
+                f"wyoming-faster-whisper {_rate(ref)}",
+                ours["requests_per_s"] / ref["requests_per_s"] if ref else None,
+                "—",
+                None,
+            )
+        )
     mem = r["memory"]
-    rows.append(Row("Supervisor RSS idle (before any model load)", f"{mem['supervisor_idle_mb']:.1f} MB", "—", None,
-                    f"≤ {IDLE_RSS_MAX_MB:.0f} MB", mem["supervisor_idle_mb"] <= IDLE_RSS_MAX_MB))
-    rows.append(Row("Worker RSS, model loaded", f"{mem['worker_loaded_mb']:.1f} MB",
-                    f"wyoming-faster-whisper (whole process) {mem['wfw_loaded_mb']:.1f} MB", None, "—", None))
-    rows.append(Row("Whole-service RSS, model loaded", f"{mem['service_loaded_mb']:.1f} MB",
-                    f"wyoming-faster-whisper {mem['wfw_loaded_mb']:.1f} MB",
-                    mem["service_loaded_mb"] / mem["wfw_loaded_mb"], "—", None))
+    rows.append(
+        Row(
+            "Supervisor RSS idle (before any model load)",
+            f"{mem['supervisor_idle_mb']:.1f} MB",
+            "—",
+            None,
+            f"≤ {IDLE_RSS_MAX_MB:.0f} MB",
+            mem["supervisor_idle_mb"] <= IDLE_RSS_MAX_MB,
+        )
+    )
+    rows.append(
+        Row(
+            "Worker RSS, model loaded",
+            f"{mem['worker_loaded_mb']:.1f} MB",
+            f"wyoming-faster-whisper (whole process) {mem['wfw_loaded_mb']:.1f} MB",
+            None,
+            "—",
+            None,
+        )
+    )
+    rows.append(
+        Row(
+            "Whole-service RSS, model loaded",
+            f"{mem['service_loaded_mb']:.1f} MB",
+            f"wyoming-faster-whisper {mem['wfw_loaded_mb']:.1f} MB",
+            mem["service_loaded_mb"] / mem["wfw_loaded_mb"],
+            "—",
+            None,
+        )
+    )
     delta = mem["service_after_unload_mb"] - mem["service_before_load_mb"]
-    rows.append(Row(f"Whole-service RSS after TTL unload (ttl {mem['ttl']} s)",
-                    f"{mem['service_after_unload_mb']:.1f} MB ({delta:+.1f} MB)",
-                    f"before first load {mem['service_before_load_mb']:.1f} MB", None,
-                    f"within {UNLOAD_RSS_MAX_DELTA_MB:.0f} MB", abs(delta) <= UNLOAD_RSS_MAX_DELTA_MB))
+    rows.append(
+        Row(
+            f"Whole-service RSS after TTL unload (ttl {mem['ttl']} s)",
+            f"{mem['service_after_unload_mb']:.1f} MB ({delta:+.1f} MB)",
+            f"before first load {mem['service_before_load_mb']:.1f} MB",
+            None,
+            f"within {UNLOAD_RSS_MAX_DELTA_MB:.0f} MB",
+            abs(delta) <= UNLOAD_RSS_MAX_DELTA_MB,
+        )
+    )
     for name, lat in r["wyoming"].items():
         ratio = p50(lat["asr"]) / p50(lat["wfw"])
-        rows.append(Row(f"Wyoming audio-stop → transcript, {name} clip ({lat['audio_seconds']:.1f} s)",
-                        _pp(lat["asr"]), f"wyoming-faster-whisper {_pp(lat['wfw'])}", ratio,
-                        f"p50 ≤ {WYOMING_MAX_RATIO}×", ratio <= WYOMING_MAX_RATIO))
+        rows.append(
+            Row(
+                f"Wyoming audio-stop → transcript, {name} clip ({lat['audio_seconds']:.1f} s)",
+                _pp(lat["asr"]),
+                f"wyoming-faster-whisper {_pp(lat['wfw'])}",
+                ratio,
+                f"p50 ≤ {WYOMING_MAX_RATIO}×",
+                ratio <= WYOMING_MAX_RATIO,
+            )
+        )
     return rows
 
 
@@ -145,35 +208,64 @@ def chart(path: Path, r: dict[str, Any]) -> None:
         for i, (name, (mids, highs)) in enumerate(series.items()):
             xs = [x + (i - 0.5) * width for x in range(len(labels))]
             ax.bar(xs, mids, width, label=name)
-            ax.errorbar(xs, mids, yerr=[[0] * len(mids), [h - m for m, h in zip(mids, highs)]], fmt="none",
-                        ecolor="black", capsize=3, lw=1)
+            ax.errorbar(
+                xs,
+                mids,
+                yerr=[[0] * len(mids), [h - m for m, h in zip(mids, highs)]],
+                fmt="none",
+                ecolor="black",
+                capsize=3,
+                lw=1,
+            )
         ax.set_xticks(range(len(labels)), labels)
         ax.set_ylabel("seconds (bar p50, whisker p90)")
         ax.set_title(title)
         ax.legend()
 
     lat = r["latency"]
-    bars(ax1, [f"{n}\n{v['audio_seconds']:.1f} s" for n, v in lat.items()], {
-        "in-process": ([p50(v["inprocess"]) for v in lat.values()], [percentile(v["inprocess"], 90) for v in lat.values()]),
-        "asr-supervisor HTTP": ([p50(v["http"]) for v in lat.values()], [percentile(v["http"], 90) for v in lat.values()]),
-    }, f"Warm transcription (goal: HTTP p50 ≤ {WARM_HTTP_MAX_RATIO}× in-process)")
+    bars(
+        ax1,
+        [f"{n}\n{v['audio_seconds']:.1f} s" for n, v in lat.items()],
+        {
+            "in-process": (
+                [p50(v["inprocess"]) for v in lat.values()],
+                [percentile(v["inprocess"], 90) for v in lat.values()],
+            ),
+            "asr-supervisor HTTP": (
+                [p50(v["http"]) for v in lat.values()],
+                [percentile(v["http"], 90) for v in lat.values()],
+            ),
+        },
+        f"Warm transcription (goal: HTTP p50 ≤ {WARM_HTTP_MAX_RATIO}× in-process)",
+    )
 
     wy, cold = r["wyoming"], r["cold"]
     labels = [f"Wyoming {n}" for n in wy] + ["cold start"]
-    bars(ax2, labels, {
-        "reference (wyoming-faster-whisper;\nin-process load+transcribe)": (
-            [p50(v["wfw"]) for v in wy.values()] + [p50(cold["inprocess"])],
-            [percentile(v["wfw"], 90) for v in wy.values()] + [percentile(cold["inprocess"], 90)]),
-        "asr-supervisor": (
-            [p50(v["asr"]) for v in wy.values()] + [p50(cold["http"])],
-            [percentile(v["asr"], 90) for v in wy.values()] + [percentile(cold["http"], 90)]),
-    }, "Wyoming audio-stop → transcript; cold first request")
+    bars(
+        ax2,
+        labels,
+        {
+            "reference (wyoming-faster-whisper;\nin-process load+transcribe)": (
+                [p50(v["wfw"]) for v in wy.values()] + [p50(cold["inprocess"])],
+                [percentile(v["wfw"], 90) for v in wy.values()] + [percentile(cold["inprocess"], 90)],
+            ),
+            "asr-supervisor": (
+                [p50(v["asr"]) for v in wy.values()] + [p50(cold["http"])],
+                [percentile(v["asr"], 90) for v in wy.values()] + [percentile(cold["http"], 90)],
+            ),
+        },
+        "Wyoming audio-stop → transcript; cold first request",
+    )
 
     tp = r["throughput"]
-    top = max((v["requests_per_s"] for k in ("asr_http", "wfw_wyoming", "asr_wyoming") for v in tp[k].values()),
-              default=1.0)
-    for key, label, style in (("asr_http", "asr-supervisor HTTP", "o-"), ("wfw_wyoming", "wyoming-faster-whisper", "s-"),
-                              ("asr_wyoming", "asr-supervisor Wyoming", "^")):
+    top = max(
+        (v["requests_per_s"] for k in ("asr_http", "wfw_wyoming", "asr_wyoming") for v in tp[k].values()), default=1.0
+    )
+    for key, label, style in (
+        ("asr_http", "asr-supervisor HTTP", "o-"),
+        ("wfw_wyoming", "wyoming-faster-whisper", "s-"),
+        ("asr_wyoming", "asr-supervisor Wyoming", "^"),
+    ):
         points = sorted((int(c), v["requests_per_s"]) for c, v in tp[key].items())
         if points:
             ax3.plot(*zip(*points), style, label=label, markersize=8)
@@ -182,14 +274,28 @@ def chart(path: Path, r: dict[str, Any]) -> None:
     ax3.set_xlabel("concurrent clients")
     ax3.set_ylabel("requests/s")
     ax3.set_ylim(0, top * 1.3)
-    ax3.set_title(f"Throughput, {tp['clip']} clip (goal at 4 clients: ≥ {THROUGHPUT_MIN_RATIO}× wyoming-faster-whisper)")
+    ax3.set_title(
+        f"Throughput, {tp['clip']} clip (goal at 4 clients: ≥ {THROUGHPUT_MIN_RATIO}× wyoming-faster-whisper)"
+    )
     ax3.legend()
 
     mem = r["memory"]
-    names = ["supervisor\nidle", "service\nbefore load", "worker\nloaded", "service\nloaded", "service after\nTTL unload",
-             "wyoming-f-w\nloaded"]
-    values = [mem["supervisor_idle_mb"], mem["service_before_load_mb"], mem["worker_loaded_mb"],
-              mem["service_loaded_mb"], mem["service_after_unload_mb"], mem["wfw_loaded_mb"]]
+    names = [
+        "supervisor\nidle",
+        "service\nbefore load",
+        "worker\nloaded",
+        "service\nloaded",
+        "service after\nTTL unload",
+        "wyoming-f-w\nloaded",
+    ]
+    values = [
+        mem["supervisor_idle_mb"],
+        mem["service_before_load_mb"],
+        mem["worker_loaded_mb"],
+        mem["service_loaded_mb"],
+        mem["service_after_unload_mb"],
+        mem["wfw_loaded_mb"],
+    ]
     ax4.bar(names, values, color=["C0", "C0", "C1", "C1", "C0", "C2"])
     ax4.axhline(IDLE_RSS_MAX_MB, color="red", ls="--", lw=1, label=f"idle goal {IDLE_RSS_MAX_MB:.0f} MB")
     for x, v in enumerate(values):
@@ -198,8 +304,10 @@ def chart(path: Path, r: dict[str, Any]) -> None:
     ax4.set_title("Memory (psutil RSS)")
     ax4.legend()
 
-    fig.suptitle(f"asr-supervisor benchmark ({r['meta']['mode']}) · tiny.en CPU int8 · "
-                 f"{r['meta']['cpu_threads']} threads · {r['meta']['date']}")
+    fig.suptitle(
+        f"asr-supervisor benchmark ({r['meta']['mode']}) · tiny.en CPU int8 · "
+        f"{r['meta']['cpu_threads']} threads · {r['meta']['date']}"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -143,9 +143,16 @@ class Service:
 def _spawn(name: str, cmd: list[str], tmp: Path, port: int, env: dict[str, str] | None = None) -> Service:
     log_path = tmp / f"{name}.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=_env() | (env or {}),
-                                cwd=tmp, start_new_session=True, preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=_env() | (env or {}),
+            cwd=tmp,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509  (prctl only, before exec: no lock is taken)
+        )
     return Service(name, proc, log_path, port)
 
 
@@ -158,8 +165,9 @@ class Supervisor(Service):
         return f"http://127.0.0.1:{self.port}"
 
 
-def start_supervisor(tmp: Path, name: str, ttl: int, cpu_threads: int, code: Path = REPO,
-                     timeout: float = 60.0) -> Supervisor:
+def start_supervisor(
+    tmp: Path, name: str, ttl: int, cpu_threads: int, code: Path = REPO, timeout: float = 60.0
+) -> Supervisor:
     """asr-supervisor serving the bundled tiny.en on CPU int8, beam 5; returns once /health says 200.
 
     `code` is the checkout whose supervisor/ and worker/ run (PYTHONPATH reaches the
@@ -173,8 +181,19 @@ def start_supervisor(tmp: Path, name: str, ttl: int, cpu_threads: int, code: Pat
         '[models."tiny.en"]\nsource = "bundled"\n'
     )
     port, wyoming_port = free_port(), free_port()
-    cmd = [sys.executable, "-m", "supervisor", "--config", str(config), "--port", str(port),
-           "--wyoming-port", str(wyoming_port), "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "supervisor",
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+        "--wyoming-port",
+        str(wyoming_port),
+        "--log-level",
+        "warning",
+    ]
     service = _spawn(name, cmd, tmp, port, {"PYTHONPATH": str(code)})
     sup = Supervisor(service.name, service.proc, service.log_path, port, wyoming_port=wyoming_port)
     deadline = time.monotonic() + timeout
@@ -211,10 +230,28 @@ def start_wfw(tmp: Path, model_dir: str, cpu_threads: int, timeout: float = 120.
     port = free_port()
     data_dir = tmp / "wfw-data"
     data_dir.mkdir(exist_ok=True)
-    cmd = [wfw_python(), "-m", "wyoming_faster_whisper", "--uri", f"tcp://127.0.0.1:{port}",
-           "--model", model_dir, "--data-dir", str(data_dir), "--local-files-only", "--device", "cpu",
-           "--compute-type", "int8", "--beam-size", "5", "--cpu-threads", str(cpu_threads),
-           "--stt-library", "faster-whisper"]
+    cmd = [
+        wfw_python(),
+        "-m",
+        "wyoming_faster_whisper",
+        "--uri",
+        f"tcp://127.0.0.1:{port}",
+        "--model",
+        model_dir,
+        "--data-dir",
+        str(data_dir),
+        "--local-files-only",
+        "--device",
+        "cpu",
+        "--compute-type",
+        "int8",
+        "--beam-size",
+        "5",
+        "--cpu-threads",
+        str(cpu_threads),
+        "--stt-library",
+        "faster-whisper",
+    ]
     service = _spawn("wyoming-faster-whisper", cmd, tmp, port)
     deadline = time.monotonic() + timeout
     while True:

@@ -14,7 +14,11 @@ import av
 import numpy as np
 
 ASSETS = Path(__file__).resolve().parent.parent / "tests" / "assets"
-TARGETS = [("fox.m4a", "mp4", "aac", 16000), ("fox.webm", "webm", "libopus", 48000), ("fox.opus", "ogg", "libopus", 48000)]
+TARGETS = [
+    ("fox.m4a", "mp4", "aac", 16000),
+    ("fox.webm", "webm", "libopus", 48000),
+    ("fox.opus", "ogg", "libopus", 48000),
+]
 
 
 def encode(wav: Path, container: str, codec: str, rate: int) -> bytes:

@@ -16,28 +16,63 @@ cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @cli.command()
 def serve(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="asr.toml to read (default: $ASR_CONFIG, ./asr.toml, /etc/asr-supervisor/asr.toml)")] = None,
-    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="serve this model (repeatable); default: every model in the config")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="asr.toml to read (default: $ASR_CONFIG, ./asr.toml, /etc/asr-supervisor/asr.toml)"
+        ),
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="serve this model (repeatable); default: every model in the config"),
+    ] = None,
     default_model: Annotated[str | None, typer.Option(help="model used when a request names none")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda, for every model")] = None,
     compute_type: Annotated[str | None, typer.Option(help="auto, int8, float16, ... for every model")] = None,
     cache_dir: Annotated[str | None, typer.Option(help="where hub models are downloaded")] = None,
-    ttl: Annotated[int | None, typer.Option(help="idle seconds before a model's worker ends (-1 never, 0 after each request)")] = None,
+    ttl: Annotated[
+        int | None, typer.Option(help="idle seconds before a model's worker ends (-1 never, 0 after each request)")
+    ] = None,
     preload: Annotated[bool | None, typer.Option("--preload/--no-preload", help="load models at start-up")] = None,
     host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
     port: Annotated[int | None, typer.Option(help="HTTP port")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error")] = None,
-    wyoming: Annotated[bool | None, typer.Option("--wyoming/--no-wyoming", help="serve Home Assistant's Wyoming protocol")] = None,
+    wyoming: Annotated[
+        bool | None, typer.Option("--wyoming/--no-wyoming", help="serve Home Assistant's Wyoming protocol")
+    ] = None,
     wyoming_port: Annotated[int | None, typer.Option(help="Wyoming TCP port (default 10300)")] = None,
-    wyoming_uri: Annotated[str | None, typer.Option(help="Wyoming listen URI, e.g. unix:///run/asr/wyoming.sock")] = None,
-    zeroconf: Annotated[bool | None, typer.Option("--zeroconf/--no-zeroconf", help="announce Wyoming on the LAN (mDNS) for Home Assistant")] = None,
-    warm_spare: Annotated[bool | None, typer.Option("--warm-spare/--no-warm-spare", help="keep a worker with libraries imported for fast first requests")] = None,
-    download_only: Annotated[bool, typer.Option("--download-only", help="download every configured model, then exit")] = False,
+    wyoming_uri: Annotated[
+        str | None, typer.Option(help="Wyoming listen URI, e.g. unix:///run/asr/wyoming.sock")
+    ] = None,
+    zeroconf: Annotated[
+        bool | None,
+        typer.Option("--zeroconf/--no-zeroconf", help="announce Wyoming on the LAN (mDNS) for Home Assistant"),
+    ] = None,
+    warm_spare: Annotated[
+        bool | None,
+        typer.Option(
+            "--warm-spare/--no-warm-spare", help="keep a worker with libraries imported for fast first requests"
+        ),
+    ] = None,
+    download_only: Annotated[
+        bool, typer.Option("--download-only", help="download every configured model, then exit")
+    ] = False,
 ) -> None:
     overrides = Overrides(
-        models=tuple(model or ()), default_model=default_model, device=device, compute_type=compute_type,
-        cache_dir=cache_dir, ttl=ttl, preload=preload, host=host, port=port, log_level=log_level,
-        wyoming=wyoming, wyoming_port=wyoming_port, wyoming_uri=wyoming_uri, zeroconf=zeroconf,
+        models=tuple(model or ()),
+        default_model=default_model,
+        device=device,
+        compute_type=compute_type,
+        cache_dir=cache_dir,
+        ttl=ttl,
+        preload=preload,
+        host=host,
+        port=port,
+        log_level=log_level,
+        wyoming=wyoming,
+        wyoming_port=wyoming_port,
+        wyoming_uri=wyoming_uri,
+        zeroconf=zeroconf,
         warm_spare=warm_spare,
     )
     try:

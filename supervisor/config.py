@@ -177,8 +177,10 @@ def load_settings(path: Path | None, overrides: Overrides = Overrides()) -> Sett
         _check_defaults(parsed.defaults)
         # Every table is resolved, served or not, so a mistake in one fails now, not when
         # someone later serves that model.
-        resolved = {name: _resolve(name, tables.get(name, {}), parsed.defaults, overrides)
-                    for name in dict.fromkeys([*tables, *names])}
+        resolved = {
+            name: _resolve(name, tables.get(name, {}), parsed.defaults, overrides)
+            for name in dict.fromkeys([*tables, *names])
+        }
     except _KeyProblem as exc:
         raise ConfigError(f"{where}: {exc}") from None
     models = {name: resolved[name] for name in names}
@@ -209,8 +211,11 @@ class _KeyProblem(ValueError):
 def _given(overrides: Overrides, keys: Iterable[str]) -> dict[str, Any]:
     """The flags among `keys` that were given on the command line."""
     wanted = set(keys)
-    return {f.name: value for f in fields(overrides)
-            if f.name in wanted and (value := getattr(overrides, f.name)) is not None}
+    return {
+        f.name: value
+        for f in fields(overrides)
+        if f.name in wanted and (value := getattr(overrides, f.name)) is not None
+    }
 
 
 def _check_defaults(defaults: dict[str, Any]) -> None:
@@ -247,14 +252,16 @@ def _resolve(name: str, table: dict[str, Any], defaults: dict[str, Any], cli: Ov
     options = _convert({k: v for k, v in merged.items() if k in OPTION_NAMES}, ModelOptions, labels)
     settings = _convert({k: v for k, v in merged.items() if k not in OPTION_NAMES}, ModelSettings, labels)
     _check_backend(options.backend, labels)
-    return ModelSpec(name=name, ttl=settings.ttl, preload=settings.preload, description=settings.description,
-                     options=options)
+    return ModelSpec(
+        name=name, ttl=settings.ttl, preload=settings.preload, description=settings.description, options=options
+    )
 
 
 def _check_backend(backend: str, labels: dict[str, str]) -> None:
     if backend not in DESCRIPTIONS:
-        raise _KeyProblem(f"{labels.get('backend', 'backend')}: unknown backend {backend!r}; "
-                          f"known: {', '.join(DESCRIPTIONS)}")
+        raise _KeyProblem(
+            f"{labels.get('backend', 'backend')}: unknown backend {backend!r}; known: {', '.join(DESCRIPTIONS)}"
+        )
 
 
 def _check_keys(table: dict[str, Any], known: tuple[str, ...], prefix: str) -> None:
@@ -279,7 +286,7 @@ def _convert(raw: dict[str, Any], into: type[_T], labels: dict[str, str]) -> _T:
         key = found.group(1)
         label = labels.get(key, key)
         choices = _choices(into, key)
-        detail = f"expected one of {', '.join(map(repr, choices))}" if choices else message[:found.start()]
+        detail = f"expected one of {', '.join(map(repr, choices))}" if choices else message[: found.start()]
         raise _KeyProblem(f"{label}{' ' if label.startswith('--') else ' = '}{raw.get(key)!r}: {detail}") from None
 
 

@@ -10,15 +10,20 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
-                  help="Administer a running asr-supervisor.")
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="Administer a running asr-supervisor.",
+)
 models_app = typer.Typer(no_args_is_help=True, help="Inspect the configured models.")
 app.add_typer(models_app, name="models")
 console = Console()
 
 UrlOption = Annotated[str, typer.Option("--url", envvar="ASR_URL", help="the server's base URL")]
-KeyOption = Annotated[str | None, typer.Option("--api-key", envvar="ASR_API_KEY",
-                                                  help="API or admin key, when the server has keys")]
+KeyOption = Annotated[
+    str | None, typer.Option("--api-key", envvar="ASR_API_KEY", help="API or admin key, when the server has keys")
+]
 DEFAULT_URL = "http://127.0.0.1:5000"
 
 
@@ -26,8 +31,9 @@ def _request(method: str, url: str, path: str, api_key: str | None = None, **kwa
     """One call to the server; a down server or an API error is one line and exit code 1."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        response = httpx.request(method, url.rstrip("/") + path, timeout=kwargs.pop("timeout", 30),
-                                 headers=headers, **kwargs)
+        response = httpx.request(
+            method, url.rstrip("/") + path, timeout=kwargs.pop("timeout", 30), headers=headers, **kwargs
+        )
     except httpx.TransportError as exc:
         typer.echo(f"asrctl: cannot reach asr-supervisor at {url}: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -52,8 +58,18 @@ def _models_table(models: dict[str, dict[str, Any]], default: str) -> Table:
         note = m["last_error"] or m["description"] or ""
         label = f"{name} (default)" if name == default else name
         rss = "" if m.get("rss_mb") is None else f"{m['rss_mb']:.0f}"
-        table.add_row(label, m["state"], str(m["pid"] or ""), m["device"] or "", rss, str(m["ttl"]), ttl_left,
-                      str(m["in_flight"]), str(m["requests"]), note)
+        table.add_row(
+            label,
+            m["state"],
+            str(m["pid"] or ""),
+            m["device"] or "",
+            rss,
+            str(m["ttl"]),
+            ttl_left,
+            str(m["in_flight"]),
+            str(m["requests"]),
+            note,
+        )
     return table
 
 
@@ -65,12 +81,16 @@ def status(url: UrlOption = DEFAULT_URL) -> None:  # /health needs no key
     found = health.get("devices", {})
     gpus = ", ".join(f"{g['name']} ({g['memory_total_mb']} MB)" for g in found.get("cuda", [])) or "none"
     cpu = found.get("cpu", {})
-    console.print(f"devices: best {found.get('best')}; CUDA: {gpus}; CPU: {cpu.get('count')} cores"
-                  + ("; Apple MPS" if found.get("mps") else ""))
+    console.print(
+        f"devices: best {found.get('best')}; CUDA: {gpus}; CPU: {cpu.get('count')} cores"
+        + ("; Apple MPS" if found.get("mps") else "")
+    )
     limits = health.get("capacity", {})
     if limits.get("max_loaded_models") or limits.get("memory_budget_mb"):
-        console.print(f"capacity: max {limits['max_loaded_models'] or '∞'} models, "
-                      f"budget {limits['memory_budget_mb'] or '∞'} MB, loaded: {', '.join(limits['loaded']) or 'none'}")
+        console.print(
+            f"capacity: max {limits['max_loaded_models'] or '∞'} models, "
+            f"budget {limits['memory_budget_mb'] or '∞'} MB, loaded: {', '.join(limits['loaded']) or 'none'}"
+        )
     console.print(_models_table(health["models"], health["default_model"]))
 
 
@@ -90,11 +110,20 @@ def models_list(
         table = Table("name", "backend", "hub repo", "size MB", "languages", "configured", "description")
         for known in CATALOG.values():
             configured = "yes" if known.name in models else ""
-            table.add_row(known.name, known.backend, known.repo, str(known.size_mb), known.languages_label,
-                          configured, known.description)
+            table.add_row(
+                known.name,
+                known.backend,
+                known.repo,
+                str(known.size_mb),
+                known.languages_label,
+                configured,
+                known.description,
+            )
         console.print(table)
-        console.print('Add one to asr.toml as [models."NAME"] (source defaults to NAME; set backend when it is '
-                      "not the [defaults] one), or run with --model NAME.")
+        console.print(
+            'Add one to asr.toml as [models."NAME"] (source defaults to NAME; set backend when it is '
+            "not the [defaults] one), or run with --model NAME."
+        )
 
 
 @models_app.command("download")
@@ -112,9 +141,12 @@ def models_download(
     endpoint = url.rstrip("/") + "/v1/model/download"
     failed = False
     try:
-        with httpx.stream("POST", endpoint, params={"model": name}, headers=headers, timeout=None) as response, \
-                Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                         TransferSpeedColumn(), console=console) as bar:
+        with (
+            httpx.stream("POST", endpoint, params={"model": name}, headers=headers, timeout=None) as response,
+            Progress(
+                TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console
+            ) as bar,
+        ):
             if response.status_code >= 400:
                 response.read()
                 _request_error(response)
@@ -125,8 +157,10 @@ def models_download(
                     bar.update(task, completed=event["downloaded"], total=event["total"] or None)
                 elif event["event"] == "done":
                     bar.update(task, completed=event["size"], total=event["size"])
-                    bar.console.print(f"{name}: {'already present' if event['cached'] else 'downloaded'} "
-                                      f"({event['size'] / 1_048_576:.0f} MB) at {event['path']}")
+                    bar.console.print(
+                        f"{name}: {'already present' if event['cached'] else 'downloaded'} "
+                        f"({event['size'] / 1_048_576:.0f} MB) at {event['path']}"
+                    )
                 elif event["event"] == "error":
                     failed = True
                     bar.console.print(f"[red]{name}: {event['message']}[/red]")
@@ -181,8 +215,9 @@ def transcribe(
     """Transcribe FILE and print the result."""
     data = {k: v for k, v in {"model": model, "language": language, "response_format": format}.items() if v}
     with file.open("rb") as f:
-        response = _request("POST", url, "/v1/audio/transcriptions", api_key, files={"file": (file.name, f)},
-                            data=data, timeout=600)
+        response = _request(
+            "POST", url, "/v1/audio/transcriptions", api_key, files={"file": (file.name, f)}, data=data, timeout=600
+        )
     typer.echo(response.text.rstrip("\n"))
 
 

@@ -32,8 +32,9 @@ class FailureKind(StrEnum):
 
 
 class ServiceError(Exception):
-    def __init__(self, kind: FailureKind, message: str, code: str, param: str | None = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self, kind: FailureKind, message: str, code: str, param: str | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
@@ -53,8 +54,9 @@ def classify(exc: Exception) -> ServiceError:
             return ServiceError(FailureKind.BAD_PARAMETER, str(exc), "invalid_parameter")
         return ServiceError(FailureKind.INTERNAL, str(exc), "transcription_failed")
     if isinstance(exc, WorkerCrashed):
-        return ServiceError(FailureKind.CRASHED, f"{exc}; the request was not completed, please retry",
-                            "worker_crashed")
+        return ServiceError(
+            FailureKind.CRASHED, f"{exc}; the request was not completed, please retry", "worker_crashed"
+        )
     if isinstance(exc, ModelUnavailable):
         return ServiceError(FailureKind.UNAVAILABLE, str(exc), exc.code, retry_after=exc.retry_after)
     if isinstance(exc, UnknownModel):
@@ -144,8 +146,13 @@ def _check_capabilities(backend: str, params: TranscribeParams) -> None:
     """Refuse what the model's backend cannot do before a worker is started for it."""
     can = describe(backend).capabilities
     if params.task == "translate" and not can.translate:
-        raise ServiceError(FailureKind.BAD_PARAMETER, f"models of the {backend} backend cannot translate",
-                           "invalid_parameter")
+        raise ServiceError(
+            FailureKind.BAD_PARAMETER, f"models of the {backend} backend cannot translate", "invalid_parameter"
+        )
     if params.word_timestamps and not can.word_timestamps:
-        raise ServiceError(FailureKind.BAD_PARAMETER, f"models of the {backend} backend give no word timestamps",
-                           "invalid_parameter", param="timestamp_granularities[]")
+        raise ServiceError(
+            FailureKind.BAD_PARAMETER,
+            f"models of the {backend} backend give no word timestamps",
+            "invalid_parameter",
+            param="timestamp_granularities[]",
+        )

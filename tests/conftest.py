@@ -88,9 +88,11 @@ def all_worker_pids_with_parent_arg(supervisor_pid: int) -> list[int]:
     found = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = p.info["cmdline"] or []
-        if _is_worker_cmd(cmd) and "--parent-pid" in cmd and cmd[cmd.index("--parent-pid") + 1] == str(supervisor_pid):
-            if p.status() != psutil.STATUS_ZOMBIE:
-                found.append(p.pid)
+        ours = (
+            _is_worker_cmd(cmd) and "--parent-pid" in cmd and cmd[cmd.index("--parent-pid") + 1] == str(supervisor_pid)
+        )
+        if ours and p.status() != psutil.STATUS_ZOMBIE:
+            found.append(p.pid)
     return found
 
 
@@ -105,7 +107,9 @@ def _is_worker_cmd(cmd: list[str]) -> bool:
     return len(cmd) >= 3 and cmd[1:3] == ["-m", "worker"]
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05, what: str = "condition") -> object:
+def wait_for(
+    predicate: Callable[[], object], timeout: float, interval: float = 0.05, what: str = "condition"
+) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -146,11 +150,14 @@ class Server:
         return self.client.post("/v1/audio/transcriptions", files={"file": (path.name, path.read_bytes())}, data=form)
 
     @contextlib.contextmanager
-    def request_in_flight(self, clip: bytes, model: str = "tiny.en") -> Iterator[concurrent.futures.Future[httpx.Response]]:
+    def request_in_flight(
+        self, clip: bytes, model: str = "tiny.en"
+    ) -> Iterator[concurrent.futures.Future[httpx.Response]]:
         """POST `clip` in the background; yield once the model counts it in flight."""
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(self.client.post, "/v1/audio/transcriptions",
-                                  files={"file": ("long.wav", clip)}, data={"model": model})
+            pending = pool.submit(
+                self.client.post, "/v1/audio/transcriptions", files={"file": ("long.wav", clip)}, data={"model": model}
+            )
             wait_for(lambda: self.model(model)["in_flight"] == 1, 30, what=f"a request in flight on {model}")
             yield pending
 
@@ -173,8 +180,14 @@ class Server:
                 self.proc.wait()
 
 
-def start_server(tmp_path: Path, config: str, *args: str, wait: bool = True,
-                 env: dict[str, str] | None = None, warm_spare: bool = False) -> Server:
+def start_server(
+    tmp_path: Path,
+    config: str,
+    *args: str,
+    wait: bool = True,
+    env: dict[str, str] | None = None,
+    warm_spare: bool = False,
+) -> Server:
     """A supervisor on free ports. Without `warm_spare`, every worker process it has is a
     model's, which keeps PID counting simple; tests/test_spares.py covers the spare."""
     port = free_port()
@@ -186,9 +199,23 @@ def start_server(tmp_path: Path, config: str, *args: str, wait: bool = True,
     env.pop("ASR_CONFIG", None)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor", "--config", str(config_path), "--port", str(port),
-             "--wyoming-port", str(wyoming_port), *([] if warm_spare else ["--no-warm-spare"]), *args],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+            [
+                sys.executable,
+                "-m",
+                "supervisor",
+                "--config",
+                str(config_path),
+                "--port",
+                str(port),
+                "--wyoming-port",
+                str(wyoming_port),
+                *([] if warm_spare else ["--no-warm-spare"]),
+                *args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
         )
     server = Server(proc, port, config_path, log_path, wyoming_port)
     if wait:
@@ -213,8 +240,9 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start supervisors with a given asr.toml; each is stopped, and checked for leftovers, at the end."""
     started: list[Server] = []
 
-    def make(config: str = "", *args: str, wait: bool = True, env: dict[str, str] | None = None,
-             warm_spare: bool = False) -> Server:
+    def make(
+        config: str = "", *args: str, wait: bool = True, env: dict[str, str] | None = None, warm_spare: bool = False
+    ) -> Server:
         server = start_server(tmp_path, config, *args, wait=wait, env=env, warm_spare=warm_spare)
         started.append(server)
         return server
@@ -224,7 +252,7 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         pid = server.pid
         server.stop()
         # Whatever happened in the test, a stopped supervisor leaves no worker behind.
-        wait_for(lambda: not all_worker_pids_with_parent_arg(pid), 10, what=f"workers of {pid} to exit")
+        wait_for(lambda pid=pid: not all_worker_pids_with_parent_arg(pid), 10, what=f"workers of {pid} to exit")
 
 
 BASIC_CONFIG = """

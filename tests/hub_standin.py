@@ -54,6 +54,7 @@ import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 # Files at least this large are announced as Git LFS files (sha256 ETag, `lfs` tree entry,
@@ -121,9 +122,7 @@ def _index(repo_id: str, root: Path) -> _Repo:
         files[path] = _File(path, source, size, git_oid, sha256 if size >= LFS_THRESHOLD else None)
         dirs.update(p.as_posix() for p in rel.parents if p.as_posix() != ".")
     # Stable across runs for the same content, so a cache filled by one test run stays valid.
-    commit = hashlib.sha1(
-        "\n".join(f"{f.path}\0{f.git_oid}" for f in files.values()).encode()
-    ).hexdigest()
+    commit = hashlib.sha1("\n".join(f"{f.path}\0{f.git_oid}" for f in files.values()).encode()).hexdigest()
     return _Repo(repo_id, files, frozenset(dirs), commit)
 
 
@@ -178,7 +177,7 @@ class HubStandIn:
         """The commit hash served for `repo_id` (the snapshot folder name in the HF cache)."""
         return self._repos[repo_id].commit
 
-    def __enter__(self) -> HubStandIn:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -210,7 +209,7 @@ class _Handler(BaseHTTPRequestHandler):
     def standin(self) -> HubStandIn:
         return self.server.standin  # type: ignore[attr-defined]
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass  # keep test output clean; `HubStandIn.requests` is the log
 
     # -- dispatch ---------------------------------------------------------------------------
@@ -387,9 +386,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body:
             self.wfile.write(data)
 
-    def _error(
-        self, status: int, code: str | None, message: str, repo: _Repo | None = None, body: bool = True
-    ) -> None:
+    def _error(self, status: int, code: str | None, message: str, repo: _Repo | None = None, body: bool = True) -> None:
         data = json.dumps({"error": message}).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")

@@ -15,9 +15,13 @@ from supervisor.config import ModelSpec
 from supervisor.workers.process import WorkerLoadError
 from worker.protocol import ModelOptions, ReadyInfo
 
-SPEC = ModelSpec(name="m", ttl=-1, preload=False, description="",
-                 options=ModelOptions(backend="faster-whisper", source="bundled", device="cpu",
-                                      compute_type="int8", concurrency=1))
+SPEC = ModelSpec(
+    name="m",
+    ttl=-1,
+    preload=False,
+    description="",
+    options=ModelOptions(backend="faster-whisper", source="bundled", device="cpu", compute_type="int8", concurrency=1),
+)
 
 
 def spec(**fields: object) -> ModelSpec:

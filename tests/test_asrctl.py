@@ -11,8 +11,9 @@ from conftest import ASSETS, Server, free_port
 
 def asrctl(*args: str, url: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ASR_URL": url, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "supervisor.ctl", *args], capture_output=True, text=True,
-                          timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor.ctl", *args], capture_output=True, text=True, timeout=120, env=env
+    )
 
 
 def test_transcribe_and_status(shared_server: Server) -> None:
@@ -42,7 +43,6 @@ def test_errors_are_one_line_and_nonzero(shared_server: Server) -> None:
 
 def test_load_and_unload_by_hand(make_server) -> None:  # type: ignore[no-untyped-def]
     import psutil
-
     from conftest import worker_pids
 
     server: Server = make_server("""
@@ -87,7 +87,7 @@ def test_seed_unload_path_waits_for_in_flight_work(make_server, tmp_path) -> Non
 
     from conftest import make_long_clip
 
-    server: Server = make_server('[defaults]\nttl = -1\n')
+    server: Server = make_server("[defaults]\nttl = -1\n")
     clip = make_long_clip(tmp_path, repeats=1)
     with server.request_in_flight(clip) as busy:
         report = server.client.post("/v1/model/unload", params={"model": "tiny.en"}).json()

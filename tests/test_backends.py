@@ -33,8 +33,18 @@ from worker.backends import (
 from worker.download import DownloadError, repo_for
 from worker.protocol import ModelOptions
 
-ML_MODULES = ("torch", "ctranslate2", "faster_whisper", "nemo", "onnxruntime", "onnx_asr", "av", "numpy",
-              "tokenizers", "huggingface_hub")
+ML_MODULES = (
+    "torch",
+    "ctranslate2",
+    "faster_whisper",
+    "nemo",
+    "onnxruntime",
+    "onnx_asr",
+    "av",
+    "numpy",
+    "tokenizers",
+    "huggingface_hub",
+)
 WHISPER = describe("faster-whisper")
 
 
@@ -56,8 +66,9 @@ for d in worker.backends.DESCRIPTIONS.values():
     assert d.implementation not in sys.modules, d.implementation
 print(json.dumps(sorted({{m.split(".")[0] for m in sys.modules}} & set({ML_MODULES!r}))))
 """
-    out = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60,
-                         cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60, cwd=REPO
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == []
 
@@ -102,8 +113,11 @@ def test_an_unknown_backend_fails_naming_the_key_and_the_known_ones(tmp_path: Pa
 
 
 def test_model_options_flow_from_defaults_table_and_flags_into_one_struct(tmp_path: Path) -> None:
-    path = _write(tmp_path, '[defaults]\nbeam_size = 3\ncpu_threads = 4\nttl = 9\n'
-                            '[models.a]\ncpu_threads = 2\nconcurrency = 1\ndescription = "A"\n')
+    path = _write(
+        tmp_path,
+        "[defaults]\nbeam_size = 3\ncpu_threads = 4\nttl = 9\n"
+        '[models.a]\ncpu_threads = 2\nconcurrency = 1\ndescription = "A"\n',
+    )
     spec = load_settings(path, Overrides(device="cpu")).models["a"]
     assert spec.options == ModelOptions(source="a", device="cpu", beam_size=3, cpu_threads=2, concurrency=1)
     assert (spec.ttl, spec.preload, spec.description) == (9, False, "A")
@@ -163,20 +177,41 @@ def fake_repo(tmp_path: Path) -> Iterator[tuple[HubStandIn, dict[str, str]]]:
 
 
 def _download(source: str, cache: Path, env: dict[str, str]) -> list[dict[str, Any]]:
-    out = subprocess.run([sys.executable, "-m", "worker.download", "--source", source, "--backend", WHISPER.name,
-                          "--cache-dir", str(cache)], check=False, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, **env}, cwd=REPO)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "worker.download",
+            "--source",
+            source,
+            "--backend",
+            WHISPER.name,
+            "--cache-dir",
+            str(cache),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+        cwd=REPO,
+    )
     return [json.loads(line) for line in out.stdout.splitlines()]
 
 
-def test_downloads_fetch_only_what_the_description_allows(fake_repo: tuple[HubStandIn, dict[str, str]],
-                                                          tmp_path: Path) -> None:
+def test_downloads_fetch_only_what_the_description_allows(
+    fake_repo: tuple[HubStandIn, dict[str, str]], tmp_path: Path
+) -> None:
     _, env = fake_repo
     cache = tmp_path / "cache"
     done = _download("org/fake", cache, env)[-1]
     assert done["event"] == "done", done
-    assert sorted(p.name for p in Path(done["path"]).iterdir()) == ["config.json", "model.bin", "tokenizer.json",
-                                                                     "vocabulary.txt"]
+    assert sorted(p.name for p in Path(done["path"]).iterdir()) == [
+        "config.json",
+        "model.bin",
+        "tokenizer.json",
+        "vocabulary.txt",
+    ]
 
     # files.py finds it by the same description: a complete snapshot is installed.
     spec = load_settings(_write(tmp_path, f'[models.f]\nsource = "org/fake"\ncache_dir = "{cache}"\n')).models["f"]
@@ -184,7 +219,9 @@ def test_downloads_fetch_only_what_the_description_allows(fake_repo: tuple[HubSt
 
     error = _download("org/no-weights", cache, env)[-1]
     assert error["event"] == "error" and "model.bin" in error["message"]
-    spec = load_settings(_write(tmp_path, f'[models.n]\nsource = "org/no-weights"\ncache_dir = "{cache}"\n')).models["n"]
+    spec = load_settings(_write(tmp_path, f'[models.n]\nsource = "org/no-weights"\ncache_dir = "{cache}"\n')).models[
+        "n"
+    ]
     assert files.installed_path(spec) is None
 
 
@@ -200,14 +237,17 @@ def test_a_local_directory_is_installed_only_when_complete(tmp_path: Path) -> No
 # -- the worker's way in -------------------------------------------------------------------
 
 
-def test_the_worker_reports_an_unknown_or_uninstalled_backend_as_a_load_error(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_worker_reports_an_unknown_or_uninstalled_backend_as_a_load_error(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(LoadError, match="unknown backend 'nope'; known: faster-whisper"):
         create_backend(ModelOptions(backend="nope"))
     # A backend whose libraries are not installed: the hint names its pip extra.
-    absent = BackendDescription(name="absent", implementation="worker.backends.absent_engine",
-                                capabilities=Capabilities(translate=False, word_timestamps=False, streaming=False),
-                                files=ModelFiles(required=("*.onnx",), download=("*.onnx",)), extra="absent")
+    absent = BackendDescription(
+        name="absent",
+        implementation="worker.backends.absent_engine",
+        capabilities=Capabilities(translate=False, word_timestamps=False, streaming=False),
+        files=ModelFiles(required=("*.onnx",), download=("*.onnx",)),
+        extra="absent",
+    )
     monkeypatch.setitem(DESCRIPTIONS, "absent", absent)
     with pytest.raises(LoadError, match=r"pip install 'asr-supervisor\[absent\]'"):
         create_backend(ModelOptions(backend="absent"))

@@ -35,7 +35,9 @@ def test_no_config_at_all_still_serves_the_default_model() -> None:
 
 
 def test_models_inherit_defaults_and_cli_flags_override_both(tmp_path: Path) -> None:
-    path = _write(tmp_path, """
+    path = _write(
+        tmp_path,
+        """
         [server]
         port = 6000
         default_model = "b"
@@ -48,7 +50,8 @@ def test_models_inherit_defaults_and_cli_flags_override_both(tmp_path: Path) -> 
         [models.b]
         source = "bundled"
         preload = true
-    """.replace("\n        ", "\n"))
+    """.replace("\n        ", "\n"),
+    )
     settings = load_settings(path)
     assert (settings.models["a"].ttl, settings.models["b"].ttl) == (5, 120)
     assert settings.models["a"].options.device == "cpu" and settings.models["b"].preload
@@ -80,19 +83,34 @@ def test_invalid_config_names_the_key(tmp_path: Path, text: str, key: str) -> No
 
 def test_invalid_config_exits_2_with_one_line(tmp_path: Path) -> None:
     path = _write(tmp_path, "[defaults]\nttl = -5\n")
-    out = subprocess.run([sys.executable, "-m", "supervisor", "--config", str(path)],
-                         check=False, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "supervisor", "--config", str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "defaults.ttl" in lines[0], out.stderr
 
     path.write_text("[server\nport = 1")
-    out = subprocess.run([sys.executable, "-m", "supervisor", "--config", str(path)],
-                         check=False, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "supervisor", "--config", str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "not valid TOML" in out.stderr
 
-    out = subprocess.run([sys.executable, "-m", "supervisor", "--config", str(tmp_path / "absent.toml")],
-                         check=False, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "supervisor", "--config", str(tmp_path / "absent.toml")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "not found" in out.stderr
 
 

@@ -7,8 +7,8 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from conftest import Server
+
 from supervisor.workers import devices
 
 
@@ -48,12 +48,14 @@ def test_cuda_is_read_from_nvidia_smi(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(devices, "_cache", None)
     found = devices.detect()
     assert found["best"] == "cuda"
-    assert found["cuda"] == [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_total_mb": 81559,
-                              "memory_used_mb": 1200}]
+    assert found["cuda"] == [
+        {"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_total_mb": 81559, "memory_used_mb": 1200}
+    ]
 
 
-async def test_waits_until_the_driver_lets_go_of_a_dead_workers_memory(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_waits_until_the_driver_lets_go_of_a_dead_workers_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bin_dir = _fake_nvidia_smi(tmp_path, "", ["4242, 3100\\n", "4242, 3100\\n", "777, 10\\n"])
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     assert await devices.wait_vram_released(4242, timeout=10) is True

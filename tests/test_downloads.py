@@ -24,8 +24,12 @@ def hub() -> Iterator[HubStandIn]:
 
 
 def hub_env(hub: HubStandIn, tmp_path: Path) -> dict[str, str]:
-    return {"HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(tmp_path / "hf-home"),
-            "NO_PROXY": "127.0.0.1"}
+    return {
+        "HF_ENDPOINT": hub.url,
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "NO_PROXY": "127.0.0.1",
+    }
 
 
 def config(cache: Path) -> str:

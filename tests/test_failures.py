@@ -9,7 +9,6 @@ import sys
 import time
 
 import psutil
-
 from conftest import Server, all_worker_pids_with_parent_arg, make_long_clip, wait_for, worker_pids
 
 TTL_OFF = """
@@ -81,7 +80,7 @@ def test_a_model_that_cannot_load_reports_why_and_backs_off(make_server, tmp_pat
     [models."broken"]
     source = "{broken}"
     [models."missing"]
-    source = "{tmp_path / 'nowhere'}"
+    source = "{tmp_path / "nowhere"}"
     """)
     response = server.transcribe("fox.wav", model="broken")
     assert response.status_code == 503
@@ -119,7 +118,9 @@ def test_port_in_use_is_a_clean_failure(make_server) -> None:  # type: ignore[no
     first: Server = make_server(TTL_OFF)
     second = subprocess.run(
         [sys.executable, "-m", "supervisor", "--config", str(first.config_path), "--port", str(first.port)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert second.returncode != 0
     assert "address already in use" in second.stderr.lower()
@@ -141,7 +142,10 @@ def test_a_hung_worker_is_killed_and_replaced(make_server, tmp_path) -> None:  #
         response = pending.result(timeout=30)
     assert response.status_code == 503, response.text
     assert "no heartbeat" in response.json()["error"]["message"]
-    wait_for(lambda: not psutil.pid_exists(hung) or psutil.Process(hung).status() == psutil.STATUS_ZOMBIE, 10,
-             what="the hung worker to be killed")
+    wait_for(
+        lambda: not psutil.pid_exists(hung) or psutil.Process(hung).status() == psutil.STATUS_ZOMBIE,
+        10,
+        what="the hung worker to be killed",
+    )
     response = server.transcribe("fox.wav")
     assert response.status_code == 200 and int(response.headers["x-asr-worker-pid"]) != hung

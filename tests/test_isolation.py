@@ -10,7 +10,6 @@ import textwrap
 from pathlib import Path
 
 import psutil
-
 from conftest import ASSETS, Server
 
 ML_MODULES = ("torch", "ctranslate2", "faster_whisper", "nemo", "onnxruntime", "av", "numpy", "tokenizers")
@@ -40,8 +39,9 @@ def test_the_supervisor_imports_no_ml_library_even_after_serving(tmp_path: Path)
         loaded = sorted({{m.split(".")[0] for m in sys.modules}} & set({ML_MODULES!r}))
         print(json.dumps({{"status": r.status_code, "text": r.json().get("text"), "loaded": loaded}}))
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                         cwd=Path(__file__).parent)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["status"] == 200 and "fox" in result["text"].lower()

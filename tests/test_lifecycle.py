@@ -27,8 +27,9 @@ async def owners() -> AsyncIterator[list[ModelOwner]]:
     await asyncio.wait_for(asyncio.gather(*(o.close() for o in made)), 10)
 
 
-def _owner(owners: list[ModelOwner], launcher: FakeLauncher, clock: FakeClock | None = None,
-           **fields: object) -> ModelOwner:
+def _owner(
+    owners: list[ModelOwner], launcher: FakeLauncher, clock: FakeClock | None = None, **fields: object
+) -> ModelOwner:
     owner = ModelOwner(spec(**fields), launcher, clock=clock or FakeClock())  # type: ignore[arg-type]
     owner.start()
     owners.append(owner)
@@ -58,6 +59,7 @@ async def _until(owner: ModelOwner, predicate: Callable[[ModelSnapshot], bool]) 
 
 # -- pure decisions -------------------------------------------------------------
 
+
 def test_state_table_rejects_illegal_moves() -> None:
     check_transition(State.UNLOADED, State.STARTING)
     check_transition(State.STARTING, State.STOPPING)  # an unload or shutdown mid-load
@@ -80,6 +82,7 @@ def test_capacity_policy() -> None:
 
 
 # -- one owner --------------------------------------------------------------------
+
 
 async def test_concurrent_first_requests_start_one_worker(owners: list[ModelOwner]) -> None:
     launcher = FakeLauncher()
@@ -205,6 +208,7 @@ async def test_closed_owner_refuses_requests(owners: list[ModelOwner]) -> None:
 
 # -- the owner never waits on a start or a stop ----------------------------------------
 
+
 async def test_shutdown_during_a_slow_load_aborts_it(owners: list[ModelOwner]) -> None:
     launcher = FakeLauncher(hold=True)  # a load that would never finish
     owner = _owner(owners, launcher)
@@ -259,13 +263,20 @@ async def test_requests_during_a_load_queue_for_it(owners: list[ModelOwner]) -> 
 
 # -- several owners behind one capacity gate ---------------------------------------
 
-def _fleet(owners: list[ModelOwner], launcher: FakeLauncher, names: list[str], clock: FakeClock | None = None,
-           **limits: float) -> dict[str, ModelOwner]:
+
+def _fleet(
+    owners: list[ModelOwner], launcher: FakeLauncher, names: list[str], clock: FakeClock | None = None, **limits: float
+) -> dict[str, ModelOwner]:
     fleet: dict[str, ModelOwner] = {}
     capacity = Capacity(Limits(**limits), lambda: fleet.values())  # type: ignore[arg-type]
     for name in names:
-        fleet[name] = ModelOwner(spec(name=name), launcher, clock=clock or FakeClock(),  # type: ignore[arg-type]
-                                 gate=capacity, memory_estimate_mb=300)
+        fleet[name] = ModelOwner(
+            spec(name=name),
+            launcher,
+            clock=clock or FakeClock(),  # type: ignore[arg-type]
+            gate=capacity,
+            memory_estimate_mb=300,
+        )
         fleet[name].start()
         owners.append(fleet[name])
     return fleet

@@ -152,9 +152,15 @@ def test_openapi_documents_every_response_body(api: Server) -> None:
     """A client generator sees the real shapes: typed models, not `{}`."""
     doc = api.client.get("/openapi.json").json()
     schemas = doc["components"]["schemas"]
-    ok = {path: doc["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]
-          for path, method in [("/health", "get"), ("/v1/models", "get"), ("/v1/model/unload", "post"),
-                               ("/v1/audio/transcriptions", "post")]}
+    ok = {
+        path: doc["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+        for path, method in [
+            ("/health", "get"),
+            ("/v1/models", "get"),
+            ("/v1/model/unload", "post"),
+            ("/v1/audio/transcriptions", "post"),
+        ]
+    }
     assert ok["/health"] == {"$ref": "#/components/schemas/Health"}
     assert ok["/v1/models"] == {"$ref": "#/components/schemas/ModelList"}
     assert ok["/v1/model/unload"] == {"$ref": "#/components/schemas/UnloadResult"}
@@ -196,8 +202,12 @@ def test_oversized_upload_is_413_before_the_body_is_read(api: Server, client: Op
             yield b"\0" * 10_000
         yield b"\r\n--xyz--\r\n"
 
-    response = httpx.post(f"{api.url}/v1/audio/transcriptions", content=body(),
-                          headers={"content-type": "multipart/form-data; boundary=xyz"}, timeout=30)
+    response = httpx.post(
+        f"{api.url}/v1/audio/transcriptions",
+        content=body(),
+        headers={"content-type": "multipart/form-data; boundary=xyz"},
+        timeout=30,
+    )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "file_too_large"
     assert api.transcribe("short.wav").status_code == 200  # the server is fine
@@ -250,8 +260,13 @@ def test_segments_stream_while_the_file_is_still_being_decoded(api: Server, tmp_
     # 147 s of speech at 8 kHz (2.4 MB): five of Whisper's 30 s windows, so segments come in
     # batches and, when the first arrives, at least four windows of work are still to do.
     long_clip = make_long_clip(tmp_path, repeats=10, rate=8000)
-    with httpx.stream("POST", f"{api.url}/v1/audio/transcriptions", files={"file": ("long.wav", long_clip)},
-                      data={"stream": "true"}, timeout=120) as response:
+    with httpx.stream(
+        "POST",
+        f"{api.url}/v1/audio/transcriptions",
+        files={"file": ("long.wav", long_clip)},
+        data={"stream": "true"},
+        timeout=120,
+    ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         lines = response.iter_lines()

@@ -40,26 +40,58 @@ from worker.protocol import (
 KINDS: tuple[type[Message], ...] = typing.get_args(Message)
 AUDIO = b"RIFF\x00\x01audio-bytes\xff" * 64
 
-_SEGMENT = Segment(id=0, start=0.0, end=1.5, text=" The quick brown fox", seek=0, tokens=[50363, 383, 2068],
-                   temperature=0.0, avg_logprob=-0.2, compression_ratio=1.1, no_speech_prob=0.01,
-                   words=[Word(start=0.0, end=0.4, word=" The", probability=0.99)])
+_SEGMENT = Segment(
+    id=0,
+    start=0.0,
+    end=1.5,
+    text=" The quick brown fox",
+    seek=0,
+    tokens=[50363, 383, 2068],
+    temperature=0.0,
+    avg_logprob=-0.2,
+    compression_ratio=1.1,
+    no_speech_prob=0.01,
+    words=[Word(start=0.0, end=0.4, word=" The", probability=0.99)],
+)
 
 #: One full instance of each kind. A kind missing here fails test_every_kind_has_a_sample,
 #: so a new kind cannot skip the round-trip tests.
 SAMPLES: dict[type[Message], Message] = {
     Load: Load(ModelOptions(source="bundled", device="cpu", compute_type="int8", cache_dir="/tmp/models")),
-    Transcribe: Transcribe(id="req-1", params=TranscribeParams(language="en", temperature=0.2, stream=True,
-                                                               audio_format="pcm", pcm_rate=22050)),
+    Transcribe: Transcribe(
+        id="req-1",
+        params=TranscribeParams(language="en", temperature=0.2, stream=True, audio_format="pcm", pcm_rate=22050),
+    ),
     Cancel: Cancel(id="req-1"),
     Shutdown: Shutdown(),
     Spare: Spare(),
-    Ready: Ready(info=ReadyInfo(pid=42, backend="faster-whisper", device="cpu", compute_type="int8",
-                                load_seconds=0.8, languages=["en"], multilingual=False, concurrency=2)),
-    Heartbeat: Heartbeat(in_flight=1, served=7, lanes=2, lanes_busy=1, rss_bytes=300_000_000, vram_bytes=None,
-                         last_inference_at=1_700_000_000.5, time=1_700_000_001.0),
+    Ready: Ready(
+        info=ReadyInfo(
+            pid=42,
+            backend="faster-whisper",
+            device="cpu",
+            compute_type="int8",
+            load_seconds=0.8,
+            languages=["en"],
+            multilingual=False,
+            concurrency=2,
+        )
+    ),
+    Heartbeat: Heartbeat(
+        in_flight=1,
+        served=7,
+        lanes=2,
+        lanes_busy=1,
+        rss_bytes=300_000_000,
+        vram_bytes=None,
+        last_inference_at=1_700_000_000.5,
+        time=1_700_000_001.0,
+    ),
     SegmentDecoded: SegmentDecoded(id="req-1", segment=_SEGMENT),
-    Result: Result(id="req-1", result=TranscribeResult(text="The quick brown fox", language="en", duration=1.5,
-                                                       segments=[_SEGMENT])),
+    Result: Result(
+        id="req-1",
+        result=TranscribeResult(text="The quick brown fox", language="en", duration=1.5, segments=[_SEGMENT]),
+    ),
     Error: Error(id="req-1", code=ErrorCode.BAD_AUDIO, message="could not decode the audio file"),
     Dying: Dying(reason="faster-whisper could not load 'nowhere'"),
 }
@@ -123,22 +155,35 @@ def test_payload_presence_is_enforced_both_ways_when_encoding() -> None:
         pytest.param([b"\xc1 not msgpack"], None, None, id="not msgpack"),
         pytest.param([_head({"id": "req-9"})], "req-9", None, id="no kind"),
         pytest.param([_head({"kind": "no-such-kind", "id": "req-9"})], "req-9", "no-such-kind", id="unknown kind"),
-        pytest.param([_head({"kind": "transcribe", "id": "req-9", "params": {"beam_size": "five"}}), AUDIO],
-                     "req-9", "transcribe", id="params of the wrong type"),
-        pytest.param([_head({"kind": "transcribe", "id": "req-9", "params": {"task": "summarise"}}), AUDIO],
-                     "req-9", "transcribe", id="params out of range"),
+        pytest.param(
+            [_head({"kind": "transcribe", "id": "req-9", "params": {"beam_size": "five"}}), AUDIO],
+            "req-9",
+            "transcribe",
+            id="params of the wrong type",
+        ),
+        pytest.param(
+            [_head({"kind": "transcribe", "id": "req-9", "params": {"task": "summarise"}}), AUDIO],
+            "req-9",
+            "transcribe",
+            id="params out of range",
+        ),
         pytest.param([encode(SAMPLES[Transcribe], AUDIO)[0]], "req-1", "transcribe", id="audio missing"),
         pytest.param([*encode(SAMPLES[Transcribe], AUDIO), AUDIO], "req-1", "transcribe", id="three frames"),
         pytest.param([*encode(Cancel(id="req-2")), AUDIO], "req-2", "cancel", id="payload on a kind without one"),
-        pytest.param([_head({"kind": "error", "id": "req-3", "code": "no-such-code", "message": "?"})],
-                     "req-3", "error", id="unknown error code"),
+        pytest.param(
+            [_head({"kind": "error", "id": "req-3", "code": "no-such-code", "message": "?"})],
+            "req-3",
+            "error",
+            id="unknown error code",
+        ),
         pytest.param([_head({"kind": "result", "id": 7, "result": {}})], None, "result", id="id not a string"),
         pytest.param([_head({"kind": "ready", "info": {"pid": "x"}})], None, "ready", id="bad ready"),
         pytest.param([msgspec.msgpack.encode(["transcribe", "req-9"])], None, None, id="not a map"),
     ],
 )
 def test_malformed_frames_raise_protocol_error_with_what_is_readable(
-        frames: list[bytes], request_id: str | None, kind: str | None) -> None:
+    frames: list[bytes], request_id: str | None, kind: str | None
+) -> None:
     with pytest.raises(ProtocolError) as raised:
         decode(frames)
     assert (raised.value.request_id, raised.value.kind) == (request_id, kind)
@@ -153,15 +198,27 @@ def test_structs_are_frozen() -> None:
 
 def test_params_keep_their_defaults() -> None:
     assert msgspec.structs.asdict(TranscribeParams()) == {
-        "language": None, "prompt": None, "temperature": None, "beam_size": None, "vad_filter": False,
-        "word_timestamps": False, "hotwords": None, "task": "transcribe", "stream": False, "audio_format": "file",
-        "pcm_rate": 16000, "pcm_width": 2, "pcm_channels": 1,
+        "language": None,
+        "prompt": None,
+        "temperature": None,
+        "beam_size": None,
+        "vad_filter": False,
+        "word_timestamps": False,
+        "hotwords": None,
+        "task": "transcribe",
+        "stream": False,
+        "audio_format": "file",
+        "pcm_rate": 16000,
+        "pcm_width": 2,
+        "pcm_channels": 1,
     }
 
 
 def test_the_protocol_imports_no_ml_library() -> None:
-    code = ("import sys, worker.protocol, worker.engine.nvidia_smi; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'numpy', 'ctranslate2', 'faster_whisper', 'av', 'torch', 'tokenizers'}))")
+    code = (
+        "import sys, worker.protocol, worker.engine.nvidia_smi; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'numpy', 'ctranslate2', 'faster_whisper', 'av', 'torch', 'tokenizers'}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

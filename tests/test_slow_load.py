@@ -60,18 +60,27 @@ def _config(tmp_path: Path, preload: bool) -> str:
     ready_timeout = 120
     [models."slow"]
     source = "acme/slow-model"
-    cache_dir = "{tmp_path / 'cache'}"
+    cache_dir = "{tmp_path / "cache"}"
     preload = {str(preload).lower()}
     """
 
 
 def _env(hub: SilentHub, tmp_path: Path) -> dict[str, str]:
-    return {"HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(tmp_path / "hf-home"),
-            "HF_HUB_ETAG_TIMEOUT": "600", "HF_HUB_DOWNLOAD_TIMEOUT": "600", "HF_HUB_DISABLE_XET": "1"}
+    return {
+        "HF_ENDPOINT": hub.url,
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "HF_HUB_ETAG_TIMEOUT": "600",
+        "HF_HUB_DOWNLOAD_TIMEOUT": "600",
+        "HF_HUB_DISABLE_XET": "1",
+    }
 
 
-def test_unload_during_a_load_aborts_it_and_leaves_no_process(make_server, silent_hub: SilentHub,  # type: ignore[no-untyped-def]
-                                                              tmp_path: Path) -> None:
+def test_unload_during_a_load_aborts_it_and_leaves_no_process(
+    make_server,
+    silent_hub: SilentHub,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
     server: Server = make_server(_config(tmp_path, preload=False), env=_env(silent_hub, tmp_path))
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         load = pool.submit(server.client.post, "/v1/model/load", params={"model": "slow"})

@@ -31,8 +31,12 @@ def test_first_request_takes_the_spare_and_a_new_spare_follows(make_server) -> N
     assert response.status_code == 200 and "fox" in response.json()["text"].lower()
     assert int(response.headers["x-asr-worker-pid"]) == spare  # the spare became the model's worker
 
-    replacement = cast(int, wait_for(lambda: (p := server.health()["spare_pid"]) not in (None, spare) and p, 30,
-                                     what="a replacement spare"))
+    replacement = cast(
+        int,
+        wait_for(
+            lambda: (p := server.health()["spare_pid"]) not in (None, spare) and p, 30, what="a replacement spare"
+        ),
+    )
     # TTL unload ends the model's worker; the spare stays, ready for the next load.
     wait_for(lambda: server.model()["state"] == "unloaded", 15, what="TTL unload")
     assert not _alive(spare) and _alive(replacement)
@@ -46,8 +50,12 @@ def test_a_spare_that_dies_is_replaced_and_none_outlives_the_supervisor(make_ser
     server: Server = make_server(CONFIG, warm_spare=True)
     spare = cast(int, wait_for(lambda: server.health()["spare_pid"], 30, what="a warm spare"))
     os.kill(spare, signal.SIGKILL)
-    replacement = cast(int, wait_for(lambda: (p := server.health()["spare_pid"]) not in (None, spare) and p, 30,
-                                     what="a replacement spare"))
+    replacement = cast(
+        int,
+        wait_for(
+            lambda: (p := server.health()["spare_pid"]) not in (None, spare) and p, 30, what="a replacement spare"
+        ),
+    )
     assert server.transcribe("short.wav").status_code == 200
 
     server.proc.send_signal(signal.SIGKILL)

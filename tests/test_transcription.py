@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 
 import pytest
-
 from conftest import Server, key_words_found
 
 FOX_KEYS = ["quick", "brown", "fox", "over", "lazy"]
@@ -42,8 +41,12 @@ def test_language_and_prompt_are_accepted(shared_server: Server) -> None:
 
 def test_eight_concurrent_requests_all_get_their_own_text(shared_server: Server) -> None:
     clips = ["fox.wav", "weather.wav", "short.wav", "fox.mp3"] * 2
-    expected = {"fox.wav": ("fox", "lazy"), "fox.mp3": ("fox", "brown"), "weather.wav": ("weather", "garden"),
-                "short.wav": ("kitchen", "lights")}
+    expected = {
+        "fox.wav": ("fox", "lazy"),
+        "fox.mp3": ("fox", "brown"),
+        "weather.wav": ("weather", "garden"),
+        "short.wav": ("kitchen", "lights"),
+    }
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda c: shared_server.transcribe(c), clips))
     for clip, response in zip(clips, responses):

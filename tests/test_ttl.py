@@ -6,7 +6,6 @@ import concurrent.futures
 import time
 
 import psutil
-
 from conftest import Server, make_long_clip, wait_for, worker_pids
 
 
@@ -28,8 +27,11 @@ def test_worker_process_is_gone_after_the_ttl(make_server) -> None:  # type: ign
     assert psutil.pid_exists(pid)
     assert 0 < server.model()["ttl_remaining"] <= 2
 
-    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
-             timeout=2 + 8, what="worker to end after the TTL")
+    wait_for(
+        lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+        timeout=2 + 8,
+        what="worker to end after the TTL",
+    )
     model = wait_for(lambda: (m := server.model())["state"] == "unloaded" and m, 5, what="state unloaded")
     assert model["pid"] is None
     assert worker_pids(server.pid) == []
@@ -73,11 +75,11 @@ def test_ttl_never_fires_under_a_request_in_flight(make_server, tmp_path) -> Non
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         futures = []
         for _ in range(3):
-            futures.append(pool.submit(server.client.post, "/v1/audio/transcriptions",
-                                       files={"file": ("long.wav", long_clip)}))
+            futures.append(
+                pool.submit(server.client.post, "/v1/audio/transcriptions", files={"file": ("long.wav", long_clip)})
+            )
             time.sleep(0.7)
         responses = [f.result() for f in futures]
     assert [r.status_code for r in responses] == [200, 200, 200], [r.text for r in responses]
     assert len({r.headers["x-asr-worker-pid"] for r in responses}) == 1
     wait_for(lambda: server.model()["state"] == "unloaded", 10, what="unload after the last request")
-

@@ -69,8 +69,12 @@ class WorkerPeer:
         endpoint = f"ipc://{tmp_path}/w.sock"
         self.sock.bind(endpoint)
         # worker_command passes our PID as --parent-pid: the worker dies with pytest.
-        self.proc = subprocess.Popen(worker_command("faster-whisper", endpoint, HEARTBEAT_S),
-                                     env=env, start_new_session=True, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            worker_command("faster-whisper", endpoint, HEARTBEAT_S),
+            env=env,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+        )
         self.heartbeats: list[Heartbeat] = []
 
     def send(self, message: ToWorker, payload: Payload | None = None) -> None:
@@ -122,8 +126,10 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerPeer]:
 
 
 def fox_request(request_id: str, **params: object) -> tuple[Transcribe, bytes]:
-    return (Transcribe(id=request_id, params=msgspec.convert(params, TranscribeParams)),
-            (ASSETS / "fox.wav").read_bytes())
+    return (
+        Transcribe(id=request_id, params=msgspec.convert(params, TranscribeParams)),
+        (ASSETS / "fox.wav").read_bytes(),
+    )
 
 
 def test_spare_then_load_then_ready_then_a_transcription(worker: WorkerPeer) -> None:
@@ -203,10 +209,18 @@ class SilentHub:
 
 def silent_hub_env(hub: SilentHub, tmp_path: Path) -> dict[str, str]:
     """The environment of a worker whose hub downloads hang: online, and pointed at `hub`."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") and not k.lower().endswith("_proxy")}
-    return env | {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_DISABLE_TELEMETRY": "1",
-                  "HF_HUB_DISABLE_XET": "1", "NO_PROXY": "127.0.0.1"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") and not k.lower().endswith("_proxy")
+    }
+    return env | {
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_XET": "1",
+        "NO_PROXY": "127.0.0.1",
+    }
 
 
 def hub_model(tmp_path: Path) -> ModelOptions:
@@ -235,7 +249,8 @@ def test_a_worker_stops_promptly_in_the_middle_of_a_load(tmp_path: Path, stop: s
 
 
 async def test_vram_is_the_workers_own_sampled_off_the_loop_at_most_every_interval(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls = tmp_path / "calls"
     script = tmp_path / "bin" / "nvidia-smi"
     script.parent.mkdir()
@@ -279,8 +294,11 @@ async def test_the_supervisor_keeps_each_workers_latest_heartbeat(tmp_path: Path
         assert isinstance(first, Heartbeat) and first.rss_bytes > 0 and first.served == 0
         result = await worker.transcribe((ASSETS / "fox.wav").read_bytes(), TranscribeParams())
         assert "fox" in result.text.lower()
-        counted = await poll(lambda: (hb := worker.last_heartbeat) and hb.served >= 1 and hb or None, 10,
-                             "a heartbeat that counts the request")
+        counted = await poll(
+            lambda: (hb := worker.last_heartbeat) and hb.served >= 1 and hb or None,
+            10,
+            "a heartbeat that counts the request",
+        )
         assert counted.last_inference_at is not None and counted.time >= first.time
         assert await worker.stop() == "shutdown"
     finally:
@@ -290,7 +308,8 @@ async def test_the_supervisor_keeps_each_workers_latest_heartbeat(tmp_path: Path
 
 
 async def test_the_supervisor_stops_a_loading_worker_without_waiting_for_signals(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hub = SilentHub()
     for name, value in silent_hub_env(hub, tmp_path).items():
         monkeypatch.setenv(name, value)  # the worker inherits the supervisor's environment

@@ -15,14 +15,13 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import ASSETS, Server, key_words_found, server_fixture, wait_for, worker_pids
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
 from wyoming.event import Event
 from wyoming.info import Describe, Info
-
-from conftest import ASSETS, Server, key_words_found, server_fixture, wait_for, worker_pids
 
 FOX_KEYS = ["quick", "brown", "fox", "over", "lazy"]
 
@@ -48,16 +47,24 @@ def pcm(name: str) -> tuple[bytes, int]:
         return w.readframes(w.getnframes()), w.getframerate()
 
 
-async def ha_transcribe(port: int, audio: bytes, rate: int = 16000, channels: int = 1, *,
-                        transcribe: Transcribe | None = None, chunk_bytes: int = 2048) -> list[Event]:
+async def ha_transcribe(
+    port: int,
+    audio: bytes,
+    rate: int = 16000,
+    channels: int = 1,
+    *,
+    transcribe: Transcribe | None = None,
+    chunk_bytes: int = 2048,
+) -> list[Event]:
     """Home Assistant's sequence: transcribe, audio-start, chunks, audio-stop, read until transcript."""
     events: list[Event] = []
     async with AsyncTcpClient("127.0.0.1", port) as client:
         await client.write_event((transcribe or Transcribe(language="en")).event())
         await client.write_event(AudioStart(rate=rate, width=2, channels=channels).event())
         for i in range(0, len(audio), chunk_bytes):
-            await client.write_event(AudioChunk(rate=rate, width=2, channels=channels,
-                                                audio=audio[i:i + chunk_bytes]).event())
+            await client.write_event(
+                AudioChunk(rate=rate, width=2, channels=channels, audio=audio[i : i + chunk_bytes]).event()
+            )
         await client.write_event(AudioStop().event())
         while True:
             event = await asyncio.wait_for(client.read_event(), 60)
@@ -122,13 +129,17 @@ def test_a_client_without_transcribe_gets_the_default_model_and_no_streaming(ser
     assert "kitchen" in transcript(events).lower()
 
 
-@pytest.mark.parametrize(("clip", "rate", "channels", "keys"), [
-    ("weather-8k", 8000, 1, ["morning", "weather", "sunny", "warm", "garden", "dinner"]),
-    ("fox-22k", 22050, 1, FOX_KEYS),
-    ("short-44k-stereo", 44100, 2, ["turn", "kitchen", "lights"]),
-])
-def test_any_rate_and_channel_count_is_converted(server: Server, clip: str, rate: int, channels: int,
-                                                 keys: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("clip", "rate", "channels", "keys"),
+    [
+        ("weather-8k", 8000, 1, ["morning", "weather", "sunny", "warm", "garden", "dinner"]),
+        ("fox-22k", 22050, 1, FOX_KEYS),
+        ("short-44k-stereo", 44100, 2, ["turn", "kitchen", "lights"]),
+    ],
+)
+def test_any_rate_and_channel_count_is_converted(
+    server: Server, clip: str, rate: int, channels: int, keys: list[str]
+) -> None:
     with wave.open(str(ASSETS / f"{clip}.wav"), "rb") as w:  # made with sox (scripts/make-clips)
         assert (w.getframerate(), w.getnchannels()) == (rate, channels)
         audio = w.readframes(w.getnframes())
@@ -138,8 +149,9 @@ def test_any_rate_and_channel_count_is_converted(server: Server, clip: str, rate
 
 def test_model_chosen_by_name_and_unknown_name_is_an_error(server: Server) -> None:
     audio, rate = pcm("short")
-    events = asyncio.run(ha_transcribe(server.wyoming_port, audio, rate,
-                                       transcribe=Transcribe(name="kitchen", language="en")))
+    events = asyncio.run(
+        ha_transcribe(server.wyoming_port, audio, rate, transcribe=Transcribe(name="kitchen", language="en"))
+    )
     assert "lights" in transcript(events).lower()
     assert server.model("kitchen")["state"] == "ready"
 
@@ -175,8 +187,11 @@ def test_garbage_and_oversized_events_close_the_connection_only(server: Server) 
     # Disconnect mid-utterance: the half-sent audio is dropped, nothing stays in flight.
     audio, rate = pcm("fox")
     with socket.create_connection(("127.0.0.1", server.wyoming_port)) as sock:
-        for event in (Transcribe(language="en").event(), AudioStart(rate=rate, width=2, channels=1).event(),
-                      AudioChunk(rate=rate, width=2, channels=1, audio=audio[:8000]).event()):
+        for event in (
+            Transcribe(language="en").event(),
+            AudioStart(rate=rate, width=2, channels=1).event(),
+            AudioChunk(rate=rate, width=2, channels=1, audio=audio[:8000]).event(),
+        ):
             header = {"type": event.type, "data": event.data}
             if event.payload:
                 header["payload_length"] = len(event.payload)
@@ -243,9 +258,26 @@ def test_wyoming_bench_word_error_rate(server: Server, tmp_path: Path) -> None:
     for name in ("fox", "short", "weather"):
         shutil.copy(ASSETS / f"{name}.wav", corpus)
         shutil.copy(ASSETS / f"{name}.txt", corpus)
-    out = subprocess.run([bench, "stt", f"127.0.0.1:{server.wyoming_port}", "--corpus", str(corpus),
-                          "--mode", "both", "--rounds", "1", "--warmup", "0", "--timeout", "60"],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            bench,
+            "stt",
+            f"127.0.0.1:{server.wyoming_port}",
+            "--corpus",
+            str(corpus),
+            "--mode",
+            "both",
+            "--rounds",
+            "1",
+            "--warmup",
+            "0",
+            "--timeout",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     wers = [float(w) / 100 for w in re.findall(r"WER=([\d.]+)%", out.stdout)]
     assert wers, out.stdout

@@ -16,8 +16,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--endpoint", required=True, help="ZeroMQ endpoint the supervisor bound")
     p.add_argument("--parent-pid", type=int, default=0, help="exit as soon as this process is gone")
     p.add_argument("--backend", default="faster-whisper", help="whose libraries to import while a spare")
-    p.add_argument("--prewarm", action="store_true",
-                   help="also pay the backend's one-time inference set-up before saying SPARE (pooled spares)")
+    p.add_argument(
+        "--prewarm",
+        action="store_true",
+        help="also pay the backend's one-time inference set-up before saying SPARE (pooled spares)",
+    )
     p.add_argument("--heartbeat-interval", type=float, default=1.0)
     p.add_argument("--log-level", default="WARNING")
     return p.parse_args(argv)

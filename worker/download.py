@@ -30,8 +30,10 @@ def repo_for(source: str, backend: BackendDescription) -> str:
         return source
     known = backend.lookup(source)
     if known is None:
-        raise DownloadError(f"unknown {backend.name} model {source!r}: use a hub repo id (org/name) "
-                            f"or one of {', '.join(backend.known_names())}")
+        raise DownloadError(
+            f"unknown {backend.name} model {source!r}: use a hub repo id (org/name) "
+            f"or one of {', '.join(backend.known_names())}"
+        )
     return known.repo
 
 
@@ -41,8 +43,14 @@ def cached(source: str, cache_dir: str | None, backend: BackendDescription) -> P
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        path = Path(snapshot_download(repo_for(source, backend), cache_dir=cache_dir,
-                                      allow_patterns=list(backend.files.download), local_files_only=True))
+        path = Path(
+            snapshot_download(
+                repo_for(source, backend),
+                cache_dir=cache_dir,
+                allow_patterns=list(backend.files.download),
+                local_files_only=True,
+            )
+        )
     except (LocalEntryNotFoundError, FileNotFoundError, OSError):
         return None
     except Exception as exc:  # IncompleteSnapshotError and friends: treat as "not cached"
@@ -59,16 +67,22 @@ def fetch(source: str, cache_dir: str | None, backend: BackendDescription, repor
     from huggingface_hub import snapshot_download
 
     try:
-        path = Path(snapshot_download(repo_for(source, backend), cache_dir=cache_dir,
-                                      allow_patterns=list(backend.files.download),
-                                      tqdm_class=_progress_class(report) if report else None))
+        path = Path(
+            snapshot_download(
+                repo_for(source, backend),
+                cache_dir=cache_dir,
+                allow_patterns=list(backend.files.download),
+                tqdm_class=_progress_class(report) if report else None,
+            )
+        )
     except DownloadError:
         raise
     except Exception as exc:
         raise DownloadError(f"could not download {source!r}: {type(exc).__name__}: {exc}") from exc
     if missing := backend.files.missing(path):
-        raise DownloadError(f"could not download {source!r}: the repo has no {', '.join(missing)} "
-                            f"(not a {backend.name} model)")
+        raise DownloadError(
+            f"could not download {source!r}: the repo has no {', '.join(missing)} (not a {backend.name} model)"
+        )
     return path
 
 
@@ -76,7 +90,7 @@ def _progress_class(report: Any) -> type:
     """A tqdm class that reports the byte bars snapshot_download drives (not its file count)."""
     from tqdm.auto import tqdm
 
-    class Progress(tqdm):  # type: ignore[misc]
+    class Progress(tqdm):  # type: ignore[misc]  # tqdm ships no type hints: its base class is Any
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["disable"] = True  # no terminal bar: we report ourselves
             super().__init__(*args, **kwargs)

@@ -195,8 +195,11 @@ class WorkerServer:
         if exc.kind == "load" and not self._load_chosen:
             self._fail(f"the LOAD message could not be decoded: {exc}")  # DYING tells the supervisor why
         elif exc.request_id is not None:
-            self._post(Error(id=exc.request_id, code=ErrorCode.BAD_PARAMETER,
-                             message=f"the request could not be decoded: {exc}"))
+            self._post(
+                Error(
+                    id=exc.request_id, code=ErrorCode.BAD_PARAMETER, message=f"the request could not be decoded: {exc}"
+                )
+            )
 
     async def _answer(self, transcriber: Transcriber, request: Transcribe, data: Payload) -> None:
         self._post(await transcriber.answer(request, data))
@@ -213,16 +216,18 @@ class WorkerServer:
 
     async def _heartbeat(self, transcriber: Transcriber, vitals: Vitals) -> None:
         while True:
-            self._post(Heartbeat(
-                in_flight=transcriber.in_flight,
-                served=transcriber.served,
-                lanes=transcriber.lanes,
-                lanes_busy=transcriber.lanes_busy,
-                rss_bytes=vitals.rss_bytes(),
-                vram_bytes=vitals.vram_bytes(),
-                last_inference_at=transcriber.last_inference_at,
-                time=time.time(),
-            ))
+            self._post(
+                Heartbeat(
+                    in_flight=transcriber.in_flight,
+                    served=transcriber.served,
+                    lanes=transcriber.lanes,
+                    lanes_busy=transcriber.lanes_busy,
+                    rss_bytes=vitals.rss_bytes(),
+                    vram_bytes=vitals.vram_bytes(),
+                    last_inference_at=transcriber.last_inference_at,
+                    time=time.time(),
+                )
+            )
             await asyncio.sleep(self._heartbeat_interval)
 
     async def _say_dying(self, sock: zmq.asyncio.Socket, reason: str) -> None:

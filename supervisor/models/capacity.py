@@ -112,8 +112,9 @@ class Capacity:
     async def _make_room(self, tenant: Tenant) -> None:
         while True:
             others = {t.name: t for t in self._tenants() if t.name in self._holders and t.name != tenant.name}
-            residents = [Resident(t.name, t.memory_estimate_mb(), t.is_idle(), t.last_used_monotonic())
-                         for t in others.values()]
+            residents = [
+                Resident(t.name, t.memory_estimate_mb(), t.is_idle(), t.last_used_monotonic()) for t in others.values()
+            ]
             if fits(self.limits, residents, tenant.memory_estimate_mb()):
                 return
             victim = choose_victim(residents)

@@ -23,14 +23,20 @@ async def download(spec: ModelSpec) -> AsyncIterator[dict[str, Any]]:
     """
     path = model_files.source_path(spec)
     if path is not None:
-        yield {"event": "done", "model": spec.name, "path": str(path), "size": model_files.disk_size(path),
-               "cached": True}
+        yield {
+            "event": "done",
+            "model": spec.name,
+            "path": str(path),
+            "size": model_files.disk_size(path),
+            "cached": True,
+        }
         return
     cmd = [sys.executable, "-m", "worker.download", "--source", spec.source, "--backend", spec.backend]
     if spec.options.cache_dir:
         cmd += ["--cache-dir", spec.options.cache_dir]
-    proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     assert proc.stdout is not None and proc.stderr is not None
     finished = False
     try:
@@ -44,8 +50,11 @@ async def download(spec: ModelSpec) -> AsyncIterator[dict[str, Any]]:
         stderr = (await proc.stderr.read()).decode(errors="replace").strip()
         code = await proc.wait()
         if not finished:
-            yield {"model": spec.name, "event": "error",
-                   "message": f"downloader exited with code {code}: {stderr.splitlines()[-1] if stderr else ''}"}
+            yield {
+                "model": spec.name,
+                "event": "error",
+                "message": f"downloader exited with code {code}: {stderr.splitlines()[-1] if stderr else ''}",
+            }
     finally:
         if proc.returncode is None:  # the client went away: stop the download
             proc.kill()

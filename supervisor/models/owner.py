@@ -156,8 +156,12 @@ class ModelOwner:
         reply: asyncio.Future[str] = self._new_reply()
         self._post(Unload(reply, reason))
         how = await reply
-        return {"model": self.spec.name, "pid": worker.pid if worker else None, "ended_by": how,
-                "freed_rss_mb": _mb(rss) if how != "not loaded" else 0.0}
+        return {
+            "model": self.spec.name,
+            "pid": worker.pid if worker else None,
+            "ended_by": how,
+            "freed_rss_mb": _mb(rss) if how != "not loaded" else 0.0,
+        }
 
     async def status(self) -> ModelSnapshot:
         """A snapshot consistent with every command sent before it."""
@@ -182,8 +186,13 @@ class ModelOwner:
     # -- advisory reads for the capacity gate (it acts only through unload()) ------
 
     def is_idle(self) -> bool:
-        return (self._state is State.READY and not self._in_flight and self._draining is None
-                and not self._waiting and self._inbox.empty())
+        return (
+            self._state is State.READY
+            and not self._in_flight
+            and self._draining is None
+            and not self._waiting
+            and self._inbox.empty()
+        )
 
     def last_used_monotonic(self) -> float:
         return self._idle_since
@@ -346,8 +355,7 @@ class ModelOwner:
         if command.worker is not self._worker or self._state is not State.READY:
             return  # a worker being stopped on purpose: its stop task reports
         reason = f"worker exited unexpectedly (code {command.worker.exit_code})"
-        log.warning("model=%s pid=%d %s; the next request starts a new one", self.spec.name,
-                    command.worker.pid, reason)
+        log.warning("model=%s pid=%d %s; the next request starts a new one", self.spec.name, command.worker.pid, reason)
         self._stats.last_error = reason
         self._forget_worker("crash")
         self._set_state(State.UNLOADED, reason)
@@ -381,16 +389,18 @@ class ModelOwner:
                 self._gate.notify()  # loaded and idle: a waiting reservation may evict it
             return
         if event.capacity_full:
-            error = ModelUnavailable(str(event.error), retry_after=getattr(event.error, "retry_after", None),
-                                     code="capacity_full")
+            error = ModelUnavailable(
+                str(event.error), retry_after=getattr(event.error, "retry_after", None), code="capacity_full"
+            )
             self._set_state(State.UNLOADED, "capacity full")
         else:
             self._failures += 1
             self._retry_at = self._clock.now() + backoff_seconds(self._failures)
             self._stats.last_error = str(event.error)
             self._set_state(State.FAILED, str(event.error))
-            error = ModelUnavailable(f"model {self.spec.name!r} failed to load: {event.error}",
-                                     retry_after=backoff_seconds(self._failures))
+            error = ModelUnavailable(
+                f"model {self.spec.name!r} failed to load: {event.error}", retry_after=backoff_seconds(self._failures)
+            )
         self._fail_waiters(error)
 
     def _on_stopped(self, event: Stopped) -> None:
@@ -522,8 +532,13 @@ class ModelOwner:
 
     def _ttl_remaining(self) -> float | None:
         """Seconds until the idle TTL fires, or None when it cannot fire now."""
-        if (self._state is not State.READY or self._in_flight or self._draining is not None
-                or self._ttl < 0 or self._closing is not None):
+        if (
+            self._state is not State.READY
+            or self._in_flight
+            or self._draining is not None
+            or self._ttl < 0
+            or self._closing is not None
+        ):
             return None
         return max(0.0, round(self._idle_since + self._ttl - self._clock.now(), 3))
 

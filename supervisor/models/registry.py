@@ -47,13 +47,20 @@ class ModelRegistry:
             lambda: self._owners.values(),
         )
         self._owners = {
-            name: ModelOwner(spec, self._launch, gate=self.capacity, memory_estimate_mb=model_files.memory_estimate_mb(spec))
+            name: ModelOwner(
+                spec, self._launch, gate=self.capacity, memory_estimate_mb=model_files.memory_estimate_mb(spec)
+            )
             for name, spec in settings.models.items()
         }
         self._preloads: list[asyncio.Task[None]] = []
-        self.spares = SparePool(self._spawn_spare, enabled=server.warm_spare,
-                                backends=[settings.models[settings.default_model].backend,
-                                          *(spec.backend for spec in settings.models.values())])
+        self.spares = SparePool(
+            self._spawn_spare,
+            enabled=server.warm_spare,
+            backends=[
+                settings.models[settings.default_model].backend,
+                *(spec.backend for spec in settings.models.values()),
+            ],
+        )
 
     async def start(self) -> None:
         self._runtime_dir = runtime_dir.create(self.settings.server.runtime_dir)
@@ -71,8 +78,9 @@ class ModelRegistry:
         """Shutdown, in order: stop preloading, stop every worker (in parallel), release the plumbing."""
         for task in self._preloads:
             task.cancel()
-        await asyncio.gather(self.spares.close(), *(owner.close() for owner in self._owners.values()),
-                             return_exceptions=True)
+        await asyncio.gather(
+            self.spares.close(), *(owner.close() for owner in self._owners.values()), return_exceptions=True
+        )
         if self._ctx is not None:
             self._ctx.term()
         if self._runtime_dir is not None:
@@ -130,8 +138,9 @@ class ModelRegistry:
             raise
         return worker
 
-    async def _spawn(self, backend: str, on_exit: Callable[[WorkerProcess], None],
-                     prewarm: bool = False) -> WorkerProcess:
+    async def _spawn(
+        self, backend: str, on_exit: Callable[[WorkerProcess], None], prewarm: bool = False
+    ) -> WorkerProcess:
         assert self._ctx is not None and self._runtime_dir is not None, "registry not started"
         return await WorkerProcess.spawn(backend, self._ctx, self._runtime_dir, self._timeouts, on_exit, prewarm)
 

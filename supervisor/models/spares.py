@@ -94,8 +94,9 @@ class SparePool:
         try:
             spare = await self._spawn(place.backend, functools.partial(self._lost, place))
         except (WorkerError, OSError) as exc:
-            log.warning("could not start a warm spare worker for %s (%s); retrying in %.0fs",
-                        place.backend, exc, RETRY_DELAY)
+            log.warning(
+                "could not start a warm spare worker for %s (%s); retrying in %.0fs", place.backend, exc, RETRY_DELAY
+            )
             place.task = None
             self._refill(place, delay=RETRY_DELAY)
             return
@@ -108,7 +109,8 @@ class SparePool:
     def _lost(self, place: _Place, worker: WorkerProcess) -> None:
         """A spare died before it was used (killed, OOM): make another, after a pause."""
         if worker is place.spare:
-            log.warning("warm spare pid=%d (%s) exited (code %s); starting another",
-                        worker.pid, place.backend, worker.exit_code)
+            log.warning(
+                "warm spare pid=%d (%s) exited (code %s); starting another", worker.pid, place.backend, worker.exit_code
+            )
             place.spare = None
             self._refill(place, delay=REFILL_DELAY)

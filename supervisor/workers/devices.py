@@ -29,8 +29,9 @@ def cuda_devices() -> list[dict[str, Any]]:
     devices = []
     for row in rows:
         try:
-            devices.append({"index": int(row[0]), "name": row[1], "memory_total_mb": int(row[2]),
-                            "memory_used_mb": int(row[3])})
+            devices.append(
+                {"index": int(row[0]), "name": row[1], "memory_total_mb": int(row[2]), "memory_used_mb": int(row[3])}
+            )
         except (IndexError, ValueError):
             continue
     return devices

@@ -185,7 +185,11 @@ class WorkerProcess:
         self._tasks.append(asyncio.create_task(self._watch_heartbeat(), name=f"worker-{self.pid}-beat"))
         log.info(
             "worker ready model=%s pid=%d device=%s compute_type=%s load_s=%.2f",
-            spec.name, self.pid, self.info.device, self.info.compute_type, time.monotonic() - started,
+            spec.name,
+            self.pid,
+            self.info.device,
+            self.info.compute_type,
+            time.monotonic() - started,
         )
 
     async def _await_phase(self, phase: asyncio.Future[Any], what: str) -> Any:
@@ -302,8 +306,9 @@ class WorkerProcess:
         """A read loop that died would leave every caller waiting: end the worker instead."""
         if task.cancelled() or self._exited.is_set():
             return
-        log.error("model=%s pid=%d reading from the worker failed: killing it", self.name, self.pid,
-                  exc_info=task.exception())
+        log.error(
+            "model=%s pid=%d reading from the worker failed: killing it", self.name, self.pid, exc_info=task.exception()
+        )
         self._death_reason = f"the supervisor could not read from the worker: {task.exception()!r}"
         self.kill()
 
@@ -373,8 +378,9 @@ class WorkerProcess:
             try:
                 await asyncio.wait_for(self._beat.wait(), self._timeouts.heartbeat)
             except TimeoutError:
-                log.error("model=%s pid=%d no heartbeat for %.0fs: killing it", self.name, self.pid,
-                          self._timeouts.heartbeat)
+                log.error(
+                    "model=%s pid=%d no heartbeat for %.0fs: killing it", self.name, self.pid, self._timeouts.heartbeat
+                )
                 self._death_reason = f"worker sent no heartbeat for {self._timeouts.heartbeat:.0f}s and was killed"
                 self.kill()
                 return
@@ -393,10 +399,17 @@ def worker_command(backend: str, endpoint: str, heartbeat_interval: float, prewa
 
 def _base_command(backend: str, endpoint: str, heartbeat_interval: float) -> list[str]:
     return [
-        sys.executable, "-m", "worker",
-        "--endpoint", endpoint,
-        "--parent-pid", str(os.getpid()),
-        "--backend", backend,
-        "--heartbeat-interval", str(heartbeat_interval),
-        "--log-level", logging.getLevelName(logging.getLogger("asr").getEffectiveLevel()),
+        sys.executable,
+        "-m",
+        "worker",
+        "--endpoint",
+        endpoint,
+        "--parent-pid",
+        str(os.getpid()),
+        "--backend",
+        backend,
+        "--heartbeat-interval",
+        str(heartbeat_interval),
+        "--log-level",
+        logging.getLevelName(logging.getLogger("asr").getEffectiveLevel()),
     ]

@@ -40,7 +40,7 @@ def remove(path: Path) -> None:
 def sweep_stale(base: Path) -> None:
     """Remove directories left by supervisors that were killed before they could clean up."""
     for entry in base.glob(f"{_PREFIX}*"):
-        pid_text = entry.name[len(_PREFIX):].split("-", 1)[0]
+        pid_text = entry.name[len(_PREFIX) :].split("-", 1)[0]
         with contextlib.suppress(ValueError, OSError):
             if entry.stat().st_uid == os.getuid() and not psutil.pid_exists(int(pid_text)):
                 shutil.rmtree(entry, ignore_errors=True)

@@ -19,8 +19,19 @@ from worker.backends.description import BackendDescription, Capabilities, KnownM
 from worker.protocol import ModelOptions
 
 __all__ = [
-    "DESCRIPTIONS", "Backend", "BackendDescription", "BackendModule", "Capabilities", "KnownModel", "LoadError",
-    "ModelFiles", "OnSegment", "UnknownBackend", "create_backend", "describe", "warm_up",
+    "DESCRIPTIONS",
+    "Backend",
+    "BackendDescription",
+    "BackendModule",
+    "Capabilities",
+    "KnownModel",
+    "LoadError",
+    "ModelFiles",
+    "OnSegment",
+    "UnknownBackend",
+    "create_backend",
+    "describe",
+    "warm_up",
 ]
 
 log = logging.getLogger("worker")

@@ -30,8 +30,9 @@ class Backend(Protocol):
         """Load the model; raise LoadError with an actionable message on failure."""
         ...
 
-    def transcribe(self, audio: np.ndarray, params: TranscribeParams, on_segment: OnSegment,
-                   lane: int = 0) -> TranscribeResult:
+    def transcribe(
+        self, audio: np.ndarray, params: TranscribeParams, on_segment: OnSegment, lane: int = 0
+    ) -> TranscribeResult:
         """Transcribe 16 kHz mono float32 audio, on inference lane `lane` (its own thread)."""
         ...
 

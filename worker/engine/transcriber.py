@@ -88,15 +88,17 @@ class Transcriber:
             return Error(id=request_id, code=exc.code, message=str(exc))
         except Exception as exc:
             log.exception("transcription failed")
-            return Error(id=request_id, code=ErrorCode.INTERNAL,
-                         message=f"transcription failed: {type(exc).__name__}: {exc}")
+            return Error(
+                id=request_id, code=ErrorCode.INTERNAL, message=f"transcription failed: {type(exc).__name__}: {exc}"
+            )
         finally:
             self._active.discard(request_id)
             self._cancelled.discard(request_id)
             self.served += 1
 
-    def _transcribe(self, data: Payload, params: TranscribeParams, on_segment: OnSegment,
-                    lane: int) -> TranscribeResult:
+    def _transcribe(
+        self, data: Payload, params: TranscribeParams, on_segment: OnSegment, lane: int
+    ) -> TranscribeResult:
         if params.task == "translate" and not self._info.multilingual:
             raise RequestError(
                 ErrorCode.BAD_PARAMETER,

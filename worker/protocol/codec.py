@@ -49,8 +49,11 @@ def encode(message: Message, payload: Payload | None = None) -> list[Frame]:
     """The frames for `message`, with `payload` as frame 1 (never copied into msgpack)."""
     if message.carries_payload != (payload is not None):
         need = "needs" if message.carries_payload else "takes no"
-        raise ProtocolError(f"a {kind_of(message)} message {need} a payload frame",
-                            request_id=getattr(message, "id", None), kind=kind_of(message))
+        raise ProtocolError(
+            f"a {kind_of(message)} message {need} a payload frame",
+            request_id=getattr(message, "id", None),
+            kind=kind_of(message),
+        )
     frames: list[Frame] = [_encoder.encode(message)]
     if payload is not None:
         frames.append(payload)
@@ -69,8 +72,9 @@ def decode(frames: Sequence[Frame]) -> tuple[Message, Payload | None]:
     request_id = getattr(message, "id", None)
     kind = kind_of(message)
     if len(frames) > 2:
-        raise ProtocolError(f"a {kind} message has {len(frames)} frames; at most 2 are allowed",
-                            request_id=request_id, kind=kind)
+        raise ProtocolError(
+            f"a {kind} message has {len(frames)} frames; at most 2 are allowed", request_id=request_id, kind=kind
+        )
     payload = frames[1] if len(frames) == 2 else None
     if message.carries_payload != (payload is not None):
         need = "needs" if message.carries_payload else "takes no"

@@ -45,7 +45,9 @@ async def load_model(
 
 
 @router.post("/v1/model/download")
-async def download_model(request: Request, model: str = Query(..., description="model to download")) -> StreamingResponse:
+async def download_model(
+    request: Request, model: str = Query(..., description="model to download")
+) -> StreamingResponse:
     """Fetch the model's files into its cache, streaming progress as NDJSON lines.
 
     Events: `{"event": "progress", "downloaded", "total"}` ..., then `{"event": "done",
@@ -78,5 +80,7 @@ async def unload_model(
     except UnknownModel as exc:
         raise api_error(exc) from None
     results = [UnloadReport(**r) for r in await asyncio.gather(*(owner.unload() for owner in owners))]
-    return UnloadResult(unloaded=[r for r in results if r.ended_by != "not loaded"],
-                        freed_rss_mb=round(sum(r.freed_rss_mb or 0 for r in results), 1))
+    return UnloadResult(
+        unloaded=[r for r in results if r.ended_by != "not loaded"],
+        freed_rss_mb=round(sum(r.freed_rss_mb or 0 for r in results), 1),
+    )

@@ -26,8 +26,9 @@ def create_app(settings: Settings) -> FastAPI:
         wyoming = None
         if settings.server.wyoming:
             max_audio = int(settings.server.max_upload_mb * 1_000_000)
-            wyoming = WyomingService(wyoming_uri(settings.server), service, max_audio,
-                                     settings.server.wyoming_idle_timeout)
+            wyoming = WyomingService(
+                wyoming_uri(settings.server), service, max_audio, settings.server.wyoming_idle_timeout
+            )
             await wyoming.start()
         announcer = None
         if wyoming is not None and settings.server.zeroconf and not settings.server.wyoming_uri:

@@ -20,10 +20,12 @@ from worker.protocol import TranscribeParams, TranscribeResult
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
 #: What the routes answer: JSON for json/verbose_json, plain text for text/srt/vtt, SSE when streaming.
-_RESPONSES: dict[int | str, dict[str, Any]] = {200: {
-    "model": TranscriptionJSON | VerboseTranscriptionJSON,
-    "content": {"text/plain": {}, "application/x-subrip": {}, "text/vtt": {}, "text/event-stream": {}},
-}}
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": TranscriptionJSON | VerboseTranscriptionJSON,
+        "content": {"text/plain": {}, "application/x-subrip": {}, "text/vtt": {}, "text/event-stream": {}},
+    }
+}
 
 
 @router.post("/v1/audio/transcriptions", responses=_RESPONSES)
@@ -43,9 +45,15 @@ async def transcriptions(
 ) -> Response:
     granularities = _granularities(timestamp_granularities)
     params = TranscribeParams(
-        language=language or None, prompt=prompt or None, temperature=temperature, beam_size=beam_size,
-        vad_filter=vad_filter, word_timestamps="word" in granularities, hotwords=hotwords or None,
-        task="transcribe", stream=stream,
+        language=language or None,
+        prompt=prompt or None,
+        temperature=temperature,
+        beam_size=beam_size,
+        vad_filter=vad_filter,
+        word_timestamps="word" in granularities,
+        hotwords=hotwords or None,
+        task="transcribe",
+        stream=stream,
     )
     return await _serve(request, file, model, params, response_format, granularities)
 
@@ -61,16 +69,19 @@ async def translations(
     vad_filter: Annotated[bool, Form()] = False,
     beam_size: Annotated[int | None, Form(ge=1, le=20)] = None,
 ) -> Response:
-    params = TranscribeParams(prompt=prompt or None, temperature=temperature, beam_size=beam_size,
-                              vad_filter=vad_filter, task="translate")
+    params = TranscribeParams(
+        prompt=prompt or None, temperature=temperature, beam_size=beam_size, vad_filter=vad_filter, task="translate"
+    )
     return await _serve(request, file, model, params, response_format, {"segment"})
 
 
 def _granularities(values: list[str] | None) -> set[str]:
     chosen = set(values or ["segment"])
     if unknown := chosen - {"segment", "word"}:
-        raise bad_request(f"Invalid timestamp granularity {min(unknown)!r}: use 'segment' and/or 'word'.",
-                          param="timestamp_granularities[]")
+        raise bad_request(
+            f"Invalid timestamp granularity {min(unknown)!r}: use 'segment' and/or 'word'.",
+            param="timestamp_granularities[]",
+        )
     return chosen
 
 
@@ -96,8 +107,9 @@ async def _serve(
         raise
     headers = {"X-ASR-Model": transcription.model, "X-ASR-Worker-PID": str(transcription.pid)}
     if params.stream:
-        return StreamingResponse(_sse(first, transcription), media_type="text/event-stream",
-                                 headers=headers | {"Cache-Control": "no-cache"})
+        return StreamingResponse(
+            _sse(first, transcription), media_type="text/event-stream", headers=headers | {"Cache-Control": "no-cache"}
+        )
     await transcription.aclose()  # releases the lease now, not whenever the generator is collected
     assert isinstance(first, TranscribeResult)
     return _render(first, params.task, response_format, granularities, headers)
@@ -121,8 +133,9 @@ async def _sse(first: Item, rest: Transcription) -> AsyncIterator[str]:
             yield event(item)
     except ServiceError as exc:
         error = from_service_error(exc)
-        yield _event({"error": {"message": error.message, "type": error.type, "param": error.param,
-                                "code": error.code}})
+        yield _event(
+            {"error": {"message": error.message, "type": error.type, "param": error.param, "code": error.code}}
+        )
     finally:
         await rest.aclose()  # tells the worker to stop decoding if the client went away
 
@@ -131,8 +144,9 @@ def _event(data: dict[str, object]) -> str:
     return f"data: {json.dumps(data)}\n\n"
 
 
-def _render(result: TranscribeResult, task: str, response_format: str, granularities: set[str],
-            headers: dict[str, str]) -> Response:
+def _render(
+    result: TranscribeResult, task: str, response_format: str, granularities: set[str], headers: dict[str, str]
+) -> Response:
     media_type = formats.MEDIA_TYPES[response_format]
     if response_format == "json":
         return JSONResponse({"text": result.text}, headers=headers)
@@ -144,4 +158,3 @@ def _render(result: TranscribeResult, task: str, response_format: str, granulari
     if response_format == "vtt":
         return Response(formats.vtt(result.segments), media_type=media_type, headers=headers)
     return Response(result.text + "\n", media_type=media_type, headers=headers)
-

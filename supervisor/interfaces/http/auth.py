@@ -32,5 +32,9 @@ def _check(request: Request, keys: tuple[str, ...]) -> None:
     for key in keys:
         matched |= hmac.compare_digest(token.strip().encode(), key.encode())
     if scheme.lower() != "bearer" or not matched:
-        raise APIError(401, "Incorrect API key provided. Send it as 'Authorization: Bearer <key>'.",
-                       code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        raise APIError(
+            401,
+            "Incorrect API key provided. Send it as 'Authorization: Bearer <key>'.",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )

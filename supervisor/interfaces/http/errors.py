@@ -63,8 +63,14 @@ def from_service_error(error: ServiceError) -> APIError:
     """The HTTP form of a failure the service layer classified."""
     status = STATUS[error.kind]
     headers = {"Retry-After": str(max(1, round(error.retry_after)))} if error.retry_after else None
-    return APIError(status, error.message, type="invalid_request_error" if status < 500 else "server_error",
-                    param=error.param, code=error.code, headers=headers)
+    return APIError(
+        status,
+        error.message,
+        type="invalid_request_error" if status < 500 else "server_error",
+        param=error.param,
+        code=error.code,
+        headers=headers,
+    )
 
 
 def api_error(exc: Exception) -> APIError:
@@ -86,8 +92,9 @@ def install(app: FastAPI) -> None:
         err = exc.errors()[0]
         param = str(err["loc"][-1]) if err.get("loc") else None
         if err.get("type") == "missing" and param == "file":
-            return bad_request("No file was uploaded: send the audio as the multipart form field 'file'.",
-                               param="file").response()
+            return bad_request(
+                "No file was uploaded: send the audio as the multipart form field 'file'.", param="file"
+            ).response()
         return bad_request(f"Invalid value for '{param}': {err['msg']}", param=param).response()
 
     @app.exception_handler(StarletteHTTPException)

@@ -31,7 +31,8 @@ def verbose_json(result: TranscribeResult, task: str, with_segments: bool, with_
     if with_words:
         body["words"] = [
             {"word": w.word, "start": w.start, "end": w.end, "probability": w.probability}
-            for s in result.segments for w in (s.words or [])
+            for s in result.segments
+            for w in (s.words or [])
         ]
     return body
 

@@ -20,8 +20,10 @@ async def health(request: Request) -> Health:
     models = registry.snapshot()
     if any(m.device == "cuda" for m in models.values()):
         vram = await asyncio.to_thread(devices.cuda_memory_by_pid) or {}
-        models = {name: m.model_copy(update={"vram_mb": vram.get(m.pid) if m.pid else None})
-                  if m.device == "cuda" else m for name, m in models.items()}
+        models = {
+            name: m.model_copy(update={"vram_mb": vram.get(m.pid) if m.pid else None}) if m.device == "cuda" else m
+            for name, m in models.items()
+        }
     loaded = {name: m for name, m in models.items() if m.state == "ready"}
     # The most recently used loaded model; with none loaded, the one requests go to.
     current = max(loaded, key=lambda n: loaded[n].last_used or 0, default=None)

@@ -60,11 +60,25 @@ class UploadLimit:
 
     async def _refuse(self, send: Send) -> None:
         mb = self.max_bytes / 1_000_000
-        body = json.dumps({"error": {
-            "message": f"The uploaded file is larger than this server's limit of {mb:g} MB (server.max_upload_mb).",
-            "type": "invalid_request_error", "param": "file", "code": "file_too_large",
-        }}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        body = json.dumps(
+            {
+                "error": {
+                    "message": f"The uploaded file is larger than this server's limit of {mb:g} MB (server.max_upload_mb).",
+                    "type": "invalid_request_error",
+                    "param": "file",
+                    "code": "file_too_large",
+                }
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

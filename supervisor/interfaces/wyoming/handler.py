@@ -66,8 +66,7 @@ class Utterance:
 
 
 class WyomingHandler(AsyncEventHandler):
-    def __init__(self, service: TranscriptionService, max_audio_bytes: int, idle_timeout: float,
-                 *args: Any) -> None:
+    def __init__(self, service: TranscriptionService, max_audio_bytes: int, idle_timeout: float, *args: Any) -> None:
         super().__init__(*args)
         self._service = service
         self._max_audio_bytes = max_audio_bytes
@@ -137,8 +136,15 @@ class WyomingHandler(AsyncEventHandler):
         audio = b"".join(utterance.chunks)
         fmt = utterance.converter
         assert fmt is not None and fmt.rate and fmt.width and fmt.channels
-        params = TranscribeParams(language=utterance.language or None, prompt=utterance.prompt, stream=self._streaming,
-                                  audio_format="pcm", pcm_rate=fmt.rate, pcm_width=fmt.width, pcm_channels=fmt.channels)
+        params = TranscribeParams(
+            language=utterance.language or None,
+            prompt=utterance.prompt,
+            stream=self._streaming,
+            audio_format="pcm",
+            pcm_rate=fmt.rate,
+            pcm_width=fmt.width,
+            pcm_channels=fmt.channels,
+        )
         try:
             result, streamed = await self._transcribe(utterance.model, audio, params)
         except ServiceError as exc:  # the connection stays open for the next utterance

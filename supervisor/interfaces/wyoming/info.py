@@ -16,14 +16,16 @@ def build_info(registry: ModelRegistry) -> Info:
     for name in registry.names():
         owner = registry.get(name)
         spec = owner.spec
-        models.append(AsrModel(
-            name=name,
-            description=spec.description or f"{spec.backend} {name}",
-            attribution=ATTRIBUTION,
-            installed=model_files.installed_path(spec) is not None,
-            languages=owner.snapshot().languages or model_files.languages_guess(spec) or [],
-            version=VERSION,
-        ))
+        models.append(
+            AsrModel(
+                name=name,
+                description=spec.description or f"{spec.backend} {name}",
+                attribution=ATTRIBUTION,
+                installed=model_files.installed_path(spec) is not None,
+                languages=owner.snapshot().languages or model_files.languages_guess(spec) or [],
+                version=VERSION,
+            )
+        )
     program = AsrProgram(
         name="asr-supervisor",
         description="asr-supervisor: every configured model, each in its own worker process",

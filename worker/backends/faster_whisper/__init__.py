@@ -14,8 +14,15 @@ NAME = "faster-whisper"
 
 
 def _model(name: str, repo: str, size_mb: int, english_only: bool, description: str) -> KnownModel:
-    return KnownModel(name=name, backend=NAME, repo=repo, size_mb=size_mb, english_only=english_only,
-                      languages=1 if english_only else 99, description=description)
+    return KnownModel(
+        name=name,
+        backend=NAME,
+        repo=repo,
+        size_mb=size_mb,
+        english_only=english_only,
+        languages=1 if english_only else 99,
+        description=description,
+    )
 
 
 DESCRIPTION = BackendDescription(
@@ -39,20 +46,47 @@ DESCRIPTION = BackendDescription(
         _model("medium", "Systran/faster-whisper-medium", 1530, False, "Whisper medium, 99 languages"),
         _model("large-v1", "Systran/faster-whisper-large-v1", 3090, False, "Whisper large-v1, 99 languages"),
         _model("large-v2", "Systran/faster-whisper-large-v2", 3090, False, "Whisper large-v2, 99 languages"),
-        _model("large-v3", "Systran/faster-whisper-large-v3", 3090, False,
-               "Whisper large-v3, 99 languages, most accurate"),
-        _model("large-v3-turbo", "mobiuslabsgmbh/faster-whisper-large-v3-turbo", 1620, False,
-               "Whisper large-v3 turbo: near large-v3 accuracy, several times faster"),
-        _model("distil-large-v2", "Systran/faster-distil-whisper-large-v2", 1510, False,
-               "Distil-Whisper large-v2: fast, English-focused"),
-        _model("distil-large-v3", "Systran/faster-distil-whisper-large-v3", 1510, False,
-               "Distil-Whisper large-v3: fast, English-focused"),
-        _model("distil-large-v3.5", "distil-whisper/distil-large-v3.5-ct2", 1510, False,
-               "Distil-Whisper large-v3.5: fast, English-focused"),
-        _model("distil-medium.en", "Systran/faster-distil-whisper-medium.en", 789, True,
-               "Distil-Whisper medium, English only"),
-        _model("distil-small.en", "Systran/faster-distil-whisper-small.en", 336, True,
-               "Distil-Whisper small, English only"),
+        _model(
+            "large-v3", "Systran/faster-whisper-large-v3", 3090, False, "Whisper large-v3, 99 languages, most accurate"
+        ),
+        _model(
+            "large-v3-turbo",
+            "mobiuslabsgmbh/faster-whisper-large-v3-turbo",
+            1620,
+            False,
+            "Whisper large-v3 turbo: near large-v3 accuracy, several times faster",
+        ),
+        _model(
+            "distil-large-v2",
+            "Systran/faster-distil-whisper-large-v2",
+            1510,
+            False,
+            "Distil-Whisper large-v2: fast, English-focused",
+        ),
+        _model(
+            "distil-large-v3",
+            "Systran/faster-distil-whisper-large-v3",
+            1510,
+            False,
+            "Distil-Whisper large-v3: fast, English-focused",
+        ),
+        _model(
+            "distil-large-v3.5",
+            "distil-whisper/distil-large-v3.5-ct2",
+            1510,
+            False,
+            "Distil-Whisper large-v3.5: fast, English-focused",
+        ),
+        _model(
+            "distil-medium.en",
+            "Systran/faster-distil-whisper-medium.en",
+            789,
+            True,
+            "Distil-Whisper medium, English only",
+        ),
+        _model(
+            "distil-small.en", "Systran/faster-distil-whisper-small.en", 336, True, "Distil-Whisper small, English only"
+        ),
     ),
     aliases={"large": "large-v3", "turbo": "large-v3-turbo"},
     extra=None,

@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +16,9 @@ from worker.backends.faster_whisper import DESCRIPTION
 from worker.protocol import ModelOptions, ReadyInfo, Segment, TranscribeParams, TranscribeResult, Word
 
 BUNDLED = "bundled"
+if TYPE_CHECKING:
+    from faster_whisper.transcribe import Segment as FasterWhisperSegment
+
 log = logging.getLogger("worker")
 
 
@@ -82,7 +85,7 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if cuda > 0 else "cpu"
     if device == "cuda" and cuda == 0:
-        raise LoadError("device 'cuda' was asked for but no CUDA device is visible (set device = \"cpu\" or \"auto\")")
+        raise LoadError('device \'cuda\' was asked for but no CUDA device is visible (set device = "cpu" or "auto")')
     if device not in ("cpu", "cuda"):
         raise LoadError(f"faster-whisper runs on 'cpu' or 'cuda', not {device!r}")
     return device
@@ -136,8 +139,13 @@ class FasterWhisperBackend:
         device = resolve_device(self._device)
         compute_type = resolve_compute_type(self._compute_type, device)
         concurrency = resolve_concurrency(self._num_workers, device)
-        self._options = {"device": device, "compute_type": compute_type, "cpu_threads": self._cpu_threads,
-                         "num_workers": 1, "download_root": self._cache_dir}
+        self._options = {
+            "device": device,
+            "compute_type": compute_type,
+            "cpu_threads": self._cpu_threads,
+            "num_workers": 1,
+            "download_root": self._cache_dir,
+        }
         self._path = path
         try:
             model = WhisperModel(path, **self._options)
@@ -168,8 +176,9 @@ class FasterWhisperBackend:
                 self._models[lane] = model
         return model
 
-    def transcribe(self, audio: np.ndarray, params: TranscribeParams, on_segment: OnSegment,
-                   lane: int = 0) -> TranscribeResult:
+    def transcribe(
+        self, audio: np.ndarray, params: TranscribeParams, on_segment: OnSegment, lane: int = 0
+    ) -> TranscribeResult:
         assert self._models, "transcribe() before load()"
         model = self._model_for(lane)
         options: dict[str, object] = {
@@ -196,22 +205,28 @@ class FasterWhisperBackend:
         return TranscribeResult(text=text, language=info.language, duration=round(info.duration, 3), segments=segments)
 
 
-def _segment(index: int, s: object) -> Segment:
-    words = getattr(s, "words", None)
+def _segment(index: int, s: FasterWhisperSegment) -> Segment:
+    words = s.words
     return Segment(
         id=index,
-        start=round(float(s.start), 3),  # type: ignore[attr-defined]
-        end=round(float(s.end), 3),  # type: ignore[attr-defined]
-        text=s.text,  # type: ignore[attr-defined]
-        seek=int(s.seek),  # type: ignore[attr-defined]
-        tokens=[int(t) for t in s.tokens],  # type: ignore[attr-defined]
-        temperature=float(s.temperature or 0.0),  # type: ignore[attr-defined]
-        avg_logprob=float(s.avg_logprob),  # type: ignore[attr-defined]
-        compression_ratio=float(s.compression_ratio),  # type: ignore[attr-defined]
-        no_speech_prob=float(s.no_speech_prob),  # type: ignore[attr-defined]
-        words=None if words is None else [
-            Word(start=round(float(w.start), 3), end=round(float(w.end), 3), word=w.word,
-                 probability=round(float(w.probability), 4))
+        start=round(float(s.start), 3),
+        end=round(float(s.end), 3),
+        text=s.text,
+        seek=int(s.seek),
+        tokens=[int(t) for t in s.tokens],
+        temperature=float(s.temperature or 0.0),
+        avg_logprob=float(s.avg_logprob),
+        compression_ratio=float(s.compression_ratio),
+        no_speech_prob=float(s.no_speech_prob),
+        words=None
+        if words is None
+        else [
+            Word(
+                start=round(float(w.start), 3),
+                end=round(float(w.end), 3),
+                word=w.word,
+                probability=round(float(w.probability), 4),
+            )
             for w in words
         ],
     )
