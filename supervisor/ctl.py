@@ -10,6 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from supervisor.interfaces.http.schemas import Health, LoadedModel, ModelList, UnloadResult
+from supervisor.models.snapshot import ModelSnapshot
+
 app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -51,24 +54,25 @@ def _request_error(response: httpx.Response) -> None:
     raise typer.Exit(1)
 
 
-def _models_table(models: dict[str, dict[str, Any]], default: str) -> Table:
+def _health(url: str) -> Health:
+    """`/health`, read into the same typed snapshot the server writes it from."""
+    return Health.model_validate(_request("GET", url, "/health").json())
+
+
+def _models_table(models: dict[str, ModelSnapshot], default: str) -> Table:
     table = Table("model", "state", "pid", "device", "rss MB", "ttl", "ttl left", "in flight", "requests", "note")
     for name, m in models.items():
-        ttl_left = "" if m["ttl_remaining"] is None else f"{m['ttl_remaining']:.0f}s"
-        note = m["last_error"] or m["description"] or ""
-        label = f"{name} (default)" if name == default else name
-        rss = "" if m.get("rss_mb") is None else f"{m['rss_mb']:.0f}"
         table.add_row(
-            label,
-            m["state"],
-            str(m["pid"] or ""),
-            m["device"] or "",
-            rss,
-            str(m["ttl"]),
-            ttl_left,
-            str(m["in_flight"]),
-            str(m["requests"]),
-            note,
+            f"{name} (default)" if name == default else name,
+            m.state,
+            str(m.pid or ""),
+            m.device or "",
+            "" if m.rss_mb is None else f"{m.rss_mb:.0f}",
+            str(m.ttl),
+            "" if m.ttl_remaining is None else f"{m.ttl_remaining:.0f}s",
+            str(m.in_flight),
+            str(m.requests),
+            m.last_error or m.description or "",
         )
     return table
 
@@ -76,22 +80,22 @@ def _models_table(models: dict[str, dict[str, Any]], default: str) -> Table:
 @app.command()
 def status(url: UrlOption = DEFAULT_URL) -> None:  # /health needs no key
     """The server's health and every model's state."""
-    health = _request("GET", url, "/health").json()
-    console.print(f"asr-supervisor at {url}: [bold]{health['status']}[/bold]")
-    found = health.get("devices", {})
+    health = _health(url)
+    console.print(f"asr-supervisor at {url}: [bold]{health.status}[/bold]")
+    found = health.devices
     gpus = ", ".join(f"{g['name']} ({g['memory_total_mb']} MB)" for g in found.get("cuda", [])) or "none"
     cpu = found.get("cpu", {})
     console.print(
         f"devices: best {found.get('best')}; CUDA: {gpus}; CPU: {cpu.get('count')} cores"
         + ("; Apple MPS" if found.get("mps") else "")
     )
-    limits = health.get("capacity", {})
-    if limits.get("max_loaded_models") or limits.get("memory_budget_mb"):
+    limits = health.capacity
+    if limits.max_loaded_models or limits.memory_budget_mb:
         console.print(
-            f"capacity: max {limits['max_loaded_models'] or '∞'} models, "
-            f"budget {limits['memory_budget_mb'] or '∞'} MB, loaded: {', '.join(limits['loaded']) or 'none'}"
+            f"capacity: max {limits.max_loaded_models or '∞'} models, "
+            f"budget {limits.memory_budget_mb or '∞'} MB, loaded: {', '.join(limits.loaded) or 'none'}"
         )
-    console.print(_models_table(health["models"], health["default_model"]))
+    console.print(_models_table(health.models, health.default_model))
 
 
 @models_app.command("list")
@@ -101,22 +105,22 @@ def models_list(
     api_key: KeyOption = None,
 ) -> None:
     """Configured models with their state (and, with --available, the catalogue)."""
-    health = _request("GET", url, "/health").json()
-    console.print(_models_table(health["models"], health["default_model"]))
+    health = _health(url)
+    console.print(_models_table(health.models, health.default_model))
     if available:
         from supervisor.models.catalog import CATALOG
 
-        models = {m["id"]: m for m in _request("GET", url, "/v1/models", api_key).json()["data"]}
+        configured = {m.id for m in ModelList.model_validate(_request("GET", url, "/v1/models", api_key).json()).data}
         table = Table("name", "backend", "hub repo", "size MB", "languages", "configured", "description")
         for known in CATALOG.values():
-            configured = "yes" if known.name in models else ""
+            is_configured = "yes" if known.name in configured else ""
             table.add_row(
                 known.name,
                 known.backend,
                 known.repo,
                 str(known.size_mb),
                 known.languages_label,
-                configured,
+                is_configured,
                 known.description,
             )
         console.print(table)
@@ -180,8 +184,8 @@ def models_load(
 ) -> None:
     """Start NAME's worker now and wait until it is ready."""
     params: dict[str, Any] = {"model": name} | ({"ttl": ttl} if ttl is not None else {})
-    m = _request("POST", url, "/v1/model/load", api_key, params=params, timeout=900).json()
-    console.print(f"{name}: {m['state']} (pid {m['pid']}, {m['device']}, {m['compute_type']}, ttl {m['ttl']})")
+    m = LoadedModel.model_validate(_request("POST", url, "/v1/model/load", api_key, params=params, timeout=900).json())
+    console.print(f"{name}: {m.state} (pid {m.pid}, {m.device}, {m.compute_type}, ttl {m.ttl})")
 
 
 @models_app.command("unload")
@@ -196,11 +200,16 @@ def models_unload(
         typer.echo("asrctl: name one model or pass --all", err=True)
         raise typer.Exit(2)
     params = {"all": "true"} if all_models else {"model": name}
-    report = _request("POST", url, "/v1/model/unload", api_key, params=params, timeout=900).json()
-    if not report["unloaded"]:
+    report = UnloadResult.model_validate(
+        _request("POST", url, "/v1/model/unload", api_key, params=params, timeout=900).json()
+    )
+    if not report.unloaded:
         console.print(f"{name or 'no model'} was not loaded: nothing to free")
-    for r in report["unloaded"]:
-        console.print(f"{r['model']}: worker {r['pid']} ended by {r['ended_by']}, freed {r['freed_rss_mb']} MB RSS")
+    for r in report.unloaded:
+        if r.pid is None:  # stopped mid-load: no worker had been handed over yet
+            console.print(f"{r.model}: {r.ended_by}")
+        else:
+            console.print(f"{r.model}: worker {r.pid} ended by {r.ended_by}, freed {r.freed_rss_mb} MB RSS")
 
 
 @app.command()

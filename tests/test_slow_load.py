@@ -8,41 +8,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import signal
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import Server, all_worker_pids_with_parent_arg, wait_for, worker_pids
-
-
-class SilentHub:
-    """Accepts TCP connections on 127.0.0.1 and never sends a byte."""
-
-    def __init__(self) -> None:
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(16)
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        self.connected = threading.Event()
-        self._held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            self._held.append(conn)
-            self.connected.set()
-
-    def close(self) -> None:
-        self._sock.close()
-        for conn in self._held:
-            conn.close()
+from silent_hub import SilentHub, silent_hub_env
 
 
 @pytest.fixture
@@ -65,23 +37,12 @@ def _config(tmp_path: Path, preload: bool) -> str:
     """
 
 
-def _env(hub: SilentHub, tmp_path: Path) -> dict[str, str]:
-    return {
-        "HF_ENDPOINT": hub.url,
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "HF_HOME": str(tmp_path / "hf-home"),
-        "HF_HUB_ETAG_TIMEOUT": "600",
-        "HF_HUB_DOWNLOAD_TIMEOUT": "600",
-        "HF_HUB_DISABLE_XET": "1",
-    }
-
-
 def test_unload_during_a_load_aborts_it_and_leaves_no_process(
     make_server,
     silent_hub: SilentHub,  # type: ignore[no-untyped-def]
     tmp_path: Path,
 ) -> None:
-    server: Server = make_server(_config(tmp_path, preload=False), env=_env(silent_hub, tmp_path))
+    server: Server = make_server(_config(tmp_path, preload=False), env=silent_hub_env(silent_hub, tmp_path))
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         load = pool.submit(server.client.post, "/v1/model/load", params={"model": "slow"})
         assert silent_hub.connected.wait(60), "the worker never started downloading"
@@ -102,7 +63,7 @@ def test_unload_during_a_load_aborts_it_and_leaves_no_process(
 
 
 def test_shutdown_during_a_slow_load_is_prompt(make_server, silent_hub: SilentHub, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    server: Server = make_server(_config(tmp_path, preload=True), env=_env(silent_hub, tmp_path))
+    server: Server = make_server(_config(tmp_path, preload=True), env=silent_hub_env(silent_hub, tmp_path))
     assert silent_hub.connected.wait(60), "the preload never started downloading"
     wait_for(lambda: server.model("slow")["state"] == "starting", 10, what="the preload")
     started = time.monotonic()

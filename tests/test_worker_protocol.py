@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +22,7 @@ import pytest
 import zmq
 import zmq.asyncio
 from conftest import ASSETS
+from silent_hub import SilentHub, silent_hub_env
 
 from supervisor.config import ModelSpec
 from supervisor.workers.process import Timeouts, WorkerError, WorkerProcess, worker_command
@@ -180,47 +179,6 @@ def test_heartbeats_are_typed_and_count_what_was_served(worker: WorkerPeer) -> N
         assert time.monotonic() < deadline, "served never counted the request"
     assert after.served >= before.served + 1 and after.in_flight == 0 and after.lanes_busy == 0
     assert after.last_inference_at is not None and after.last_inference_at >= before.time
-
-
-class SilentHub:
-    """A TCP server that accepts connections and never answers: a hub download that hangs."""
-
-    def __init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-        self.connected = threading.Event()
-        self._held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return  # closed
-            self._held.append(conn)
-            self.connected.set()
-
-    def close(self) -> None:
-        self._listener.close()
-        for conn in self._held:
-            conn.close()
-
-
-def silent_hub_env(hub: SilentHub, tmp_path: Path) -> dict[str, str]:
-    """The environment of a worker whose hub downloads hang: online, and pointed at `hub`."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") and not k.lower().endswith("_proxy")
-    }
-    return env | {
-        "HF_ENDPOINT": hub.url,
-        "HF_HOME": str(tmp_path / "hf-home"),
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "HF_HUB_DISABLE_XET": "1",
-        "NO_PROXY": "127.0.0.1",
-    }
 
 
 def hub_model(tmp_path: Path) -> ModelOptions:
