@@ -14,19 +14,31 @@ from worker.protocol import (
     Dying,
     Error,
     ErrorCode,
+    Final,
     FromWorker,
     Heartbeat,
+    LiveEvent,
+    LiveParams,
     Load,
     Message,
     ModelOptions,
+    Partial,
     ProtocolError,
     Ready,
     ReadyInfo,
     Result,
     Segment,
     SegmentDecoded,
+    SessionAudio,
+    SessionClose,
+    SessionCommit,
+    SessionEnded,
+    SessionEvent,
+    SessionOpen,
     Shutdown,
     Spare,
+    SpeechStarted,
+    SpeechStopped,
     ToWorker,
     Transcribe,
     TranscribeParams,
@@ -86,6 +98,7 @@ SAMPLES: dict[type[Message], Message] = {
         vram_bytes=None,
         last_inference_at=1_700_000_000.5,
         time=1_700_000_001.0,
+        sessions=2,
     ),
     SegmentDecoded: SegmentDecoded(id="req-1", segment=_SEGMENT),
     Result: Result(
@@ -94,6 +107,17 @@ SAMPLES: dict[type[Message], Message] = {
     ),
     Error: Error(id="req-1", code=ErrorCode.BAD_AUDIO, message="could not decode the audio file"),
     Dying: Dying(reason="faster-whisper could not load 'nowhere'"),
+    SessionOpen: SessionOpen(
+        id="live-1",
+        params=LiveParams(language="en", prompt="Foxes.", sample_rate=44100, end_silence_ms=700, word_timestamps=True),
+    ),
+    SessionAudio: SessionAudio(id="live-1", seq=3),
+    SessionCommit: SessionCommit(id="live-1"),
+    SessionClose: SessionClose(id="live-1", abort=True),
+    SessionEvent: SessionEvent(
+        id="live-1", event=Final(seq=4, text="The quick brown fox", start=0.2, end=1.7, segments=[_SEGMENT])
+    ),
+    SessionEnded: SessionEnded(id="live-1"),
 }
 
 
@@ -179,6 +203,21 @@ def test_payload_presence_is_enforced_both_ways_when_encoding() -> None:
         pytest.param([_head({"kind": "result", "id": 7, "result": {}})], None, "result", id="id not a string"),
         pytest.param([_head({"kind": "ready", "info": {"pid": "x"}})], None, "ready", id="bad ready"),
         pytest.param([msgspec.msgpack.encode(["transcribe", "req-9"])], None, None, id="not a map"),
+        pytest.param(
+            [_head({"kind": "session_open", "id": "live-9", "params": {"sample_rate": 1000}})],
+            "live-9",
+            "session_open",
+            id="live params out of range",
+        ),
+        pytest.param(
+            [encode(SessionAudio(id="live-9", seq=0), AUDIO)[0]], "live-9", "session_audio", id="session audio missing"
+        ),
+        pytest.param(
+            [_head({"kind": "session_event", "id": "live-9", "event": {"type": "shout", "text": "!"}})],
+            "live-9",
+            "session_event",
+            id="unknown live event",
+        ),
     ],
 )
 def test_malformed_frames_raise_protocol_error_with_what_is_readable(
@@ -187,6 +226,29 @@ def test_malformed_frames_raise_protocol_error_with_what_is_readable(
     with pytest.raises(ProtocolError) as raised:
         decode(frames)
     assert (raised.value.request_id, raised.value.kind) == (request_id, kind)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        SpeechStarted(at=0.32),
+        SpeechStopped(at=1.9),
+        Partial(seq=1, text="The quick brown", committed="The quick"),
+        Final(seq=2, text="The quick brown fox", start=0.32, end=1.9, segments=[_SEGMENT]),
+    ],
+    ids=lambda event: type(event).__name__,
+)
+def test_every_live_event_round_trips_inside_a_session_event(event: LiveEvent) -> None:
+    message = SessionEvent(id="live-1", event=event)
+    assert decode(encode(message)) == (message, None)
+
+
+def test_session_defaults_close_gracefully_and_take_16_khz() -> None:
+    assert SessionClose(id="live-1").abort is False
+    assert LiveParams().sample_rate == 16000
+    old_heartbeat = {k: v for k, v in msgspec.structs.asdict(SAMPLES[Heartbeat]).items() if k != "sessions"}
+    decoded, _ = decode([_head({"kind": "heartbeat", **old_heartbeat})])  # a worker from before sessions
+    assert isinstance(decoded, Heartbeat) and decoded.sessions == 0
 
 
 def test_structs_are_frozen() -> None:

@@ -7,15 +7,19 @@ way a REQ/REP lockstep does when a peer dies.
 
 - `worker.protocol.messages`: the data types and one frozen Struct per message kind;
 - `worker.protocol.codec`: `encode`/`decode` between those and frames, `ProtocolError`;
-- `worker.protocol.options`: `ModelOptions`, what LOAD carries.
+- `worker.protocol.options`: `ModelOptions`, what LOAD carries;
+- `worker.protocol.live`: `LiveParams` and the `LiveEvent`s of a live session.
 
-Kinds, worker → supervisor: SPARE, READY, HEARTBEAT, SEGMENT, RESULT, ERROR, DYING.
-Kinds, supervisor → worker: LOAD, TRANSCRIBE (+ audio frame), CANCEL, SHUTDOWN.
+Kinds, worker → supervisor: SPARE, READY, HEARTBEAT, SEGMENT, RESULT, ERROR, DYING,
+SESSION_EVENT, SESSION_ENDED.
+Kinds, supervisor → worker: LOAD, TRANSCRIBE (+ audio frame), CANCEL, SHUTDOWN,
+SESSION_OPEN, SESSION_AUDIO (+ PCM frame), SESSION_COMMIT, SESSION_CLOSE.
 """
 
 from __future__ import annotations
 
 from worker.protocol.codec import Frame, Payload, ProtocolError, decode, encode
+from worker.protocol.live import Final, LiveEvent, LiveParams, Partial, SpeechStarted, SpeechStopped
 from worker.protocol.messages import (
     Cancel,
     Dying,
@@ -30,6 +34,12 @@ from worker.protocol.messages import (
     Result,
     Segment,
     SegmentDecoded,
+    SessionAudio,
+    SessionClose,
+    SessionCommit,
+    SessionEnded,
+    SessionEvent,
+    SessionOpen,
     Shutdown,
     Spare,
     ToWorker,
@@ -50,12 +60,16 @@ __all__ = [
     "Dying",
     "Error",
     "ErrorCode",
+    "Final",
     "Frame",
     "FromWorker",
     "Heartbeat",
+    "LiveEvent",
+    "LiveParams",
     "Load",
     "Message",
     "ModelOptions",
+    "Partial",
     "Payload",
     "ProtocolError",
     "Ready",
@@ -63,8 +77,16 @@ __all__ = [
     "Result",
     "Segment",
     "SegmentDecoded",
+    "SessionAudio",
+    "SessionClose",
+    "SessionCommit",
+    "SessionEnded",
+    "SessionEvent",
+    "SessionOpen",
     "Shutdown",
     "Spare",
+    "SpeechStarted",
+    "SpeechStopped",
     "ToWorker",
     "Transcribe",
     "TranscribeParams",

@@ -6,8 +6,8 @@ decoding a message validates it: a TRANSCRIBE whose parameters have the wrong ty
 refused by the codec, at the worker's edge, before any library sees it.
 
 Each message kind is a Struct tagged with its wire name in the `kind` field, and `Message`
-is the union of them all. Adding a kind (the live-session ones, say: open, audio with a
-sequence number, commit, close, partial, final) is purely additive: a new Struct with a
+is the union of them all. Adding a kind (as the live-session ones were: open, audio with
+a sequence number, commit, close, event, ended) is purely additive: a new Struct with a
 new tag, a `carries_payload` flag if it has a raw frame, and one more member in
 `ToWorker` or `FromWorker`. No existing kind, tag or field changes, and the codec needs no
 edit: it is built from the union. A peer that does not know a new kind answers it like any
@@ -95,6 +95,10 @@ class ReadyInfo(msgspec.Struct, frozen=True):
     concurrency: int = 1  # requests it decodes in parallel
 
 
+# The live vocabulary (`LiveParams`, the `LiveEvent`s) is declared in `worker.protocol.live`,
+# which builds on `Segment` above: imported here, once the data types exist, for the session kinds.
+from worker.protocol.live import LiveEvent, LiveParams
+
 # -- message kinds ---------------------------------------------------------------
 
 
@@ -130,7 +134,41 @@ class Cancel(_Kind, tag="cancel", frozen=True):
 
 
 class Shutdown(_Kind, tag="shutdown", frozen=True):
-    """Start nothing new and exit now, whatever phase the worker is in (even mid-load)."""
+    """Start nothing new and exit now, whatever phase the worker is in (even mid-load).
+
+    Live sessions end with it, without their finals: draining them is the supervisor's job."""
+
+
+class SessionOpen(_Kind, tag="session_open", frozen=True):
+    """Open live session `id` (the worker does not acknowledge it: a refusal is an ERROR for `id`)."""
+
+    id: str
+    params: LiveParams
+
+
+class SessionAudio(_Kind, tag="session_audio", frozen=True):
+    """The next frame of session `id`: the payload holds s16le mono PCM at the session's
+    `params.sample_rate` (an even number of bytes, at most 1 MiB). `seq` counts frames
+    from 0, so a lost or reordered frame is noticed instead of silently skipped."""
+
+    id: str
+    seq: int
+    carries_payload: ClassVar[bool] = True
+
+
+class SessionCommit(_Kind, tag="session_commit", frozen=True):
+    """End session `id`'s current utterance now: its final is the next decode."""
+
+    id: str
+
+
+class SessionClose(_Kind, tag="session_close", frozen=True):
+    """End session `id`: a final for what was heard, then SESSION_ENDED; with `abort`,
+    drop it at once (no final), then SESSION_ENDED. Closing an unknown id is answered
+    with SESSION_ENDED all the same."""
+
+    id: str
+    abort: bool = False
 
 
 # worker → supervisor
@@ -155,6 +193,7 @@ class Heartbeat(_Kind, tag="heartbeat", frozen=True):
     vram_bytes: int | None  # its own GPU memory (sampled every ~10 s); None off CUDA or when unknown
     last_inference_at: float | None  # wall time the last inference finished; None before the first
     time: float  # wall time it was sent
+    sessions: int = 0  # live sessions open (not counted in in_flight); their decodes count in lanes_busy
 
 
 class SegmentDecoded(_Kind, tag="segment", frozen=True):
@@ -170,11 +209,26 @@ class Result(_Kind, tag="result", frozen=True):
 
 
 class Error(_Kind, tag="error", frozen=True):
-    """Request `id` failed; `code` says whose fault it was."""
+    """Request or live session `id` failed; `code` says whose fault it was. For a session
+    it is final: the worker has dropped it, and no SESSION_ENDED follows."""
 
     id: str
     code: ErrorCode
     message: str
+
+
+class SessionEvent(_Kind, tag="session_event", frozen=True):
+    """One event of live session `id` (speech started/stopped, a partial, a final), in order."""
+
+    id: str
+    event: LiveEvent
+
+
+class SessionEnded(_Kind, tag="session_ended", frozen=True):
+    """Session `id` is over: nothing more will come for it. Sent after a close (finals first);
+    a session that fails gets an ERROR for its id instead, which ends it too."""
+
+    id: str
 
 
 class Dying(_Kind, tag="dying", frozen=True):
@@ -183,8 +237,10 @@ class Dying(_Kind, tag="dying", frozen=True):
     reason: str
 
 
-ToWorker: TypeAlias = Load | Transcribe | Cancel | Shutdown
-FromWorker: TypeAlias = Spare | Ready | Heartbeat | SegmentDecoded | Result | Error | Dying
+ToWorker: TypeAlias = Load | Transcribe | Cancel | Shutdown | SessionOpen | SessionAudio | SessionCommit | SessionClose
+FromWorker: TypeAlias = (
+    Spare | Ready | Heartbeat | SegmentDecoded | Result | Error | SessionEvent | SessionEnded | Dying
+)
 Message: TypeAlias = ToWorker | FromWorker
 
 
