@@ -1,13 +1,15 @@
 """The worker's ZeroMQ loop: spare, LOAD, READY, serve and heartbeat, and how it ends.
 
 Socket I/O stays on the event loop; the imports, the model load and inference run in
-threads. The socket is read in every phase, so a SHUTDOWN (or SIGTERM) during a slow
-load ends the process at once: the load thread is abandoned, and `__main__` exits with
-os._exit, which does not wait for it. Otherwise stopping a loading worker would take
-the supervisor's SIGKILL phase.
+threads. File requests (`worker.engine.transcriber`) and live sessions
+(`worker.engine.sessions`) take turns on the same inference lanes. The socket is read in
+every phase, so a SHUTDOWN (or SIGTERM) during a slow load ends the process at once:
+the load thread is abandoned, and `__main__` exits with os._exit, which does not wait
+for it. Otherwise stopping a loading worker would take the supervisor's SIGKILL phase.
 
 How it ends, and what the supervisor hears:
-- SHUTDOWN or SIGTERM, in any phase: nothing more; exit code 0.
+- SHUTDOWN or SIGTERM, in any phase: nothing more (open live sessions end without their
+  finals: the supervisor drains them first if it wants them); exit code 0.
 - the model cannot be loaded: DYING with the reason; exit code 1.
 - a fatal error (the receiver, the sender or the heartbeat task failing, or a request
   task escaping its own error handling): DYING with the reason, written straight to the
@@ -30,6 +32,7 @@ import zmq
 import zmq.asyncio
 
 from worker.backends import Backend, LoadError, create_backend, warm_up
+from worker.engine.sessions import Sessions
 from worker.engine.transcriber import Transcriber
 from worker.engine.vitals import Vitals
 from worker.protocol import (
@@ -47,6 +50,10 @@ from worker.protocol import (
     ProtocolError,
     Ready,
     ReadyInfo,
+    SessionAudio,
+    SessionClose,
+    SessionCommit,
+    SessionOpen,
     Shutdown,
     Spare,
     Transcribe,
@@ -82,6 +89,7 @@ class WorkerServer:
         self._load_requests: asyncio.Queue[ModelOptions] = asyncio.Queue(maxsize=1)
         self._load_chosen = False
         self._transcriber: Transcriber | None = None
+        self._sessions: Sessions | None = None
         # Every outgoing message goes through one queue and one sender task: segments
         # posted from inference threads, results and heartbeats keep their order.
         self._outbox: asyncio.Queue[FromWorker] = asyncio.Queue()
@@ -137,9 +145,19 @@ class WorkerServer:
             return
         # Phase 3: serve. The receiver task answers requests from here on.
         self._transcriber = Transcriber(backend, info, self._post)
+        # Live sessions decode on the transcriber's lanes: one pool of model copies, shared fairly.
+        self._sessions = Sessions(
+            backend,
+            info,
+            self._transcriber._lanes,
+            self._post,
+            self._start,
+            beam_size=options.beam_size,
+        )
         self._post(Ready(info=info))
         log.info("ready: load_s=%.2f device=%s", info.load_seconds, info.device)
-        self._start(self._heartbeat(self._transcriber, Vitals(cuda=info.device == "cuda")), "heartbeat", forever=True)
+        vitals = Vitals(cuda=info.device == "cuda")
+        self._start(self._heartbeat(self._transcriber, self._sessions, vitals), "heartbeat", forever=True)
         await self._leave.wait()
 
     async def _unless_leaving(self, work: Awaitable[T]) -> T:
@@ -170,6 +188,8 @@ class WorkerServer:
     def _dispatch(self, message: Message, payload: Payload | None) -> None:
         match message:
             case Shutdown():
+                if self._sessions is not None:
+                    self._sessions.drop_all()  # no finals: the supervisor drained what it wanted
                 self._leave.set()
             case Load(options=options):
                 if self._load_chosen:
@@ -186,6 +206,11 @@ class WorkerServer:
             case Cancel(id=request_id):
                 if self._transcriber is not None:
                     self._transcriber.cancel(request_id)
+            case SessionOpen() | SessionAudio() | SessionCommit() | SessionClose():
+                if self._sessions is None:
+                    self._post(Error(id=message.id, code=ErrorCode.INTERNAL, message="this worker has no model yet"))
+                else:
+                    self._sessions.handle(message, payload)
             case _:
                 log.warning("ignoring a %s message: that kind is for the supervisor", kind_of(message))
 
@@ -194,6 +219,9 @@ class WorkerServer:
         log.warning("malformed message: %s", exc)
         if exc.kind == "load" and not self._load_chosen:
             self._fail(f"the LOAD message could not be decoded: {exc}")  # DYING tells the supervisor why
+        elif exc.request_id is not None and self._sessions is not None and self._sessions.is_open(exc.request_id):
+            # An ERROR ends a session: the worker drops it too, so both sides agree it is over.
+            self._sessions.fail(exc.request_id, ErrorCode.BAD_PARAMETER, f"a message could not be decoded: {exc}")
         elif exc.request_id is not None:
             self._post(
                 Error(
@@ -214,8 +242,9 @@ class WorkerServer:
             message = await self._outbox.get()
             await sock.send_multipart(encode(message), copy=False)
 
-    async def _heartbeat(self, transcriber: Transcriber, vitals: Vitals) -> None:
+    async def _heartbeat(self, transcriber: Transcriber, sessions: Sessions, vitals: Vitals) -> None:
         while True:
+            inferences = [t for t in (transcriber.last_inference_at, sessions.last_inference_at) if t is not None]
             self._post(
                 Heartbeat(
                     in_flight=transcriber.in_flight,
@@ -224,8 +253,9 @@ class WorkerServer:
                     lanes_busy=transcriber.lanes_busy,
                     rss_bytes=vitals.rss_bytes(),
                     vram_bytes=vitals.vram_bytes(),
-                    last_inference_at=transcriber.last_inference_at,
+                    last_inference_at=max(inferences, default=None),
                     time=time.time(),
+                    sessions=sessions.count,
                 )
             )
             await asyncio.sleep(self._heartbeat_interval)
