@@ -4,7 +4,8 @@ A `WorkerProcess` is one OS process and one ZeroMQ ROUTER socket. It knows nothi
 about TTLs or requests queued for a model (that is the model owner's job); it only turns
 the socket into awaitable calls and the process's death into typed exceptions for
 everyone waiting on it. Every message it reads is answered or accounted for: a reply
-that cannot be decoded still fails the request (or the start-up phase) it was about.
+that cannot be decoded still fails the request (or the start-up phase, or the live
+session) it was about. Live sessions are `WorkerSession`s (`supervisor.workers.session`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import zmq
 import zmq.asyncio
 
 from supervisor.config import ModelSpec
+from supervisor.workers.session import WorkerSession
 from worker.protocol import (
     WORKER_IDENTITY,
     Cancel,
@@ -34,6 +36,7 @@ from worker.protocol import (
     Error,
     ErrorCode,
     Heartbeat,
+    LiveParams,
     Load,
     Message,
     Payload,
@@ -43,6 +46,9 @@ from worker.protocol import (
     Result,
     Segment,
     SegmentDecoded,
+    SessionEnded,
+    SessionEvent,
+    SessionOpen,
     Shutdown,
     Spare,
     ToWorker,
@@ -110,6 +116,7 @@ class WorkerProcess:
         self._ipc_path = ipc_path
         self._timeouts = timeouts
         self._pending: dict[str, asyncio.Queue[_Reply]] = {}
+        self._sessions: dict[str, WorkerSession] = {}
         loop = asyncio.get_running_loop()
         self._spare: asyncio.Future[None] = loop.create_future()
         self._ready: asyncio.Future[ReadyInfo] = loop.create_future()
@@ -240,6 +247,47 @@ class WorkerProcess:
                 with contextlib.suppress(WorkerCrashed):
                     await self._send(Cancel(id=request_id))
 
+    # -- live sessions ----------------------------------------------------------
+
+    async def open_session(self, params: LiveParams) -> WorkerSession:
+        """Open a live session on this worker; see `WorkerSession` for how to use it.
+
+        The worker does not acknowledge the open: a refusal (a language the model does not
+        know, say) arrives as a `WorkerRequestError` from the session's iterator. Raises
+        WorkerCrashed at once if the worker is gone.
+        """
+        if self._exited.is_set():
+            raise WorkerCrashed(self._crash_message())
+        session = WorkerSession(uuid.uuid4().hex, self._send_for_session, self._forget_session)
+        self._sessions[session.id] = session
+        try:
+            await self._send(SessionOpen(id=session.id, params=params))
+        except BaseException:
+            self._sessions.pop(session.id, None)
+            raise
+        return session
+
+    @property
+    def sessions(self) -> int:
+        """Live sessions open on this worker (as far as the supervisor knows)."""
+        return len(self._sessions)
+
+    async def _send_for_session(self, message: ToWorker, payload: Payload | None) -> None:
+        if self._exited.is_set():
+            raise WorkerCrashed(self._crash_message())
+        await self._send(message, payload)
+
+    def _forget_session(self, session: WorkerSession) -> None:
+        if self._sessions.get(session.id) is session:
+            del self._sessions[session.id]
+
+    def _end_session(self, session_id: str, error: WorkerError | None = None, released: bool = True) -> None:
+        session = self._sessions.get(session_id)
+        if session is not None:
+            if released:
+                del self._sessions[session_id]
+            session.end(error, released=released)
+
     async def _send(self, message: ToWorker, payload: Payload | None = None) -> None:
         try:
             await self._sock.send_multipart([WORKER_IDENTITY, *encode(message, payload)], copy=False)
@@ -321,6 +369,13 @@ class WorkerProcess:
                 self._deliver(request_id, segment)
             case Result(id=request_id, result=result):
                 self._deliver(request_id, result)
+            case SessionEvent(id=session_id, event=event):
+                if (session := self._sessions.get(session_id)) is not None:
+                    session.deliver(event)
+            case SessionEnded(id=session_id):
+                self._end_session(session_id)
+            case Error(id=request_id, code=code, message=text) if request_id in self._sessions:
+                self._end_session(request_id, WorkerRequestError(code, text))
             case Error(id=request_id, code=code, message=text):
                 self._deliver(request_id, WorkerRequestError(code, text))
             case Spare():
@@ -340,7 +395,10 @@ class WorkerProcess:
         log.warning("model=%s malformed message from worker: %s", self.name, exc)
         if exc.request_id is not None:
             error = WorkerRequestError(ErrorCode.INTERNAL, f"malformed reply from the worker: {exc}")
-            self._deliver(exc.request_id, error)
+            if exc.request_id in self._sessions:
+                self._end_session(exc.request_id, error, released=False)  # a lost event leaves a gap: end it
+            else:
+                self._deliver(exc.request_id, error)
         elif exc.kind in ("spare", "ready", "dying"):
             self._fail_phases(WorkerLoadError(f"malformed {exc.kind.upper()} from the worker: {exc}"))
         elif exc.kind == "heartbeat":
@@ -365,6 +423,8 @@ class WorkerProcess:
         self._fail_phases(WorkerLoadError(self._death_reason or error_message))
         for inbox in self._pending.values():
             inbox.put_nowait(WorkerCrashed(error_message))
+        for session in self._sessions.values():
+            session.end(WorkerCrashed(error_message), gone=True)
         for task in self._tasks:
             if task is not asyncio.current_task():
                 task.cancel()
