@@ -39,12 +39,12 @@ def _owner(
 async def _use(owner: ModelOwner, hold: asyncio.Event | None = None, leased: asyncio.Event | None = None) -> int:
     """One request: lease a worker, optionally hold it until `hold` is set; returns the worker's PID
     once the owner has taken the lease back."""
-    async with owner.lease() as worker:
+    async with owner.lease() as lease:
         if leased is not None:
             leased.set()
         if hold is not None:
             await hold.wait()
-        pid = worker.pid
+        pid = lease.worker.pid
     await owner.status()
     return pid
 
@@ -354,3 +354,19 @@ async def test_a_full_busy_server_refuses_then_serves_once_a_place_frees(owners:
     assert await waiting == 1001
     hold.set()
     assert await busy == 1000 and await busy2 == 1000
+
+
+async def test_a_long_lease_is_asked_back_when_its_worker_is_wanted(owners: list[ModelOwner]) -> None:
+    """A live session holds its lease for as long as people speak: an unload tells it to wind down."""
+    launcher = FakeLauncher()
+    owner = _owner(owners, launcher)
+    async with owner.lease() as lease:
+        assert not lease.wind_down.is_set()
+        await _use(owner)  # a file request in between asks nothing back
+        assert not lease.wind_down.is_set()
+        unload = asyncio.create_task(owner.unload())
+        await asyncio.wait_for(lease.wind_down.wait(), 5)
+        assert not unload.done() and not launcher.workers[0].stopping.is_set()  # it waits for the lease
+    assert (await unload)["ended_by"] == "shutdown"
+    async with owner.lease() as fresh:  # the next worker's leases start with no notice
+        assert fresh.worker.pid == 1001 and not fresh.wind_down.is_set()

@@ -16,9 +16,13 @@ if TYPE_CHECKING:
     from supervisor.workers.process import WorkerProcess
 
 
+#: What an Acquire is answered with: the worker, its generation, and its wind-down notice.
+Grant = tuple["WorkerProcess", int, asyncio.Event]
+
+
 @dataclass(slots=True)
 class Acquire:
-    reply: asyncio.Future[tuple[WorkerProcess, int]]
+    reply: asyncio.Future[Grant]
 
 
 @dataclass(slots=True)

@@ -4,8 +4,8 @@ Callers never look at the state and then act on it (a TTL firing between the loo
 and the act is exactly the race that leaves requests on a dying process). They send
 a command to the owner's inbox and await its reply:
 
-    async with owner.lease() as worker:     # Acquire → the owner starts a worker if needed
-        await worker.transcribe(...)        # Release on exit → the owner restarts the TTL clock
+    async with owner.lease() as lease:      # Acquire → the owner starts a worker if needed
+        await lease.worker.transcribe(...)  # Release on exit → the owner restarts the TTL clock
 
 The owner itself never waits on slow work. Starting (capacity, spawn, LOAD, READY) and
 stopping (SHUTDOWN → SIGTERM → SIGKILL, VRAM release) run as tasks of their own that
@@ -37,6 +37,7 @@ from supervisor.models.commands import (
     Close,
     Command,
     Exited,
+    Grant,
     Load,
     Release,
     Started,
@@ -64,6 +65,19 @@ class ModelUnavailable(Exception):
         super().__init__(message)
         self.retry_after = retry_after
         self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A worker held busy for one caller, and the owner's notice that it wants the worker back.
+
+    `wind_down` is set when the worker is to be unloaded, evicted or shut down: a file request
+    simply finishes, a live session (which could hold its lease for hours) finishes what it
+    heard and ends, so the unload does not wait forever.
+    """
+
+    worker: WorkerProcess
+    wind_down: asyncio.Event
 
 
 @dataclass(slots=True)
@@ -115,6 +129,8 @@ class ModelOwner:
         self._stop_task: asyncio.Task[None] | None = None
         self._stats = _Stats()
         self._task: asyncio.Task[None] | None = None
+        #: Per worker generation: set when that worker is wanted back (see `Lease`).
+        self._wind_down: dict[int, asyncio.Event] = {}
 
     @property
     def name(self) -> str:
@@ -126,12 +142,12 @@ class ModelOwner:
         self._task = asyncio.create_task(self._run(), name=f"owner-{self.spec.name}")
 
     @contextlib.asynccontextmanager
-    async def lease(self) -> AsyncIterator[WorkerProcess]:
+    async def lease(self) -> AsyncIterator[Lease]:
         """A ready worker, held busy (never stopped by the TTL) until the block exits."""
-        reply: asyncio.Future[tuple[WorkerProcess, int]] = self._new_reply()
+        reply: asyncio.Future[Grant] = self._new_reply()
         self._post(Acquire(reply))
         try:
-            worker, generation = await reply
+            worker, generation, wind_down = await reply
         except asyncio.CancelledError:
             # Cancelled just after the owner granted the lease: hand it back, or the
             # model would count a request in flight forever and never unload.
@@ -139,7 +155,7 @@ class ModelOwner:
                 self._inbox.put_nowait(Release(reply.result()[1]))
             raise
         try:
-            yield worker
+            yield Lease(worker, wind_down)
         finally:
             self._inbox.put_nowait(Release(generation))
 
@@ -339,6 +355,7 @@ class ModelOwner:
             self._abort_start(command.reason)
         elif self._state is State.READY and self._in_flight:
             self._draining = command.reason  # stops when the last in-flight request ends
+            self._ask_leases_back()
         elif self._state is State.READY:
             self._begin_stop(command.reason)
         # STOPPING: answered when the worker has been reaped
@@ -415,11 +432,11 @@ class ModelOwner:
 
     # -- effects ----------------------------------------------------------------
 
-    def _grant(self, reply: asyncio.Future[tuple[WorkerProcess, int]]) -> None:
+    def _grant(self, reply: asyncio.Future[Grant]) -> None:
         assert self._worker is not None
         self._in_flight += 1
         self._stats.requests += 1
-        _reply(reply, (self._worker, self._generation))
+        _reply(reply, (self._worker, self._generation, self._wind_down[self._generation]))
 
     def _start_if_stopped(self) -> None:
         if self._state not in (State.UNLOADED, State.FAILED):
@@ -462,6 +479,7 @@ class ModelOwner:
     def _begin_stop(self, reason: str) -> None:
         worker = self._worker
         assert worker is not None
+        self._ask_leases_back()
         self._stop_reason = reason
         self._draining = None
         self._set_state(State.STOPPING, reason)
@@ -479,15 +497,22 @@ class ModelOwner:
     def _adopt(self, worker: WorkerProcess, now: float) -> None:
         self._worker = worker
         self._generation += 1
+        self._wind_down[self._generation] = asyncio.Event()
         self._idle_since = now
         self._stats.languages = worker.info.languages if worker.info else None
 
     def _forget_worker(self, why: str) -> None:
+        self._ask_leases_back()
+        self._wind_down.pop(self._generation, None)
         self._worker = None
         self._in_flight = 0  # their leases carry the old generation; releases are ignored
         self._generation += 1
         self._draining = None
         self._stats.unloads[why] = self._stats.unloads.get(why, 0) + 1
+
+    def _ask_leases_back(self) -> None:
+        if (notice := self._wind_down.get(self._generation)) is not None:
+            notice.set()
 
     def _resume(self) -> None:
         """After a worker ended: start the next one if requests or loads are waiting for it."""
