@@ -87,20 +87,23 @@ def serve(
     import uvicorn
 
     from supervisor.interfaces.http.app import create_app
+    from supervisor.interfaces.http.server import Server
 
     level = settings.server.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
     logging.getLogger("asr").setLevel(level)
-    server = uvicorn.Server(
+    app = create_app(settings)
+    server = Server(
         uvicorn.Config(
-            create_app(settings),
+            app,
             host=settings.server.host,
             port=settings.server.port,
             log_level=settings.server.log_level,
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=30,
-        )
+        ),
+        app,
     )
     server.run()
     # uvicorn returns without having started when the port is taken; say so in the exit code.

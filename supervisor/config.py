@@ -64,6 +64,12 @@ class ServerTable(_Table):
     memory_budget_mb: float = Field(0, ge=0, description="0: no limit; else the loaded models' memory")
     capacity_wait: float = Field(30.0, ge=0, description="seconds a request waits for a busy server to free a place")
     max_upload_mb: float = Field(200.0, gt=0, description="larger uploads get 413 before they are read")
+    session_drain_timeout: float = Field(
+        10.0, ge=0, description="seconds live sessions get to finish when their model is unloaded or the server stops"
+    )
+    session_idle_timeout: float = Field(30.0, gt=0, description="a live session that sends no audio this long ends")
+    max_session_seconds: float = Field(3600.0, gt=0, description="seconds of audio one live session may send")
+    max_live_sessions: int = Field(32, ge=1, description="live sessions at once, over WebSocket and Wyoming")
     api_keys: list[str] = Field(default_factory=list, description="when set, /v1 routes need one of these")
     admin_keys: list[str] = Field(default_factory=list, description="when set, admin routes need one of these")
 

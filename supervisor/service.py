@@ -8,63 +8,19 @@ and so does the judgement of whose fault a failure is (`ServiceError.kind`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from enum import StrEnum
 
+from supervisor.failures import FailureKind, ServiceError, classify
+from supervisor.live import LiveStream
 from supervisor.models.owner import ModelOwner, ModelUnavailable
 from supervisor.models.registry import ModelRegistry, UnknownModel
-from supervisor.workers.process import WorkerCrashed, WorkerError, WorkerRequestError
+from supervisor.workers.process import WorkerError
 from worker.backends import describe
-from worker.protocol import ErrorCode, Segment, TranscribeParams, TranscribeResult
-
-
-class FailureKind(StrEnum):
-    """Whose fault, and what the client should do about it; each interface maps these once."""
-
-    BAD_AUDIO = "bad_audio"  # the client's audio: do not retry it
-    BAD_PARAMETER = "bad_parameter"  # the client's parameters
-    UNKNOWN_MODEL = "unknown_model"
-    UNAVAILABLE = "unavailable"  # load failed, backing off, server full, shutting down: retry later
-    CRASHED = "crashed"  # the worker died under the request: retry
-    INTERNAL = "internal"  # the model failed on this input
-
-
-class ServiceError(Exception):
-    def __init__(
-        self, kind: FailureKind, message: str, code: str, param: str | None = None, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.code = code  # machine-readable, shown to clients (OpenAI's `code`)
-        self.param = param
-        self.retry_after = retry_after
-
-
-def classify(exc: Exception) -> ServiceError:
-    """The one mapping from what models and workers raise to what clients are told."""
-    if isinstance(exc, ServiceError):
-        return exc
-    if isinstance(exc, WorkerRequestError):
-        if exc.code is ErrorCode.BAD_AUDIO:
-            return ServiceError(FailureKind.BAD_AUDIO, str(exc), "invalid_audio", param="file")
-        if exc.code is ErrorCode.BAD_PARAMETER:
-            return ServiceError(FailureKind.BAD_PARAMETER, str(exc), "invalid_parameter")
-        return ServiceError(FailureKind.INTERNAL, str(exc), "transcription_failed")
-    if isinstance(exc, WorkerCrashed):
-        return ServiceError(
-            FailureKind.CRASHED, f"{exc}; the request was not completed, please retry", "worker_crashed"
-        )
-    if isinstance(exc, ModelUnavailable):
-        return ServiceError(FailureKind.UNAVAILABLE, str(exc), exc.code, retry_after=exc.retry_after)
-    if isinstance(exc, UnknownModel):
-        return ServiceError(FailureKind.UNKNOWN_MODEL, str(exc), "model_not_found", param="model")
-    if isinstance(exc, WorkerError):
-        return ServiceError(FailureKind.INTERNAL, str(exc), "transcription_failed")
-    raise TypeError(f"not a model or worker failure: {exc!r}") from exc
-
+from worker.protocol import Segment, TranscribeParams, TranscribeResult
+from worker.protocol.live import LiveParams
 
 Item = Segment | TranscribeResult
 
@@ -103,8 +59,8 @@ class Transcription:
         await self._items.aclose()
 
     async def _run(self, owner: ModelOwner, audio: bytes, params: TranscribeParams) -> AsyncGenerator[Item, None]:
-        async with owner.lease() as worker, contextlib.aclosing(worker.stream(audio, params)) as items:
-            self.pid = worker.pid
+        async with owner.lease() as lease, contextlib.aclosing(lease.worker.stream(audio, params)) as items:
+            self.pid = lease.worker.pid
             async for item in items:
                 yield item
 
@@ -119,6 +75,14 @@ class Transcribed:
 class TranscriptionService:
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
+        self._live: set[LiveStream] = set()  # open live streams, over every interface
+        self._max_live_sessions = registry.settings.server.max_live_sessions
+        self._none_live = asyncio.Event()
+        self._none_live.set()
+
+    @property
+    def live_sessions(self) -> int:
+        return len(self._live)
 
     def resolve(self, model: str | None) -> str:
         """The configured model a client's name means; ServiceError(unknown_model) if none."""
@@ -135,6 +99,42 @@ class TranscriptionService:
         owner = self.registry.get(self.resolve(model))
         _check_capabilities(owner.spec.backend, params)
         return Transcription(owner, audio, params)
+
+    def live(self, model: str | None, params: LiveParams) -> LiveStream:
+        """A live stream on `model` (use it as an async context manager: that leases the model)."""
+        owner = self.registry.get(self.resolve(model))
+        if not describe(owner.spec.backend).capabilities.streaming:
+            raise ServiceError(
+                FailureKind.BAD_PARAMETER,
+                f"models of the {owner.spec.backend} backend cannot stream",
+                "invalid_parameter",
+                param="model",
+            )
+        if self.live_sessions >= self._max_live_sessions:
+            raise ServiceError(
+                FailureKind.UNAVAILABLE,
+                f"the server has {self.live_sessions} live sessions, its "
+                "limit (server.max_live_sessions); try again later",
+                "too_many_sessions",
+                retry_after=5.0,
+            )
+        stream = LiveStream(owner, params, on_close=self._live_ended)
+        self._live.add(stream)
+        self._none_live.clear()
+        return stream
+
+    async def wind_down_live(self, timeout: float) -> None:
+        """Shutdown's first phase: ask every live stream to finish (each gets its drain time and
+        a final), and wait up to `timeout` seconds for them to end."""
+        for stream in self._live:
+            stream.wind_down.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._none_live.wait(), timeout)
+
+    def _live_ended(self, stream: LiveStream) -> None:
+        self._live.discard(stream)
+        if not self._live:
+            self._none_live.set()
 
     async def transcribe(self, model: str | None, audio: bytes, params: TranscribeParams) -> Transcribed:
         async with contextlib.aclosing(self.stream(model, audio, params)) as transcription:

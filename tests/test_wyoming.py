@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ASSETS, Server, key_words_found, server_fixture, wait_for, worker_pids
+from conftest import ASSETS, Server, key_words_found, server_fixture, wait_for, words, worker_pids
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
@@ -305,3 +305,43 @@ def test_a_silent_connection_is_closed_after_the_idle_timeout(make_server) -> No
         assert time.monotonic() - started < 5
     text = transcript(asyncio.run(ha_transcribe(server.wyoming_port, *pcm("short"))))
     assert "kitchen" in text.lower()
+
+
+def test_words_arrive_while_the_user_speaks(server: Server) -> None:
+    """A satellite sends audio in real time: committed words come back before audio-stop, and
+    the transcript follows audio-stop as soon as the final (decoded during the silence) is in."""
+    audio, rate = pcm("weather")
+    audio += b"\0\0" * (rate * 7 // 10)  # the satellite's own 0.7 s of trailing silence
+    step = rate // 10 * 2  # 100 ms
+
+    async def run() -> tuple[list[tuple[float, Event]], float, float]:
+        seen: list[tuple[float, Event]] = []
+        async with AsyncTcpClient("127.0.0.1", server.wyoming_port) as client:
+
+            async def read() -> None:
+                while (event := await asyncio.wait_for(client.read_event(), 60)) is not None:
+                    seen.append((time.monotonic(), event))
+                    if Transcript.is_type(event.type) or Error.is_type(event.type):
+                        return
+
+            reader = asyncio.create_task(read())
+            await client.write_event(Transcribe(language="en").event())
+            await client.write_event(AudioStart(rate=rate, width=2, channels=1).event())
+            for i in range(0, len(audio), step):
+                await client.write_event(AudioChunk(rate=rate, width=2, channels=1, audio=audio[i : i + step]).event())
+                await asyncio.sleep(0.1)  # paced: real-time audio, not event ordering
+            stopped = time.monotonic()
+            await client.write_event(AudioStop().event())
+            await reader
+            return seen, stopped, time.monotonic()
+
+    seen, stopped, done = asyncio.run(run())
+    chunk_type, start_type = TranscriptChunk(text="").event().type, TranscriptStart().event().type
+    early = [e for t, e in seen if t < stopped and e.type == chunk_type]
+    assert early, "no committed words came back while the audio was still streaming"
+    assert seen[0][1].type == start_type
+    text = transcript([e for _, e in seen])
+    assert key_words_found(text, ["weather"]), text
+    committed = "".join(TranscriptChunk.from_event(e).text for _, e in seen if e.type == chunk_type)
+    assert set(words(committed)) <= set(words(text)) | {"the", "a"}, (committed, text)
+    print(f"audio-stop → transcript: {done - stopped:.3f} s")

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from supervisor.config import Settings, wyoming_uri
-from supervisor.interfaces.http import admin, audio, errors, health, models
+from supervisor.interfaces.http import admin, audio, errors, health, live, models
 from supervisor.interfaces.http.upload_limit import UploadLimit
 from supervisor.interfaces.wyoming.server import WyomingService
 from supervisor.models.registry import ModelRegistry
@@ -53,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     app.add_middleware(UploadLimit, max_bytes=int(settings.server.max_upload_mb * 1_000_000))
     app.include_router(audio.router)
+    app.include_router(live.router)
     app.include_router(models.router)
     app.include_router(admin.router)
     app.include_router(health.router)

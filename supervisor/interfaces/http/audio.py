@@ -9,12 +9,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from supervisor.failures import ServiceError
 from supervisor.interfaces.http import formats
 from supervisor.interfaces.http.auth import require_api_key
 from supervisor.interfaces.http.errors import bad_request, from_service_error
 from supervisor.interfaces.http.formats import ResponseFormat
 from supervisor.interfaces.http.schemas import TranscriptionJSON, VerboseTranscriptionJSON
-from supervisor.service import Item, ServiceError, Transcription, TranscriptionService
+from supervisor.service import Item, Transcription, TranscriptionService
 from worker.protocol import TranscribeParams, TranscribeResult
 
 router = APIRouter(dependencies=[Depends(require_api_key)])

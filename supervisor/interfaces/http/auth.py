@@ -23,15 +23,25 @@ def require_admin_key(request: Request) -> None:
     _check(request, settings.admin_keys or settings.api_keys)
 
 
-def _check(request: Request, keys: tuple[str, ...]) -> None:
+def bearer_token(authorization: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, or None."""
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def key_matches(token: str | None, keys: tuple[str, ...]) -> bool:
+    """Whether `token` is one of `keys` (always, when there are none), in constant time:
+    every key is compared, so timing says nothing about which matched."""
     if not keys:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    # Compare against every key, in constant time, so timing says nothing about which matched.
+        return True
     matched = False
     for key in keys:
-        matched |= hmac.compare_digest(token.strip().encode(), key.encode())
-    if scheme.lower() != "bearer" or not matched:
+        matched |= hmac.compare_digest((token or "").encode(), key.encode())
+    return matched and token is not None
+
+
+def _check(request: Request, keys: tuple[str, ...]) -> None:
+    if not key_matches(bearer_token(request.headers.get("authorization", "")), keys):
         raise APIError(
             401,
             "Incorrect API key provided. Send it as 'Authorization: Bearer <key>'.",

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from supervisor.service import FailureKind, ServiceError, classify
+from supervisor.failures import FailureKind, ServiceError, classify
 
 log = logging.getLogger("asr.http")
 

@@ -21,9 +21,11 @@ from wyoming.event import Event
 from wyoming.info import Describe
 from wyoming.server import AsyncEventHandler
 
+from supervisor.failures import FailureKind, ServiceError
 from supervisor.interfaces.wyoming.info import build_info
+from supervisor.interfaces.wyoming.live import LiveUtterance
 from supervisor.interfaces.wyoming.reader import read_event
-from supervisor.service import FailureKind, ServiceError, TranscriptionService
+from supervisor.service import TranscriptionService
 from worker.protocol import TranscribeParams, TranscribeResult
 
 log = logging.getLogger("asr.wyoming")
@@ -73,6 +75,7 @@ class WyomingHandler(AsyncEventHandler):
         self._idle_timeout = idle_timeout
         self._utterance = Utterance()
         self._streaming = False  # the client asked with transcribe (HA ≥ 2025 streams transcripts)
+        self._live: LiveUtterance | None = None  # this utterance, decoded while it is spoken
 
     async def run(self) -> None:
         """The base loop, with a reader that refuses oversized events instead of buffering them,
@@ -86,6 +89,7 @@ class WyomingHandler(AsyncEventHandler):
         except TimeoutError:
             log.info("closing a Wyoming connection idle for %.0fs", self._idle_timeout)
         finally:
+            await self._drop_live()
             self.writer.close()
 
     async def handle_event(self, event: Event) -> bool:
@@ -95,12 +99,14 @@ class WyomingHandler(AsyncEventHandler):
         if Transcribe.is_type(event.type):
             transcribe = Transcribe.from_event(event)
             prompt = transcribe.context.get("prompt") if isinstance(transcribe.context, dict) else None
+            await self._drop_live()
             self._utterance = Utterance(model=transcribe.name, language=transcribe.language, prompt=prompt)
             self._streaming = True
             # An unknown model is reported at audio-stop, where the client reads: closing
             # now would break the audio it is still writing.
             return True
         if AudioStart.is_type(event.type):
+            await self._drop_live()
             previous = self._utterance
             self._utterance = Utterance(model=previous.model, language=previous.language, prompt=previous.prompt)
             return True
@@ -111,10 +117,25 @@ class WyomingHandler(AsyncEventHandler):
         return True  # events for other services (wake, tts...) are not ours: ignore
 
     async def _add_chunk(self, chunk: AudioChunk) -> bool:
-        if not self._service.knows(self._utterance.model):
+        utterance = self._utterance
+        if not self._service.knows(utterance.model):
             return True  # nothing will be transcribed: don't hold the audio
+        if self._live is None and not utterance.size:  # its first chunk: decode it live if we can
+            self._live = await LiveUtterance.open(
+                self._service,
+                utterance.model,
+                chunk,
+                utterance.language,
+                utterance.prompt,
+                self.write_event,
+                self._streaming,
+            )
         try:
-            self._utterance.add(chunk)
+            if self._live is not None:
+                utterance.size += len(chunk.audio)
+                await self._live.add(chunk)
+            else:
+                utterance.add(chunk)
         except (ValueError, TypeError) as exc:  # audioop rejects impossible widths and lengths
             await self.write_event(Error(text=f"bad audio chunk: {exc}", code="bad_audio").event())
             return False
@@ -130,6 +151,8 @@ class WyomingHandler(AsyncEventHandler):
         except ServiceError as exc:
             await self.write_event(error_event(exc))
             return False
+        if self._live is not None:
+            return await self._finish_live(utterance)
         if not utterance.size:
             await self.write_event(Transcript(text="", language=utterance.language).event())
             return True
@@ -155,6 +178,27 @@ class WyomingHandler(AsyncEventHandler):
         if streamed:
             await self.write_event(TranscriptStop().event())
         return True
+
+    async def _finish_live(self, utterance: Utterance) -> bool:
+        live, self._live = self._live, None
+        assert live is not None
+        try:
+            text = await live.finish()
+        except ServiceError as exc:  # the connection stays open for the next utterance
+            await self.write_event(error_event(exc))
+            return True
+        if self._streaming and not live.started:  # nothing was committed while it was spoken
+            await self.write_event(TranscriptStart(language=utterance.language).event())
+            await self.write_event(TranscriptChunk(text=text).event())
+        await self.write_event(Transcript(text=text, language=utterance.language).event())
+        if self._streaming:
+            await self.write_event(TranscriptStop().event())
+        return True
+
+    async def _drop_live(self) -> None:
+        live, self._live = self._live, None
+        if live is not None:
+            await live.abort()
 
     async def _transcribe(
         self, model: str | None, audio: bytes, params: TranscribeParams

@@ -1,0 +1,115 @@
+"""A Wyoming utterance decoded while it is spoken.
+
+Home Assistant's satellites send audio in real time until their own end of speech, then
+`audio-stop`. Waiting for `audio-stop` to start decoding (what wyoming-faster-whisper does)
+puts the whole decode after the user has finished. Here each chunk goes to a live stream
+as it arrives, newly committed words go back at once as `transcript-chunk` events (they
+are never retracted), and `audio-stop` waits only for the final, which the engine has
+usually decoded already, speculatively, during the trailing silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from wyoming.asr import TranscriptChunk, TranscriptStart
+from wyoming.audio import AudioChunk, AudioChunkConverter
+from wyoming.event import Event
+
+from supervisor.failures import FailureKind, ServiceError
+from supervisor.live import LiveStream
+from supervisor.service import TranscriptionService
+from worker.protocol.live import Final, LiveParams, Partial
+
+WriteEvent = Callable[[Event], Awaitable[None]]
+
+
+class LiveUtterance:
+    def __init__(self, stream: LiveStream, write: WriteEvent, send_chunks: bool, language: str | None) -> None:
+        self._stream = stream
+        self._write = write
+        self._send_chunks = send_chunks  # the client asked with `transcribe`: it reads transcript-chunk events
+        self._language = language
+        self._to_16_bit_mono = AudioChunkConverter(rate=None, width=2, channels=1)  # the worker resamples
+        self._finals: list[str] = []
+        self._sent = ""  # the current engine utterance's committed text already sent as chunks
+        self.started = False  # transcript-start sent
+        self._failure: ServiceError | None = None
+        self._relay = asyncio.create_task(self._relay_events())
+
+    @classmethod
+    async def open(
+        cls,
+        service: TranscriptionService,
+        model: str | None,
+        first: AudioChunk,
+        language: str | None,
+        prompt: str | None,
+        write: WriteEvent,
+        send_chunks: bool,
+    ) -> LiveUtterance | None:
+        """A live utterance in `first`'s format, or None when this one must be decoded whole
+        at `audio-stop` (a rate outside 8-48 kHz, a backend that cannot stream, no session free)."""
+        try:
+            params = msgspec.convert({"language": language, "prompt": prompt, "sample_rate": first.rate}, LiveParams)
+        except msgspec.ValidationError:  # a rate outside what live sessions take
+            return None
+        try:
+            stream = service.live(model, params)
+        except ServiceError:
+            return None
+        try:
+            await stream.__aenter__()
+        except ServiceError:
+            return None  # __aenter__ has released what it took; the whole-utterance path reports the error
+        return cls(stream, write, send_chunks, language)
+
+    async def add(self, chunk: AudioChunk) -> None:
+        if self._failure is None:
+            try:
+                await self._stream.send_audio(self._to_16_bit_mono.convert(chunk).audio)
+            except ServiceError as exc:
+                self._failure = exc
+
+    async def finish(self) -> str:
+        """The utterance's text, once its last final is in; ServiceError if it failed."""
+        try:
+            if self._failure is None:
+                await self._stream.finish()
+            await self._relay
+        finally:
+            await self._stream.aclose()
+        if self._failure is not None:
+            raise self._failure
+        return " ".join(text for text in self._finals if text)
+
+    async def abort(self) -> None:
+        self._relay.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._relay
+        await self._stream.aclose()
+
+    async def _relay_events(self) -> None:
+        try:
+            async for event in self._stream:
+                if isinstance(event, Partial) and self._send_chunks:
+                    await self._send_committed(event.committed)
+                elif isinstance(event, Final):
+                    self._finals.append(event.text.strip())
+                    self._sent = ""
+        except ServiceError as exc:
+            self._failure = exc
+        except ConnectionError:
+            self._failure = ServiceError(FailureKind.INTERNAL, "the client went away", "client_gone")
+
+    async def _send_committed(self, committed: str) -> None:
+        if not committed.startswith(self._sent) or len(committed) == len(self._sent):
+            return
+        new, self._sent = committed[len(self._sent) :], committed
+        if not self.started:
+            self.started = True
+            await self._write(TranscriptStart(language=self._language).event())
+        await self._write(TranscriptChunk(text=new).event())
