@@ -16,8 +16,8 @@ ML_MODULES = ("torch", "ctranslate2", "faster_whisper", "nemo", "onnxruntime", "
 
 
 def test_the_supervisor_imports_no_ml_library_even_after_serving(tmp_path: Path) -> None:
-    # Run the real app in-process (uvicorn in a thread), serve a real transcription
-    # through it, then look at what that interpreter has imported.
+    # Run the real app in-process (uvicorn in a thread), serve a real transcription and a
+    # live session through it, then look at what that interpreter has imported.
     script = textwrap.dedent(f"""
         import json, sys, threading, time
         import httpx, uvicorn
@@ -34,10 +34,24 @@ def test_the_supervisor_imports_no_ml_library_even_after_serving(tmp_path: Path)
             time.sleep(0.05)
         with open({str(ASSETS / "fox.wav")!r}, "rb") as f:
             r = httpx.post(f"http://127.0.0.1:{{port}}/v1/audio/transcriptions", files={{"file": f}}, timeout=60)
+        # And a live session: the engine (VAD, agreement) lives in the worker too.
+        import asyncio, wave
+        from websockets.asyncio.client import connect
+
+        async def live():
+            with wave.open({str(ASSETS / "short.wav")!r}) as w:
+                pcm = w.readframes(w.getnframes()) + bytes(32000)
+            async with connect(f"ws://127.0.0.1:{{port}}/v1/audio/transcriptions/stream") as ws:
+                await ws.send(pcm)
+                await ws.send(json.dumps({{"type": "end"}}))
+                return [json.loads(m)["type"] async for m in ws]
+
+        live_types = asyncio.run(live())
         server.should_exit = True
         thread.join(30)
         loaded = sorted({{m.split(".")[0] for m in sys.modules}} & set({ML_MODULES!r}))
-        print(json.dumps({{"status": r.status_code, "text": r.json().get("text"), "loaded": loaded}}))
+        print(json.dumps({{"status": r.status_code, "text": r.json().get("text"), "loaded": loaded,
+                          "live": live_types}}))
     """)
     out = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent
@@ -45,6 +59,7 @@ def test_the_supervisor_imports_no_ml_library_even_after_serving(tmp_path: Path)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["status"] == 200 and "fox" in result["text"].lower()
+    assert "final" in result["live"], result["live"]
     assert result["loaded"] == [], f"the supervisor imported {result['loaded']}"
 
 
