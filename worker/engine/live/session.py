@@ -1,0 +1,397 @@
+"""One live stream: audio and decoder outputs in, SpeechStarted / Partial / Final events out.
+
+The session never calls the model. `next_job()` says what it wants decoded; the caller
+runs it (on whatever thread or lane it likes) and hands the segments back with `done()`.
+So the whole engine runs, and is tested, with recorded decoder outputs and no process,
+and the worker's scheduler decides whose job runs when. At most one job per session is
+out at a time, which is also what makes the partial cadence follow the decoder: the next
+partial is offered once the last one is back and at least `partial_step_s` of new audio
+has come, so a slow decoder gets fewer, longer partials rather than a queue.
+
+States (the VAD's events drive them; `commit()` and `finish()` are the caller's):
+
+| state \\ event | VAD start / resume        | VAD pause      | VAD end                  | commit()                 | finish()            |
+|----------------|---------------------------|----------------|--------------------------|--------------------------|---------------------|
+| silence        | open an utterance: speech | -              | -                        | -                        | finished            |
+| speech         | -                         | ending         | -                        | close it, open the rest  | close it: finished  |
+| ending         | resume: speech (the       | -              | close it: silence        | close it: silence        | close it: finished  |
+|                | speculative final dropped)|                |                          |                          |                     |
+| finished       | push() refuses            |                |                          | nothing                  | nothing             |
+
+- silence: no utterance; only a short pre-roll of audio is kept, so a first word is not clipped.
+- speech: partials are offered (greedy, prompted with what was said before the utterance),
+  and each pass goes through LocalAgreement-2; an utterance about to outgrow the decoder's
+  30 s window is cut at its last committed word and the rest goes on as the next utterance.
+- ending: the VAD heard a pause; `speculate_ms` into it a final (full beam) is offered
+  speculatively, so that it is done, or nearly, when the pause becomes the end.
+- finished: `finish()` was called; pending finals are still offered, and `finished` turns
+  True once the last one is emitted.
+
+Closing an utterance queues its final (the speculative one if it covers the same pause);
+finals are offered before partials, and emitted in order, each once its decode is back and
+its silence complete. SpeechStarted/SpeechStopped follow the VAD alone, always in pairs.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from worker.engine.live import guards
+from worker.engine.live.agreement import LocalAgreement
+from worker.engine.live.buffer import AudioBuffer
+from worker.engine.live.jobs import SAMPLE_RATE, DecodeJob, PendingFinal
+from worker.engine.live.vad import StreamingVad, VadEvent
+from worker.protocol.live import Final, LiveEvent, LiveParams, Partial, SpeechStarted, SpeechStopped
+from worker.protocol.messages import Segment, Word
+
+State = Literal["silence", "speech", "ending", "finished"]
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The engine's knobs; the defaults are the product's."""
+
+    partial_step_s: float = 0.3  # new audio needed before the next partial
+    speculate_ms: int = 250  # into a pause, the final is started; its audio ends there
+    preroll_ms: int = 300  # audio kept before speech starts
+    cut_after_s: float = 25.0  # an utterance this long is cut at its last committed word
+    max_utterance_s: float = 30.0  # ... and never grows past this (Whisper's window)
+    hold_back_s: float = 0.3  # a word ending this close to the audio's edge is not committed yet
+    prompt_chars: int = 200  # of what was said, given as the prompt
+
+
+@dataclass
+class Utterance:
+    """The speech being heard now; replaced, never reset, when it ends."""
+
+    index: int
+    start: int  # speech start, session samples
+    audio_from: int  # its audio begins here (the pre-roll before `start`)
+    lead: int  # zeros its jobs' audio starts with: the pre-roll the stream did not have
+    agreement: LocalAgreement
+    partial_mark: int  # the audio's end when its last partial was offered
+    pause_at: int | None = None  # set while ending: where the pause began
+    speculative: PendingFinal | None = None
+    shown: tuple[str, str] = field(default=("", ""))  # the last Partial's (text, committed)
+
+
+class LiveSession:
+    def __init__(
+        self,
+        params: LiveParams,
+        vad: StreamingVad | None = None,
+        *,
+        beam_size: int = 5,
+        tuning: Tuning = Tuning(),
+    ) -> None:
+        vad = vad if vad is not None else StreamingVad(end_silence_ms=params.end_silence_ms)
+        if vad.received:
+            raise ValueError("a LiveSession needs a fresh StreamingVad: the session counts time from its first sample")
+        if vad.end_silence_ms != params.end_silence_ms:
+            raise ValueError(
+                f"the VAD ends speech after {vad.end_silence_ms} ms, the params say {params.end_silence_ms}"
+            )
+        self.params = params
+        self._vad = vad
+        self._beam_size = beam_size
+        self._tuning = tuning
+        self._buffer = AudioBuffer()
+        self._utterance: Utterance | None = None
+        self._finals: deque[PendingFinal] = deque()
+        self._out: DecodeJob | None = None
+        self._job_ids = itertools.count()
+        self._utterance_ids = itertools.count()
+        self._seq = itertools.count()
+        self._said = params.prompt or ""  # what the prompts are cut from
+        self._finishing = False
+
+    # -- the caller's verbs ------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        if self._finishing:
+            return "finished"
+        if self._utterance is None:
+            return "silence"
+        return "speech" if self._utterance.pause_at is None else "ending"
+
+    @property
+    def finished(self) -> bool:
+        """`finish()` was called and every final it owed is out."""
+        return self._finishing and not self._finals
+
+    @property
+    def buffered(self) -> int:
+        """Samples of audio held (the current utterance, or the pre-roll): bounded, whatever the session's length."""
+        return len(self._buffer)
+
+    def push(self, samples: npt.ArrayLike) -> list[LiveEvent]:
+        """Take more 16 kHz mono float32 audio: SpeechStarted/SpeechStopped, and a Final if one was waiting
+        only for its silence to complete."""
+        if self._finishing:
+            raise RuntimeError("push() after finish()")
+        chunk = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self._buffer.append(chunk)
+        events: list[LiveEvent] = []
+        for event in self._vad.push(chunk):
+            events += self._on_vad(event)
+        events += self._limit_length()
+        self._buffer.drop_before(self._keep_from())
+        return events
+
+    def next_job(self) -> DecodeJob | None:
+        """The decode this session wants next; None while its previous job is out, or when
+        nothing is worth decoding. Finals come before partials."""
+        if self._out is None:
+            self._out = self._choose_job()
+            return self._out
+        return None
+
+    def done(self, job: DecodeJob, segments: list[Segment]) -> list[LiveEvent]:
+        """The segments `job` decoded to (times relative to its audio): a Partial, a Final, or
+        nothing when events overtook the job."""
+        if job is not self._out:
+            raise ValueError(f"job {job.id} is not this session's job in flight")
+        self._out = None
+        segments = guards.clean(segments)
+        for pending in self._finals:
+            if pending.job is job:
+                pending.segments = segments
+                return self._drain_finals()
+        u = self._utterance
+        if u is None or job.utterance != u.index:
+            return []  # the utterance ended or was cut under it
+        if job.kind == "final":
+            if u.speculative is not None and u.speculative.job is job:
+                u.speculative.segments = segments  # kept until the pause ends the utterance
+            return []
+        return self._show_partial(u, job, segments)
+
+    def commit(self) -> list[LiveEvent]:
+        """End the current utterance now: its final becomes the next job. Speech that goes on
+        is the next utterance's."""
+        u = self._utterance
+        if self._finishing or u is None:
+            return []
+        if u.pause_at is not None:
+            return self._close(u.pause_at, self._pause_audio_end(u.pause_at))
+        end = self._buffer.end
+        events = self._close(end, end)
+        self._open(end, preroll=False)
+        return events
+
+    def finish(self) -> list[LiveEvent]:
+        """End of stream: SpeechStopped if speech was going on, and the final for what was heard
+        (now, or from `done()`); `finished` is True once it is out."""
+        if self._finishing:
+            return []
+        events: list[LiveEvent] = []
+        if self._vad.phase in ("speech", "pause"):
+            at = self._vad.pause_at if self._vad.pause_at is not None else self._buffer.end
+            events.append(SpeechStopped(at=_seconds(at)))
+        u = self._utterance
+        if u is not None and u.pause_at is not None:
+            events += self._close(u.pause_at, self._pause_audio_end(u.pause_at))
+        elif u is not None:
+            events += self._close(self._buffer.end, self._buffer.end)
+        self._finishing = True
+        self._buffer.drop_before(self._buffer.end)  # every final has its own copy
+        return events
+
+    # -- the VAD's events ----------------------------------------------------------------
+
+    def _on_vad(self, event: VadEvent) -> list[LiveEvent]:
+        u = self._utterance
+        if event.kind == "start":
+            if u is None:
+                self._open(event.sample, preroll=True)
+            return [SpeechStarted(at=_seconds(event.sample))]
+        if event.kind == "pause":
+            if u is not None:
+                u.pause_at = event.sample
+            return []
+        if event.kind == "resume":
+            if u is None:  # committed during the pause: the speech that resumes is a new utterance
+                self._open(event.sample, preroll=True)
+            else:
+                u.pause_at, u.speculative = None, None  # a speculative final out is now stale
+            return []
+        events: list[LiveEvent] = [SpeechStopped(at=_seconds(event.sample))]
+        if u is not None:
+            end = event.sample if u.pause_at is None else u.pause_at  # later than the VAD's after a cut
+            events += self._close(end, self._pause_audio_end(end))
+        return events
+
+    # -- utterances ----------------------------------------------------------------------
+
+    def _open(self, at: int, *, preroll: bool, history: list[Word] | None = None) -> Utterance:
+        """A new utterance from `at`. With `preroll` (speech began there) its audio starts the pre-roll
+        before; where the stream itself began later (speech from its first sample) zeros stand in,
+        so Whisper always hears an onset from silence: on the bundled model, "The quick round-fark"
+        without them, "The quick brown fox" with.  Without (a cut): its audio starts at `at`."""
+        want = at - self._ms(self._tuning.preroll_ms) if preroll else at
+        audio_from = max(self._buffer.start, want)
+        agreement = LocalAgreement(hold_back_s=self._tuning.hold_back_s, history=history)
+        index = next(self._utterance_ids)
+        lead = audio_from - want
+        self._utterance = Utterance(index, at, audio_from, lead, agreement, partial_mark=at)
+        return self._utterance
+
+    def _close(self, end: int, audio_end: int, *, adds_context: bool = True) -> list[LiveEvent]:
+        """End the current utterance at `end` (speech end); its final decodes audio up to `audio_end`."""
+        u = self._utterance
+        assert u is not None
+        self._utterance = None
+        pending = u.speculative if u.speculative is not None and u.speculative.end == end else None
+        if pending is None:
+            job = self._job("final", u, audio_end, self._beam_size)
+            pending = PendingFinal(job, u.start, end, adds_context=adds_context)
+        self._finals.append(pending)
+        return self._drain_finals()
+
+    def _limit_length(self) -> list[LiveEvent]:
+        """Cut an utterance about to outgrow Whisper's window: a Final for its committed part,
+        the rest goes on as the next utterance (so memory stays bounded too)."""
+        u = self._utterance
+        length = 0 if u is None else self._buffer.end - u.audio_from
+        if u is None or length < self._tuning.cut_after_s * SAMPLE_RATE:
+            return []
+        cut = self._cut_point(u)
+        if cut is None:
+            if length < self._tuning.max_utterance_s * SAMPLE_RATE:
+                return []
+            cut = u.audio_from + int(self._tuning.max_utterance_s * SAMPLE_RATE)  # nothing committed: cut anyway
+        u.speculative = None
+        events = self._close(cut, cut, adds_context=False)
+        self._add_said(u.agreement.committed_text)
+        rest = self._open(cut, preroll=False, history=u.agreement.committed)
+        rest.pause_at = None if u.pause_at is None else max(u.pause_at, cut)
+        return events
+
+    def _cut_point(self, u: Utterance) -> int | None:
+        """The end of the utterance's last committed word, if that leaves a part worth a final."""
+        if not u.agreement.committed:
+            return None
+        cut = round(u.agreement.committed[-1].end * SAMPLE_RATE)
+        return cut if cut - u.audio_from >= SAMPLE_RATE else None
+
+    def _keep_from(self) -> int:
+        """The earliest sample still needed: the utterance's audio, else the pre-roll."""
+        if self._utterance is not None:
+            return self._utterance.audio_from
+        return self._vad.pending_from - self._ms(self._tuning.preroll_ms)
+
+    def _pause_audio_end(self, pause_at: int) -> int:
+        """A final's audio ends a little into its pause (Whisper ends a sentence better with some silence)."""
+        return min(pause_at + self._ms(self._tuning.speculate_ms), self._buffer.end)
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def _choose_job(self) -> DecodeJob | None:
+        for pending in self._finals:
+            if pending.segments is None:
+                return pending.job
+        u = self._utterance
+        if self._finishing or u is None:
+            return None
+        if u.pause_at is not None:
+            return self._speculate(u, u.pause_at)
+        if self._buffer.end - u.partial_mark >= self._tuning.partial_step_s * SAMPLE_RATE:
+            u.partial_mark = self._buffer.end
+            return self._job("partial", u, self._buffer.end, 1)
+        return None
+
+    def _speculate(self, u: Utterance, pause_at: int) -> DecodeJob | None:
+        """The final, started `speculate_ms` into a pause that may yet become the utterance's end."""
+        audio_end = pause_at + self._ms(self._tuning.speculate_ms)
+        if u.speculative is not None or self._vad.processed < audio_end:
+            return None
+        job = self._job("final", u, audio_end, self._beam_size)
+        u.speculative = PendingFinal(job, u.start, pause_at)
+        return job
+
+    def _job(self, kind: Literal["partial", "final"], u: Utterance, audio_end: int, beam_size: int) -> DecodeJob:
+        return DecodeJob(
+            kind=kind,
+            audio=self._buffer.copy(u.audio_from, audio_end, lead=u.lead),
+            prompt=self._prompt(),
+            utterance=u.index,
+            beam_size=beam_size,
+            language=self.params.language,
+            offset=(u.audio_from - u.lead) / SAMPLE_RATE,
+            id=next(self._job_ids),
+        )
+
+    def _prompt(self) -> str | None:
+        """The end of what was said before, cut at a word: Whisper's context for what follows."""
+        said = self._said[-self._tuning.prompt_chars :]
+        if len(self._said) > self._tuning.prompt_chars and " " in said:
+            said = said.split(" ", 1)[1]
+        return said.strip() or None
+
+    def _add_said(self, text: str) -> None:
+        self._said = f"{self._said} {text}".strip()[-4 * self._tuning.prompt_chars :]
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _show_partial(self, u: Utterance, job: DecodeJob, segments: list[Segment]) -> list[LiveEvent]:
+        words = [_shift_word(w, job.offset) for s in segments for w in s.words or []]
+        u.agreement.insert(words, edge=job.offset + job.duration)
+        shown = (u.agreement.text, u.agreement.committed_text)
+        if not shown[0] or shown == u.shown:
+            return []
+        u.shown = shown
+        return [Partial(seq=next(self._seq), text=shown[0], committed=shown[1])]
+
+    def _drain_finals(self) -> list[LiveEvent]:
+        """Finals whose decode is back, in utterance order; an utterance left with no text has none."""
+        events: list[LiveEvent] = []
+        while self._finals and self._finals[0].segments is not None:
+            pending = self._finals.popleft()
+            final = self._final(pending)
+            if final is not None:
+                events.append(final)
+        return events
+
+    def _final(self, pending: PendingFinal) -> Final | None:
+        assert pending.segments is not None
+        keep_words = self.params.word_timestamps
+        segments = [_shift(s, pending.job.offset, i, keep_words) for i, s in enumerate(pending.segments)]
+        text = "".join(s.text for s in segments).strip()
+        if not text:
+            return None
+        if pending.adds_context:
+            self._add_said(text)
+        start, end = _seconds(pending.start), _seconds(pending.end)
+        return Final(seq=next(self._seq), text=text, start=start, end=end, segments=segments)
+
+    @staticmethod
+    def _ms(ms: int) -> int:
+        return ms * SAMPLE_RATE // 1000
+
+
+def _seconds(sample: int) -> float:
+    return round(sample / SAMPLE_RATE, 3)
+
+
+def _shift_word(word: Word, offset: float) -> Word:
+    return msgspec.structs.replace(word, start=_at(word.start, offset), end=_at(word.end, offset))
+
+
+def _at(t: float, offset: float) -> float:
+    """A time in a job's audio as session seconds (never before the session: a job may start with zeros)."""
+    return max(0.0, round(t + offset, 3))
+
+
+def _shift(segment: Segment, offset: float, index: int, keep_words: bool) -> Segment:
+    """A segment of a final, its times moved from the job's audio to the session."""
+    words = [_shift_word(w, offset) for w in segment.words] if keep_words and segment.words is not None else None
+    start, end = _at(segment.start, offset), _at(segment.end, offset)
+    return msgspec.structs.replace(segment, id=index, start=start, end=end, words=words)
