@@ -394,6 +394,22 @@ def run(args: argparse.Namespace) -> int:
     return 1 if leftovers else 0
 
 
+def run_live(args: argparse.Namespace) -> int:
+    """`--live`: only the live-transcription part (bench/live.py), into live.md/.json/.png."""
+    from bench import live
+
+    witness = CpuWitness()
+    with tempfile.TemporaryDirectory(prefix="asr-bench-code-") as tmp_name:
+        code = REPO
+        if args.rev:
+            code = Path(tmp_name) / "code"
+            commit = export_rev(args.rev, code)
+        else:
+            commit = _working_tree_commit()
+        meta = _meta(args, live.LIVE_QUICK if args.quick else live.LIVE_FULL, commit)
+        return live.run(args, meta, code, witness)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer repetitions (about 2 minutes instead of 4 on 2 cores)")
@@ -415,10 +431,16 @@ def main() -> int:
     p.add_argument(
         "--rev", help="benchmark supervisor/ and worker/ as committed at this git revision (default: the working tree)"
     )
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="run only the live-transcription part (WebSocket and Wyoming in real time, about 6 minutes on 2 cores)",
+    )
+    p.add_argument("--live-frame-ms", type=int, default=50, help="milliseconds of audio per live WebSocket frame")
     args = p.parse_args()
     with sigterm_as_interrupt():
         try:
-            return run(args)
+            return run_live(args) if args.live else run(args)
         except KeyboardInterrupt:
             log("interrupted; servers stopped")
             return 130
