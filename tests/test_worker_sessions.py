@@ -62,9 +62,6 @@ from worker.protocol import (
     Word,
 )
 
-#: The bundled tiny model hears fox.wav's final, cut 250 ms into its end silence, as "The quick
-#: round-fark jump over the lazy dog." (the whole file: "brown fox"), so four of these are
-#: what shows the session got its own audio back as text; the engine's tests judge the words.
 FOX_KEYS = ["quick", "brown", "fox", "jumps", "over", "lazy", "dog"]
 WEATHER_KEYS = ["morning", "weather", "sunny", "warm", "breeze", "garden", "dinner"]
 FRAME_S = 0.1  # 100 ms frames, as a browser or Wyoming client sends them
@@ -84,6 +81,11 @@ def frames_of(pcm: bytes, rate: int) -> list[bytes]:
 
 def silence(seconds: float, rate: int = 16000) -> bytes:
     return b"\0\0" * int(seconds * rate)
+
+
+def is_fox(text: str) -> bool:
+    """The fox sentence, as the bundled model hears it ("The quick brown fox jump over the lazy dog.")."""
+    return "fox" in text.lower() and len(key_words_found(text, FOX_KEYS)) >= 5
 
 
 def text_of(finals: list[Final]) -> str:
@@ -213,7 +215,7 @@ def test_a_session_gets_partials_then_a_final_once_the_speech_ends(live: LivePee
     live.audio("fox", *frames[18:], *frames_of(silence(1.5), rate))
     events, final = live.event_until("fox", Final)  # no close: the silence ends the utterance
     assert isinstance(final, Final)
-    assert len(key_words_found(final.text, FOX_KEYS)) >= 4, final.text
+    assert is_fox(final.text), final.text
     assert final.start < 0.5 and 2.5 < final.end < 3.6 and final.segments
     assert final.segments[0].words is None  # word timings only when asked for
     assert any(isinstance(e, SpeechStopped) for e in events)
@@ -253,7 +255,7 @@ def test_close_sends_the_final_for_what_was_heard_then_ends(live: LivePeer) -> N
     events = live.until_ended("close")
     finals = [e for e in events if isinstance(e, Final)]
     assert len(finals) == 1 and events[-1] == finals[0]
-    assert len(key_words_found(finals[0].text, FOX_KEYS)) >= 4, finals[0].text
+    assert is_fox(finals[0].text), finals[0].text
     assert isinstance(events[-2], SpeechStopped)  # the stream ended mid-speech: stopped, then the final
 
 
@@ -270,7 +272,7 @@ def test_two_sessions_at_once_each_get_their_own_words(live: LivePeer) -> None:
     live.send(SessionClose(id="b"))
     fox_text = text_of([e for e in live.until_ended("a") if isinstance(e, Final)])
     weather_text = text_of([e for e in live.until_ended("b") if isinstance(e, Final)])
-    assert len(key_words_found(fox_text, FOX_KEYS)) >= 4 and "weather" not in fox_text.lower(), fox_text
+    assert is_fox(fox_text) and "weather" not in fox_text.lower(), fox_text
     assert len(key_words_found(weather_text, WEATHER_KEYS)) >= 6 and "fox" not in weather_text.lower(), weather_text
 
 
@@ -286,7 +288,7 @@ def test_other_sample_rates_are_resampled_as_a_stream(live: LivePeer, rate: int)
     live.audio(session_id, *frames_of(pcm + silence(1.0, rate), rate))
     live.send(SessionClose(id=session_id))
     text = text_of([e for e in live.until_ended(session_id) if isinstance(e, Final)])
-    assert len(key_words_found(text, FOX_KEYS)) >= 4, f"{rate} Hz: {text!r}"
+    assert is_fox(text), f"{rate} Hz: {text!r}"
 
 
 @pytest.mark.parametrize(
@@ -309,7 +311,7 @@ def test_a_bad_frame_ends_its_session_with_bad_audio_and_the_worker_serves_on(li
     live.audio("good", *frames[10:])
     live.send(SessionClose(id="good"))
     text = text_of([e for e in live.until_ended("good") if isinstance(e, Final)])
-    assert len(key_words_found(text, FOX_KEYS)) >= 4, text
+    assert is_fox(text), text
 
 
 def test_a_language_the_model_does_not_know_is_refused_at_open(live: LivePeer) -> None:
@@ -332,7 +334,7 @@ def test_a_file_transcription_is_served_while_a_session_runs(live: LivePeer) -> 
     assert len(key_words_found(result.result.text, WEATHER_KEYS)) >= 6
     live.send(SessionClose(id="beside"))
     text = text_of([e for e in live.until_ended("beside") if isinstance(e, Final)])
-    assert len(key_words_found(text, FOX_KEYS)) >= 4, text
+    assert is_fox(text), text
     assert live.heartbeat(lambda hb: hb.sessions == 0).in_flight == 0
 
 
@@ -469,7 +471,7 @@ async def test_open_session_end_to_end(process: WorkerProcess) -> None:
         await session.close()
         events += [event async for event in session]
     finals = [e for e in events if isinstance(e, Final)]
-    assert len(finals) == 1 and len(key_words_found(finals[0].text, FOX_KEYS)) >= 4, events
+    assert len(finals) == 1 and is_fox(finals[0].text), events
     assert isinstance(events[0], SpeechStarted) and any(isinstance(e, Partial) for e in events)
     assert session.is_over and process.sessions == 0
 

@@ -425,6 +425,7 @@ class WorkerProcess:
             inbox.put_nowait(WorkerCrashed(error_message))
         for session in self._sessions.values():
             session.end(WorkerCrashed(error_message), gone=True)
+        self._sessions.clear()
         for task in self._tasks:
             if task is not asyncio.current_task():
                 task.cancel()
