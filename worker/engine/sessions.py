@@ -305,14 +305,13 @@ class Sessions:
 
     def _choose(self, chosen: concurrent.futures.Future[tuple[_Live, DecodeJob] | None]) -> None:
         """On the loop, as a lane is granted: the next job, finals first, then round-robin."""
-        if not chosen.set_running_or_notify_cancel():
-            return
-        self._waiting -= 1
-        try:
-            chosen.set_result(self._next_job())
-        except Exception as exc:  # a bug here: the lane's thread raises it, which ends the worker
-            log.exception("choosing the next live job failed")
-            chosen.set_exception(exc)
+        self._waiting -= 1  # the place was granted, whether or not the lane still waits for a job
+        if chosen.set_running_or_notify_cancel():
+            try:
+                chosen.set_result(self._next_job())
+            except Exception as exc:  # a bug here: the lane's thread raises it, which ends the worker
+                log.exception("choosing the next live job failed")
+                chosen.set_exception(exc)
         self._kick()
 
     def _next_job(self) -> tuple[_Live, DecodeJob] | None:
