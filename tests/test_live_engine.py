@@ -413,3 +413,23 @@ def test_live_transcription_of_two_clips_with_the_bundled_model(model: Any) -> N
 def since(finals: list[Final], final: Final) -> int:
     before = [f.seq for f in finals if f.seq < final.seq]
     return before[-1] if before else -1
+
+
+def test_a_final_overtakes_a_partial_that_is_still_out() -> None:
+    """When the speaker pauses, the final goes out at once on another lane, not after the partial."""
+    words = script(0.55, 2.5)
+    decoder = ScriptedDecoder(words)
+    session = energy_session()
+    session.push(np.concatenate([silence(0.5), speech(2.0)]))
+    partial = session.next_job()
+    assert partial is not None and partial.kind == "partial"
+    assert session.next_job() is None  # speech goes on: no second job while the partial is out
+    events = session.push(silence(1.0))  # the pause, and then some: the utterance ends
+    final = session.next_job()
+    assert final is not None and final.kind == "final", "the final did not overtake the partial"
+    assert session.next_job() is None  # one final and one partial at most
+    events += session.done(final, decoder(final))
+    events += session.done(partial, decoder(partial))  # the partial comes back late: stale, ignored
+    finals = [e for e in events if isinstance(e, Final)]
+    assert [f.text for f in finals] == [joined(words)]
+    assert not [e for e in events[events.index(finals[0]) :] if isinstance(e, Partial)]

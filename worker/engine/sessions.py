@@ -10,7 +10,9 @@ work, the scheduler asks the sessions which one decodes next, so the job is cut 
 newest audio at that moment (a session that fell behind gets one partial over everything
 it has, never a backlog of stale ones; its finals are never skipped). The rules:
 
-- at most one job per session on a lane (the engine also offers none while one is out);
+- at most one job per session on a lane, except that a final may overtake the session's
+  partial that is out: when the speaker pauses, the final starts on another lane at once
+  (the engine offers nothing else while a job is out);
 - finals first: sessions that may owe a final (an utterance ended, committed or closed, or
   a pause long enough for the speculative final) are asked before the others;
 - partials round-robin: a session that gets a job goes to the back of the line;
@@ -85,7 +87,7 @@ class _Live:
     engine: LiveSession
     stream: PcmStream
     next_seq: int = 0
-    busy: bool = False  # one of its jobs is on a lane
+    jobs_out: int = 0  # on lanes: one, or a partial and the final that overtook it
     dirty: bool = True  # it may want a decode: something changed since it last said it wants none
     final_hint: bool = False  # it may owe a final: ask it before the others
     closing: bool = False  # finish() was called; SESSION_ENDED once its last final is out
@@ -268,7 +270,7 @@ class Sessions:
 
     def _kick(self) -> None:
         """Hold one place in the lanes' queue for each session that may want a decode."""
-        wanting = sum(1 for live in self._live.values() if live.dirty and not live.busy)
+        wanting = sum(1 for live in self._live.values() if _may_ask(live))
         while self._waiting < wanting:
             self._waiting += 1
             self._start(self._take_lane(), "live-decode")
@@ -315,7 +317,7 @@ class Sessions:
         self._kick()
 
     def _next_job(self) -> tuple[_Live, DecodeJob] | None:
-        idle = [live for live in self._live.values() if live.dirty and not live.busy]
+        idle = [live for live in self._live.values() if _may_ask(live)]
         for live in sorted(idle, key=lambda live: not live.final_hint):  # stable: round-robin within each
             try:
                 job = live.engine.next_job()
@@ -328,7 +330,7 @@ class Sessions:
             if job is None:
                 live.dirty = False
                 continue
-            live.busy = True
+            live.jobs_out += 1
             del self._live[live.id]  # to the back of the line
             self._live[live.id] = live
             return live, job
@@ -336,7 +338,7 @@ class Sessions:
 
     def _decoded(self, decoded: _Decoded) -> None:
         live, job = decoded.live, decoded.job
-        live.busy = False
+        live.jobs_out -= 1
         log.debug("session %s: %s job of %.2fs decoded in %.3fs", live.id, job.kind, job.duration, decoded.seconds)
         if live.dropped:
             return
@@ -347,6 +349,12 @@ class Sessions:
         segments = decoded.segments
         self._guarded(live, lambda: live.engine.done(job, segments))
         self._end_if_finished(live)
+
+
+def _may_ask(live: _Live) -> bool:
+    """Whether to ask this session for a job: it may want one, and it has none out (or only
+    a partial, which the final it may owe can overtake)."""
+    return live.dirty and (live.jobs_out == 0 or (live.jobs_out == 1 and live.final_hint))
 
 
 def _describe(exc: BaseException) -> str:

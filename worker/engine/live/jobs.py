@@ -17,8 +17,10 @@ SAMPLE_RATE = 16000
 class DecodeJob:
     """One decode a session wants: run it, then hand the segments back with `LiveSession.done`.
 
-    The caller decodes `audio` with word timestamps on and temperature 0 (`params()` says it
-    in the backend's own terms). Times in the segments it returns are relative to `audio`;
+    The caller decodes `audio` at temperature 0, with word timestamps when `word_timestamps`
+    (always for partials, whose words LocalAgreement aligns; for finals only when the client
+    asked: the alignment pass costs a final about a tenth of its time) — `params()` says it
+    in the backend's own terms. Times in the segments it returns are relative to `audio`;
     the session shifts them by `offset`. `id` is unique within the session: `done` knows a
     job that was overtaken by events (speech resumed under a speculative final, the
     utterance ended under a partial) and drops its result.
@@ -32,6 +34,7 @@ class DecodeJob:
     language: str | None
     offset: float  # session seconds of audio[0]
     id: int
+    word_timestamps: bool = True
 
     @property
     def duration(self) -> float:
@@ -44,7 +47,7 @@ class DecodeJob:
             prompt=self.prompt,
             temperature=0.0,
             beam_size=self.beam_size,
-            word_timestamps=True,
+            word_timestamps=self.word_timestamps,
         )
 
 

@@ -3,10 +3,13 @@
 The session never calls the model. `next_job()` says what it wants decoded; the caller
 runs it (on whatever thread or lane it likes) and hands the segments back with `done()`.
 So the whole engine runs, and is tested, with recorded decoder outputs and no process,
-and the worker's scheduler decides whose job runs when. At most one job per session is
-out at a time, which is also what makes the partial cadence follow the decoder: the next
+and the worker's scheduler decides whose job runs when. At most one partial per session is
+out at a time, which is what makes the partial cadence follow the decoder: the next
 partial is offered once the last one is back and at least `partial_step_s` of new audio
-has come, so a slow decoder gets fewer, longer partials rather than a queue.
+has come, so a slow decoder gets fewer, longer partials rather than a queue. A final may
+overtake a partial that is out (one final at a time): when the speaker pauses, the final
+starts on another lane at once instead of after the partial, whose result is then stale.
+On 2 cores that took the end of speech → final from 1.3-2.3 s to the figures in the README.
 
 States (the VAD's events drive them; `commit()` and `finish()` are the caller's):
 
@@ -105,7 +108,8 @@ class LiveSession:
         self._buffer = AudioBuffer()
         self._utterance: Utterance | None = None
         self._finals: deque[PendingFinal] = deque()
-        self._out: DecodeJob | None = None
+        self._out: DecodeJob | None = None  # the partial or final out, when only one is
+        self._final_out: DecodeJob | None = None  # a final that overtook the partial out
         self._job_ids = itertools.count()
         self._utterance_ids = itertools.count()
         self._seq = itertools.count()
@@ -147,19 +151,25 @@ class LiveSession:
         return events
 
     def next_job(self) -> DecodeJob | None:
-        """The decode this session wants next; None while its previous job is out, or when
-        nothing is worth decoding. Finals come before partials."""
+        """The decode this session wants next; None when nothing is worth decoding now.
+        Finals come before partials; a final may go out while a partial is out, nothing else."""
         if self._out is None:
             self._out = self._choose_job()
             return self._out
+        if self._out.kind == "partial" and self._final_out is None:
+            self._final_out = self._choose_final()
+            return self._final_out
         return None
 
     def done(self, job: DecodeJob, segments: list[Segment]) -> list[LiveEvent]:
         """The segments `job` decoded to (times relative to its audio): a Partial, a Final, or
         nothing when events overtook the job."""
-        if job is not self._out:
+        if job is self._final_out:
+            self._final_out = None
+        elif job is self._out:
+            self._out, self._final_out = self._final_out, None  # an overtaking final is now the one out
+        else:
             raise ValueError(f"job {job.id} is not this session's job in flight")
-        self._out = None
         segments = guards.clean(segments)
         for pending in self._finals:
             if pending.job is job:
@@ -295,18 +305,25 @@ class LiveSession:
     # -- jobs ------------------------------------------------------------------------------
 
     def _choose_job(self) -> DecodeJob | None:
-        for pending in self._finals:
-            if pending.segments is None:
-                return pending.job
+        if (final := self._choose_final()) is not None or self._finishing:
+            return final
         u = self._utterance
-        if self._finishing or u is None:
+        if u is None or u.pause_at is not None:
             return None
-        if u.pause_at is not None:
-            return self._speculate(u, u.pause_at)
         if self._buffer.end - u.partial_mark >= self._tuning.partial_step_s * SAMPLE_RATE:
             u.partial_mark = self._buffer.end
             return self._job("partial", u, self._buffer.end, 1)
         return None
+
+    def _choose_final(self) -> DecodeJob | None:
+        """A final to decode now: an utterance's that is owed, else a speculative one in a pause."""
+        for pending in self._finals:
+            if pending.segments is None and pending.job is not self._out and pending.job is not self._final_out:
+                return pending.job
+        u = self._utterance
+        if self._finishing or u is None or u.pause_at is None:
+            return None
+        return self._speculate(u, u.pause_at)
 
     def _speculate(self, u: Utterance, pause_at: int) -> DecodeJob | None:
         """The final, started `speculate_ms` into a pause that may yet become the utterance's end."""
@@ -327,6 +344,7 @@ class LiveSession:
             language=self.params.language,
             offset=(u.audio_from - u.lead) / SAMPLE_RATE,
             id=next(self._job_ids),
+            word_timestamps=kind == "partial" or self.params.word_timestamps,
         )
 
     def _prompt(self) -> str | None:
