@@ -228,7 +228,8 @@ def _notes(r: dict[str, Any]) -> list[str]:
         "Capacity: a level holds when every session ends normally, every sentence gets a final and the finals' "
         f"p95 latency is ≤ {CAPACITY_LATENCY_S:.0f} s (partials carry no audio position on the wire, so the "
         "final latency is the lag measure); 1 session is the WebSocket run above, the others stream different "
-        "excerpts of the clips, started 0.37 s apart; levels stop at the first that does not hold."
+        "excerpts of the clips, started 0.37 s apart; the levels stop early only at a hopeless one (p95 over 8 s, "
+        "or a session failed)."
     )
     notes.append(
         "Processes left behind: "
@@ -325,6 +326,7 @@ def chart(path: Path, r: dict[str, Any]) -> None:
     levels = list(meta_levels) if (meta_levels := r["meta"].get("live_reps", {}).get("levels")) else sessions
     ax3.set_xticks(levels)
     ax3.set_xlim(0.5, max(levels) + 0.5)
+    ax3.set_ylim(bottom=0)
     ax3.set_title("Capacity: one worker, real-time audio")
     ax3.legend(fontsize=8)
 
