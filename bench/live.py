@@ -6,7 +6,8 @@ leaves when its last sample has been "spoken" (t0 + its end / 16000), so a laten
 counted from a sample's spoken time includes the frame's own buffering. What is
 measured, in order:
 
-1. offline: each clip through `POST /v1/audio/transcriptions` (its WER is the yardstick);
+1. offline: each clip through `POST /v1/audio/transcriptions` (its WER is the yardstick),
+   and each sentence in a request of its own (what deciding one utterance alone costs);
 2. WebSocket: each clip through one live session; per utterance (a `final`) the latency
    from its last voiced sample to the final's arrival, the time to its first partial, the
    partials per second of speech, committed words the final contradicts, and the WER of
@@ -25,10 +26,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import json
 import sys
 import tempfile
 import time
+import wave
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,6 +55,7 @@ STREAM_PATH = "/v1/audio/transcriptions/stream"
 END_SILENCE_MS = 500  # the server's default, sent explicitly
 PRE_ROLL = 0.3  # seconds of the pause before a sentence that a Wyoming utterance starts with
 TRAILING_SILENCE = 0.7  # after the last voiced sample, before audio-stop (Home Assistant's VAD)
+SENTENCE_TAIL = 0.25  # after a sentence posted alone (a live final's audio ends 250 ms into the pause)
 EXCERPT_TAIL = 1.0  # seconds of quiet after a capacity excerpt's last sentence, before `end`
 CAPACITY_LATENCY_S = 2.0  # a level holds while the finals' p95 stays within this
 CAPACITY_STAGGER = 0.37  # seconds between session starts, so their utterances do not line up
@@ -308,19 +312,44 @@ def analyze(record: WsRecord) -> dict[str, Any]:
 # -- offline and Wyoming -----------------------------------------------------------------
 
 
-def offline(client: httpx.Client, clip: LiveClip) -> dict[str, Any]:
+def _post(client: httpx.Client, name: str, data: bytes, mime: str) -> tuple[float, str]:
     started = time.perf_counter()
     r = client.post(
         "/v1/audio/transcriptions",
-        files={"file": (f"{clip.name}.flac", clip.flac(), "audio/flac")},
+        files={"file": (name, data, mime)},
         data={"model": MODEL, "language": "en"},
     )
     elapsed = time.perf_counter() - started
     if r.status_code != 200:
         raise RuntimeError(f"HTTP {r.status_code}: {r.text[:300]}")
-    text = r.json()["text"].strip()
+    return elapsed, r.json()["text"].strip()
+
+
+def _wav(pcm: bytes) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(pcm)
+    return out.getvalue()
+
+
+def offline(client: httpx.Client, clip: LiveClip, by_sentence: bool) -> dict[str, Any]:
+    """The whole clip in one request; with `by_sentence`, also each sentence in its own request
+    (cut as a live final is: 0.3 s before it, 0.25 s after), which tells what deciding an
+    utterance alone costs in accuracy, apart from the live pipeline."""
+    elapsed, text = _post(client, f"{clip.name}.flac", clip.flac(), "audio/flac")
     edits, ref_words = word_errors(clip.reference, text)
-    return {"label": clip.name, "seconds": elapsed, "text": text, "word_edits": edits, "reference_words": ref_words}
+    out = {"label": clip.name, "seconds": elapsed, "text": text, "word_edits": edits, "reference_words": ref_words}
+    if by_sentence:
+        texts = []
+        for i in range(len(clip.sentences)):
+            ex = excerpt(clip, i, i, PRE_ROLL, SENTENCE_TAIL)
+            texts.append(_post(client, f"{ex.label}.wav", _wav(ex.pcm), "audio/wav")[1])
+        out["by_sentence_text"] = " ".join(texts)
+        out["by_sentence_word_edits"] = word_errors(clip.reference, out["by_sentence_text"])[0]
+    return out
 
 
 async def wyoming_utterance(port: int, ex: Excerpt, chunk_samples: int, *, paced: bool = True) -> dict[str, Any]:
@@ -379,11 +408,11 @@ async def wyoming_utterance(port: int, ex: Excerpt, chunk_samples: int, *, paced
 
 def measure_offline(url: str, clips: list[LiveClip]) -> list[dict[str, Any]]:
     with httpx.Client(base_url=url, timeout=600) as client:
-        offline(client, clips[0])  # warm-up
+        offline(client, clips[0], by_sentence=False)  # warm-up
         out = []
         for clip in clips:
-            log(f"offline: {clip.name} ({clip.seconds:.1f} s) via POST /v1/audio/transcriptions")
-            out.append(offline(client, clip))
+            log(f"offline: {clip.name} ({clip.seconds:.1f} s) via POST /v1/audio/transcriptions, whole and by sentence")
+            out.append(offline(client, clip, by_sentence=True))
         return out
 
 
