@@ -248,3 +248,18 @@ def test_shutdown_lets_a_session_finish_with_its_final(make_server) -> None:  # 
     assert seen.messages[-1]["code"] == "model_unloading" and seen.close_code == 1012
     server.proc.wait(30)
     assert "Application shutdown complete" in server.log()
+
+
+def test_sessions_over_the_limit_are_told_to_come_back_later(make_server) -> None:  # type: ignore[no-untyped-def]
+    server: Server = make_server('[server]\nmax_live_sessions = 1\n[models."tiny.en"]\nsource = "bundled"\nttl = -1\n')
+
+    async def scenario() -> tuple[Session, Session]:
+        ws_url = server.url.replace("http://", "ws://") + "/v1/audio/transcriptions/stream"
+        async with connect(ws_url) as first:
+            assert json.loads(await first.recv())["type"] == "ready"
+            refused = await talk(server.url, end=False)
+        return refused, await talk(server.url, pcm("short") + SILENCE)  # the place is free again
+
+    refused, later = asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert refused.of("error")[0]["code"] == "too_many_sessions" and refused.close_code == 1013
+    assert later.of("final") and later.close_code == 1000
