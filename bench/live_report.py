@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.report import Row, p50, percentile
+from bench.report import Row, p50, percentile, write_json
 
 # The goals the brief set for live transcription, in one place so the table and the chart agree.
 END_SILENCE_S = 0.5  # the server's end_silence_ms, which every final waits for
@@ -271,11 +270,6 @@ def markdown(rows: list[Row], r: dict[str, Any]) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
     lines += [f"- Versions: {versions}.", f"- Repetitions: {meta['live_reps']}.", ""]
     return "\n".join(lines)
-
-
-def write_json(path: Path, results: dict[str, Any], rows: list[Row]) -> None:
-    payload = results | {"rows": [asdict(row) | {"result": row.result} for row in rows]}
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def chart(path: Path, r: dict[str, Any]) -> None:
