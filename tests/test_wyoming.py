@@ -345,3 +345,31 @@ def test_words_arrive_while_the_user_speaks(server: Server) -> None:
     committed = "".join(TranscriptChunk.from_event(e).text for _, e in seen if e.type == chunk_type)
     assert set(words(committed)) <= set(words(text)) | {"the", "a"}, (committed, text)
     print(f"audio-stop → transcript: {done - stopped:.3f} s")
+
+
+def test_an_unload_does_not_wait_for_an_audio_stop_that_never_comes(make_server) -> None:  # type: ignore[no-untyped-def]
+    """A satellite that streams and never says audio-stop holds its model only for the drain time."""
+    srv: Server = make_server(
+        '[server]\nsession_drain_timeout = 0.5\n[models."tiny.en"]\nsource = "bundled"\nttl = -1\n'
+    )
+    audio, rate = pcm("fox")
+
+    async def run() -> tuple[dict[str, object], list[Event]]:
+        async with AsyncTcpClient("127.0.0.1", srv.wyoming_port) as client:
+            await client.write_event(Transcribe(language="en").event())
+            await client.write_event(AudioStart(rate=rate, width=2, channels=1).event())
+            for i in range(0, len(audio), 3200):
+                await client.write_event(AudioChunk(rate=rate, width=2, channels=1, audio=audio[i : i + 3200]).event())
+            await asyncio.to_thread(wait_for, lambda: srv.model()["in_flight"] == 1, 30, 0.05, "the live utterance")
+            unload = await asyncio.to_thread(srv.client.post, "/v1/model/unload", params={"model": "tiny.en"})
+            await client.write_event(AudioStop().event())  # late: the model is already gone
+            events = []
+            while (event := await asyncio.wait_for(client.read_event(), 60)) is not None:
+                events.append(event)
+                if Transcript.is_type(event.type) or Error.is_type(event.type):
+                    break
+        return unload.json(), events
+
+    report, events = asyncio.run(run())
+    assert report["unloaded"][0]["ended_by"] == "shutdown"
+    assert len(key_words_found(transcript(events), FOX_KEYS)) >= 4  # what was heard is still transcribed
