@@ -92,7 +92,7 @@ class LiveConnection:
             await self._close(close)
         except ServiceError as exc:
             await self._close(Close.for_failure(exc))
-        except WebSocketDisconnect:
+        except (WebSocketDisconnect, OSError):  # uvicorn's ClientDisconnected is an OSError
             pass  # the client went away: the stream was aborted on the way out
 
     def _check_request(self) -> tuple[LiveParams, str | None]:
