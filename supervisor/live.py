@@ -26,7 +26,11 @@ class LiveStream:
     """
 
     def __init__(
-        self, owner: ModelOwner, params: LiveParams, on_close: Callable[[LiveStream], None] | None = None
+        self,
+        owner: ModelOwner,
+        params: LiveParams,
+        on_close: Callable[[LiveStream], None] | None = None,
+        drain_seconds: float = 0.0,
     ) -> None:
         self.model = owner.spec.name
         self.params = params
@@ -38,6 +42,7 @@ class LiveStream:
         self._session: WorkerSession | None = None
         self._session_open = asyncio.Event()  # events are read only once the first audio opened it
         self._on_close = on_close
+        self._drain_seconds = drain_seconds
 
     async def open(self) -> None:
         """Lease the model (starting its worker if need be)."""
@@ -46,6 +51,12 @@ class LiveStream:
         except ModelUnavailable as exc:
             raise classify(exc) from None
         self._worker, self.pid, self.wind_down = lease.worker, lease.worker.pid, lease.wind_down
+
+    async def wanted_back(self) -> None:
+        """Return once the model is wanted back (unload, eviction, shutdown) and the speaker has
+        had its `session_drain_timeout` seconds: the interface then finishes the stream."""
+        await self.wind_down.wait()
+        await asyncio.sleep(self._drain_seconds)
 
     def configure(self, params: LiveParams) -> bool:
         """New parameters, if the worker's session has not opened yet; False if too late."""

@@ -118,7 +118,9 @@ class TranscriptionService:
                 "too_many_sessions",
                 retry_after=5.0,
             )
-        stream = LiveStream(owner, params, on_close=self._live_ended)
+        stream = LiveStream(
+            owner, params, on_close=self._live_ended, drain_seconds=self.registry.settings.server.session_drain_timeout
+        )
         self._live.add(stream)
         self._none_live.clear()
         return stream

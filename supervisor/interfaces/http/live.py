@@ -187,8 +187,7 @@ class LiveConnection:
 
     async def _watch_wind_down(self, stream: LiveStream) -> None:
         """The model is wanted back: give the speaker `session_drain_timeout` s, then end with a final."""
-        await stream.wind_down.wait()
-        await asyncio.sleep(self._settings.server.session_drain_timeout)
+        await stream.wanted_back()
         await self._finish(stream, Close(1012, "model_unloading", f"model {stream.model!r} is being unloaded"))
 
     async def _finish(self, stream: LiveStream, ending: Close) -> None:

@@ -28,9 +28,7 @@ WriteEvent = Callable[[Event], Awaitable[None]]
 
 
 class LiveUtterance:
-    def __init__(
-        self, stream: LiveStream, write: WriteEvent, send_chunks: bool, language: str | None, drain_seconds: float
-    ) -> None:
+    def __init__(self, stream: LiveStream, write: WriteEvent, send_chunks: bool, language: str | None) -> None:
         self._stream = stream
         self._write = write
         self._send_chunks = send_chunks  # the client asked with `transcribe`: it reads transcript-chunk events
@@ -41,7 +39,7 @@ class LiveUtterance:
         self.started = False  # transcript-start sent
         self._failure: ServiceError | None = None
         self._relay = asyncio.create_task(self._relay_events())
-        self._watcher = asyncio.create_task(self._give_back_when_asked(drain_seconds))
+        self._watcher = asyncio.create_task(self._give_back_when_asked())
 
     @classmethod
     async def open(
@@ -68,8 +66,7 @@ class LiveUtterance:
             await stream.__aenter__()
         except ServiceError:
             return None  # __aenter__ has released what it took; the whole-utterance path reports the error
-        drain = service.registry.settings.server.session_drain_timeout
-        return cls(stream, write, send_chunks, language, drain)
+        return cls(stream, write, send_chunks, language)
 
     async def add(self, chunk: AudioChunk) -> None:
         if self._failure is None:
@@ -98,12 +95,11 @@ class LiveUtterance:
             await self._relay
         await self._stream.aclose()
 
-    async def _give_back_when_asked(self, drain_seconds: float) -> None:
+    async def _give_back_when_asked(self) -> None:
         """The model is wanted back (unload, eviction, shutdown) and the client has not said
-        audio-stop within `drain_seconds`: finish what was heard now and give the model back;
+        audio-stop within `session_drain_timeout`: finish what was heard now and give the model back;
         the text is kept for the audio-stop (or the connection's end) that follows."""
-        await self._stream.wind_down.wait()
-        await asyncio.sleep(drain_seconds)
+        await self._stream.wanted_back()
         if self._failure is None:
             with contextlib.suppress(ServiceError):
                 await self._stream.finish()
