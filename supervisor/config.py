@@ -17,11 +17,12 @@ import re
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, StringConstraints, ValidationError
 
 from worker.backends import DESCRIPTIONS
 from worker.protocol.options import OPTION_NAMES, ModelOptions
@@ -41,6 +42,22 @@ class ConfigError(ValueError):
 
 class _Table(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: What `wyoming_allow` lets in by default: loopback, and the private and link-local ranges
+#: a home network uses (Home Assistant is usually on the same LAN).
+PRIVATE_NETWORKS = (
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",
+    "fc00::/7",
+    "fe80::/10",
+)
+#: An API key: an empty one would let an empty bearer in, so none may be empty or blank.
+NonEmptyKey = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
 class ServerTable(_Table):
@@ -64,14 +81,30 @@ class ServerTable(_Table):
     memory_budget_mb: float = Field(0, ge=0, description="0: no limit; else the loaded models' memory")
     capacity_wait: float = Field(30.0, ge=0, description="seconds a request waits for a busy server to free a place")
     max_upload_mb: float = Field(200.0, gt=0, description="larger uploads get 413 before they are read")
+    http_header_timeout: float = Field(10.0, gt=0, description="seconds a client has to send a request's headers")
+    http_body_timeout: float = Field(
+        30.0, gt=0, description="a request body that sends nothing for this many seconds is abandoned (408)"
+    )
+    http_keepalive_timeout: float = Field(5.0, gt=0, description="idle seconds before a kept-alive connection closes")
+    max_connections: int = Field(
+        512, ge=1, description="HTTP connections and requests at once; more get 503 (keep LimitNOFILE above it)"
+    )
+    wyoming_allow: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: [ip_network(net) for net in PRIVATE_NETWORKS],
+        description="client addresses Wyoming serves (it has no credentials): loopback and private ranges",
+    )
+    wyoming_max_connections: int = Field(64, ge=1, description="Wyoming connections at once")
+    wyoming_max_buffered_mb: float = Field(
+        64.0, gt=0, description="audio held for all Wyoming connections together; a client over it gets an error"
+    )
     session_drain_timeout: float = Field(
         10.0, ge=0, description="seconds live sessions get to finish when their model is unloaded or the server stops"
     )
     session_idle_timeout: float = Field(30.0, gt=0, description="a live session that sends no audio this long ends")
     max_session_seconds: float = Field(3600.0, gt=0, description="seconds of audio one live session may send")
     max_live_sessions: int = Field(32, ge=1, description="live sessions at once, over WebSocket and Wyoming")
-    api_keys: list[str] = Field(default_factory=list, description="when set, /v1 routes need one of these")
-    admin_keys: list[str] = Field(default_factory=list, description="when set, admin routes need one of these")
+    api_keys: list[NonEmptyKey] = Field(default_factory=list, description="when set, /v1 routes need one of these")
+    admin_keys: list[NonEmptyKey] = Field(default_factory=list, description="when set, admin routes need one of these")
 
 
 class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -21,6 +21,7 @@ class FailureKind(StrEnum):
 
     BAD_AUDIO = "bad_audio"  # the client's audio: do not retry it
     BAD_PARAMETER = "bad_parameter"  # the client's parameters
+    TOO_LARGE = "too_large"  # more audio than the server takes (bytes or seconds): send less
     UNKNOWN_MODEL = "unknown_model"
     UNAVAILABLE = "unavailable"  # load failed, backing off, server full, shutting down: retry later
     CRASHED = "crashed"  # the worker died under the request: retry
@@ -46,6 +47,8 @@ def classify(exc: Exception) -> ServiceError:
     if isinstance(exc, WorkerRequestError):
         if exc.code is ErrorCode.BAD_AUDIO:
             return ServiceError(FailureKind.BAD_AUDIO, str(exc), "invalid_audio", param="file")
+        if exc.code is ErrorCode.AUDIO_TOO_LONG:
+            return ServiceError(FailureKind.TOO_LARGE, str(exc), "audio_too_long", param="file")
         if exc.code is ErrorCode.BAD_PARAMETER:
             return ServiceError(FailureKind.BAD_PARAMETER, str(exc), "invalid_parameter")
         return ServiceError(FailureKind.INTERNAL, str(exc), "transcription_failed")

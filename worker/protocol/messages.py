@@ -31,6 +31,7 @@ class ErrorCode(StrEnum):
 
     BAD_AUDIO = "bad_audio"  # undecodable, empty or silent-length input: the client's fault
     BAD_PARAMETER = "bad_parameter"  # e.g. a language the model does not know, or undecodable parameters
+    AUDIO_TOO_LONG = "audio_too_long"  # over the model's max_audio_seconds: the client's fault, do not retry
     INTERNAL = "internal"  # the model failed: the server's fault
 
 

@@ -26,6 +26,10 @@ class ModelOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     #: Requests one worker decodes in parallel; 0: the backend decides (see ReadyInfo.concurrency).
     concurrency: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0
     beam_size: Annotated[int, msgspec.Meta(ge=1, le=20)] = 5
+    #: The longest audio one request may hold, checked from the container before decoding and
+    #: again while decoding. 3 h covers a long meeting, lecture or podcast; its 16 kHz float32
+    #: samples are about 0.7 GB, which is what a worker may then hold per request.
+    max_audio_seconds: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 10800.0
 
 
 #: The option names, for config validation and the CLI.

@@ -52,6 +52,7 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 STATUS = {
     FailureKind.BAD_AUDIO: 400,
     FailureKind.BAD_PARAMETER: 400,
+    FailureKind.TOO_LARGE: 413,
     FailureKind.UNKNOWN_MODEL: 404,
     FailureKind.UNAVAILABLE: 503,
     FailureKind.CRASHED: 503,

@@ -45,6 +45,7 @@ CONFIG_KEYS = frozenset({"language", "prompt", "sample_rate", "end_silence_ms", 
 _CLOSE_FOR_KIND = {
     FailureKind.BAD_AUDIO: 1003,
     FailureKind.BAD_PARAMETER: 1008,
+    FailureKind.TOO_LARGE: 1009,
     FailureKind.UNKNOWN_MODEL: 1008,
     FailureKind.UNAVAILABLE: 1013,
     FailureKind.CRASHED: 1011,
