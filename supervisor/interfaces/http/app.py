@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from supervisor.config import Settings, wyoming_uri
+from supervisor.config import Settings
 from supervisor.interfaces.http import admin, audio, errors, health, live, models
 from supervisor.interfaces.http.upload_limit import UploadLimit
 from supervisor.interfaces.wyoming.server import WyomingService
@@ -25,10 +25,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.service = service
         wyoming = None
         if settings.server.wyoming:
-            max_audio = int(settings.server.max_upload_mb * 1_000_000)
-            wyoming = WyomingService(
-                wyoming_uri(settings.server), service, max_audio, settings.server.wyoming_idle_timeout
-            )
+            wyoming = WyomingService(settings.server, service)
             await wyoming.start()
         announcer = None
         if wyoming is not None and settings.server.zeroconf and not settings.server.wyoming_uri:
