@@ -56,6 +56,8 @@ PRIVATE_NETWORKS = (
     "fc00::/7",
     "fe80::/10",
 )
+#: The longest TTL (a year): longer is "never" (-1), and a timer that far off is a mistake.
+MAX_TTL = 365 * 24 * 3600
 #: An API key: an empty one would let an empty bearer in, so none may be empty or blank.
 NonEmptyKey = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
@@ -111,7 +113,7 @@ class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     """A model's supervisor-side keys, never sent to a worker (those are `ModelOptions`)."""
 
     #: Idle seconds before the model's worker ends; -1 never, 0 after each request.
-    ttl: Annotated[int, msgspec.Meta(ge=-1)] = 300
+    ttl: Annotated[int, msgspec.Meta(ge=-1, le=MAX_TTL)] = 300
     preload: bool = False
     description: str = ""
 

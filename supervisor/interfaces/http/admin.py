@@ -1,7 +1,9 @@
-"""Admin API: load and unload models by hand (what `asrctl models load|unload` calls).
+"""Admin API: load and unload models by hand (what `asrctl models load|unload` calls), and
+switch the server-wide default model.
 
 Kept on the path `seeds/whisper-server-ttl.md` named, `POST /v1/model/unload?model=`,
-with `load` beside it.
+with `load` beside it. The default-model switch is here too: it changes what every other
+client gets, so with `admin_keys` set an ordinary API key may not do it.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
+from supervisor.config import MAX_TTL
 from supervisor.interfaces.http.auth import require_admin_key
 from supervisor.interfaces.http.errors import api_error, bad_request
-from supervisor.interfaces.http.schemas import LoadedModel, UnloadReport, UnloadResult
+from supervisor.interfaces.http.schemas import DefaultModelChoice, LoadedModel, UnloadReport, UnloadResult
 from supervisor.models import downloads
 from supervisor.models.owner import ModelUnavailable
 from supervisor.models.registry import ModelRegistry, UnknownModel
@@ -32,7 +36,7 @@ def _registry(request: Request) -> ModelRegistry:
 async def load_model(
     request: Request,
     model: str = Query(..., description="model to load"),
-    ttl: int | None = Query(None, ge=-1, description="a new TTL for this model, from now on"),
+    ttl: int | None = Query(None, ge=-1, le=MAX_TTL, description="a new TTL for this model, from now on"),
 ) -> LoadedModel:
     """Start the model's worker now and wait until it is ready."""
     registry = _registry(request)
@@ -84,3 +88,17 @@ async def unload_model(
         unloaded=[r for r in results if r.ended_by != "not loaded"],
         freed_rss_mb=round(sum(r.freed_rss_mb or 0 for r in results), 1),
     )
+
+
+class ModelChoice(BaseModel):
+    model_id: str
+
+
+@router.post("/v1/settings/model")
+async def set_default_model(request: Request, choice: ModelChoice) -> DefaultModelChoice:
+    """Make `model_id` the model used when a request names none (and what `whisper-1` means)."""
+    try:
+        name = _registry(request).set_default(choice.model_id)
+    except UnknownModel as exc:
+        raise api_error(exc) from None
+    return DefaultModelChoice(model=name)

@@ -41,10 +41,20 @@ def key_matches(token: str | None, keys: tuple[str, ...]) -> bool:
 
 
 def _check(request: Request, keys: tuple[str, ...]) -> None:
-    if not key_matches(bearer_token(request.headers.get("authorization", "")), keys):
+    token = bearer_token(request.headers.get("authorization", ""))
+    if key_matches(token, keys):
+        return
+    if not token:
+        # Told apart from a wrong key: a missing header is a set-up mistake, not a bad secret.
         raise APIError(
             401,
-            "Incorrect API key provided. Send it as 'Authorization: Bearer <key>'.",
-            code="invalid_api_key",
+            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
+            code="missing_api_key",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    raise APIError(
+        401,
+        "Incorrect API key provided. Send it as 'Authorization: Bearer <key>'.",
+        code="invalid_api_key",
+        headers={"WWW-Authenticate": "Bearer"},
+    )

@@ -1,13 +1,12 @@
-"""`/v1/models` (OpenAI's list format plus our fields) and the default-model switch."""
+"""`/v1/models`: OpenAI's list format plus our fields."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel
 
 from supervisor.interfaces.http.auth import require_api_key
 from supervisor.interfaces.http.errors import api_error
-from supervisor.interfaces.http.schemas import DefaultModelChoice, ModelList, ModelObject
+from supervisor.interfaces.http.schemas import ModelList, ModelObject
 from supervisor.models import catalog
 from supervisor.models import files as model_files
 from supervisor.models.registry import ModelRegistry, UnknownModel
@@ -52,18 +51,3 @@ async def retrieve_model(request: Request, model_id: str) -> ModelObject:
     except UnknownModel as exc:
         raise api_error(exc) from None
     return _describe(registry, name).model_copy(update={"id": model_id})
-
-
-class ModelChoice(BaseModel):
-    model_id: str
-
-
-@router.post("/v1/settings/model")
-async def set_default_model(request: Request, choice: ModelChoice) -> DefaultModelChoice:
-    """Make `model_id` the model used when a request names none (and what `whisper-1` means)."""
-    registry: ModelRegistry = request.app.state.registry
-    try:
-        name = registry.set_default(choice.model_id)
-    except UnknownModel as exc:
-        raise api_error(exc) from None
-    return DefaultModelChoice(model=name)
