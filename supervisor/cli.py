@@ -87,27 +87,44 @@ def serve(
     import uvicorn
 
     from supervisor.interfaces.http.app import create_app
+    from supervisor.interfaces.http.protocol import protocol_class
     from supervisor.interfaces.http.server import Server
+    from supervisor.interfaces.http.startup import StartupError, listen
 
     level = settings.server.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
     logging.getLogger("asr").setLevel(level)
+    server_settings = settings.server
+    try:
+        sock = listen(server_settings.host, server_settings.port)
+    except StartupError as exc:
+        typer.echo(f"asr-supervisor: {exc}", err=True)
+        raise typer.Exit(1) from None
     app = create_app(settings)
     server = Server(
         uvicorn.Config(
             app,
-            host=settings.server.host,
-            port=settings.server.port,
-            log_level=settings.server.log_level,
+            host=server_settings.host,
+            port=server_settings.port,
+            # Pinned, not "auto": the limits live in this protocol class, and installing
+            # httptools later must not silently swap them out.
+            http=protocol_class(server_settings),
+            timeout_keep_alive=server_settings.http_keepalive_timeout,  # type: ignore[arg-type]  # a float works
+            log_level=server_settings.log_level,
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=30,
         ),
         app,
     )
-    server.run()
-    # uvicorn returns without having started when the port is taken; say so in the exit code.
-    raise typer.Exit(0 if server.started else 1)
+    try:
+        server.run(sockets=[sock])
+    except SystemExit:
+        pass  # uvicorn's way to end a failed start-up; the reason is below, or in its log
+    if not server.started:
+        reason = getattr(app.state, "startup_error", "start-up failed (see the log above)")
+        typer.echo(f"asr-supervisor: {reason}", err=True)
+        raise typer.Exit(1)
 
 
 def download_all(settings: Settings) -> int:

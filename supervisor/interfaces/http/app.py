@@ -9,49 +9,75 @@ from fastapi import FastAPI
 
 from supervisor.config import Settings
 from supervisor.interfaces.http import admin, audio, errors, health, live, models
+from supervisor.interfaces.http.body_timeout import BodyTimeout
+from supervisor.interfaces.http.startup import QuietStartupFailure, StartupError, reason
 from supervisor.interfaces.http.upload_limit import UploadLimit
 from supervisor.interfaces.wyoming.server import WyomingService
 from supervisor.models.registry import ModelRegistry
 from supervisor.service import TranscriptionService
+from supervisor.workers import runtime_dir
 
 
 def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        registry = ModelRegistry(settings)
-        await registry.start()
-        service = TranscriptionService(registry)
-        app.state.registry = registry
-        app.state.service = service
-        wyoming = None
-        if settings.server.wyoming:
-            wyoming = WyomingService(settings.server, service)
-            await wyoming.start()
-        announcer = None
-        if wyoming is not None and settings.server.zeroconf and not settings.server.wyoming_uri:
-            from supervisor.interfaces.wyoming.discovery import Announcer  # only then: zeroconf is not free to import
-
-            announcer = Announcer(settings.server.wyoming_port, settings.server.host, settings.server.zeroconf_name)
-            await announcer.start()
-        try:
+        # Whatever started is closed in reverse order: at shutdown, and also when a later
+        # start-up step fails (a Wyoming port taken must not leave the warm spare running).
+        async with contextlib.AsyncExitStack() as started:
+            try:
+                await _start(app, settings, started)
+            except StartupError as exc:
+                app.state.startup_error = str(exc)
+                raise
             yield
-        finally:
-            # Shutdown, in order: uvicorn has stopped accepting and drained in-flight
-            # HTTP requests; close Wyoming connections; then end every worker and
-            # remove the sockets' directory.
-            if announcer is not None:
-                await announcer.stop()
-            if wyoming is not None:
-                await wyoming.stop()
-            await registry.close()
+            # Shutdown, in order: uvicorn has stopped accepting and drained in-flight HTTP
+            # requests; the stack then stops the announcer, closes Wyoming connections, ends
+            # every worker and removes the sockets' directory.
 
     app = FastAPI(title="asr-supervisor", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     errors.install(app)
     app.add_middleware(UploadLimit, max_bytes=int(settings.server.max_upload_mb * 1_000_000))
+    app.add_middleware(BodyTimeout, timeout=settings.server.http_body_timeout)
+    app.add_middleware(QuietStartupFailure)
     app.include_router(audio.router)
     app.include_router(live.router)
     app.include_router(models.router)
     app.include_router(admin.router)
     app.include_router(health.router)
     return app
+
+
+async def _start(app: FastAPI, settings: Settings, started: contextlib.AsyncExitStack) -> None:
+    server = settings.server
+    registry = ModelRegistry(settings)
+    try:
+        await registry.start()
+    except OSError as exc:
+        where = exc.filename or runtime_dir.base_dir(server.runtime_dir)
+        raise StartupError(
+            f"cannot create the workers' runtime directory {where}: {reason(exc)} (server.runtime_dir)"
+        ) from None
+    started.push_async_callback(registry.close)
+    service = TranscriptionService(registry)
+    app.state.registry = registry
+    app.state.service = service
+    if not server.wyoming:
+        return
+    wyoming = WyomingService(server, service)
+    try:
+        await wyoming.start()
+    except OSError as exc:
+        raise StartupError(
+            f"cannot listen for Wyoming on {wyoming.uri}: {reason(exc)} (server.wyoming_port, server.wyoming_uri)"
+        ) from None
+    started.push_async_callback(wyoming.stop)
+    if server.zeroconf and not server.wyoming_uri:
+        from supervisor.interfaces.wyoming.discovery import Announcer  # only then: zeroconf is not free to import
+
+        announcer = Announcer(server.wyoming_port, server.host, server.zeroconf_name)
+        try:
+            await announcer.start()
+        except OSError as exc:
+            raise StartupError(f"cannot announce Wyoming on the LAN (zeroconf): {reason(exc)}") from None
+        started.push_async_callback(announcer.stop)

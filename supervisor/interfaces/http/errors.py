@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from http import HTTPStatus
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,9 +41,25 @@ class APIError(Exception):
         self.code = code
         self.headers = headers
 
+    def body(self) -> dict[str, dict[str, str | None]]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
     def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+    def raw(self) -> bytes:
+        """The whole HTTP/1.1 response, closing the connection: for the protocol layer, which
+        answers requests that never reach the app (a malformed head, one sent too slowly)."""
+        body = json.dumps(self.body()).encode()
+        reason = HTTPStatus(self.status).phrase
+        head = [
+            f"HTTP/1.1 {self.status} {reason}",
+            "content-type: application/json",
+            f"content-length: {len(body)}",
+            "connection: close",
+            *(f"{name}: {value}" for name, value in (self.headers or {}).items()),
+        ]
+        return "\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:

@@ -8,16 +8,26 @@ final for what was heard, then 1012), and only then hands over to uvicorn's own 
 
 from __future__ import annotations
 
+import logging
 import socket
 
 import uvicorn
 from fastapi import FastAPI
+
+log = logging.getLogger("asr.http")
 
 
 class Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
         super().__init__(config)
         self._app = app
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:  # uvicorn logs no address for sockets it was handed
+            for sock in sockets or []:
+                host, port = sock.getsockname()[:2]
+                log.info("http listening on http://%s:%d", f"[{host}]" if ":" in host else host, port)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Phase 0: stop accepting, then let live sessions end with their finals.
