@@ -51,28 +51,33 @@ def create_app(settings: Settings) -> FastAPI:
 async def _start(app: FastAPI, settings: Settings, started: contextlib.AsyncExitStack) -> None:
     server = settings.server
     registry = ModelRegistry(settings)
+    service = TranscriptionService(registry)
+    wyoming = WyomingService(server, service) if server.wyoming else None
+    if wyoming is not None:
+        # Listen first: a taken port then fails before any worker process exists. No
+        # request can slip in before the registry starts: that start does not yield.
+        try:
+            await wyoming.start()
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen for Wyoming on {wyoming.uri}: {reason(exc)} (server.wyoming_port, server.wyoming_uri)"
+            ) from None
     try:
         await registry.start()
     except OSError as exc:
+        if wyoming is not None:
+            await wyoming.stop()
         where = exc.filename or runtime_dir.base_dir(server.runtime_dir)
         raise StartupError(
             f"cannot create the workers' runtime directory {where}: {reason(exc)} (server.runtime_dir)"
         ) from None
+    # Closed in reverse: the announcer, then Wyoming's connections, then the workers.
     started.push_async_callback(registry.close)
-    service = TranscriptionService(registry)
+    if wyoming is not None:
+        started.push_async_callback(wyoming.stop)
     app.state.registry = registry
     app.state.service = service
-    if not server.wyoming:
-        return
-    wyoming = WyomingService(server, service)
-    try:
-        await wyoming.start()
-    except OSError as exc:
-        raise StartupError(
-            f"cannot listen for Wyoming on {wyoming.uri}: {reason(exc)} (server.wyoming_port, server.wyoming_uri)"
-        ) from None
-    started.push_async_callback(wyoming.stop)
-    if server.zeroconf and not server.wyoming_uri:
+    if wyoming is not None and server.zeroconf and not server.wyoming_uri:
         from supervisor.interfaces.wyoming.discovery import Announcer  # only then: zeroconf is not free to import
 
         announcer = Announcer(server.wyoming_port, server.host, server.zeroconf_name)
