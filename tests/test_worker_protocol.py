@@ -309,8 +309,12 @@ class InProcessWorker:
         self.run = asyncio.create_task(self.server.run())
 
     async def receive(self) -> Message:
-        _, *frames = await asyncio.wait_for(self.sock.recv_multipart(), 10)
-        return decode(frames)[0]
+        """The next message, passing over heartbeats (a worker beats in every phase)."""
+        while True:
+            _, *frames = await asyncio.wait_for(self.sock.recv_multipart(), 10)
+            message = decode(frames)[0]
+            if not isinstance(message, Heartbeat):
+                return message
 
     async def send_frames(self, frames: list[bytes] | list[bytes | memoryview]) -> None:
         await self.sock.send_multipart([WORKER_IDENTITY, *frames])

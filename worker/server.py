@@ -14,6 +14,10 @@ How it ends, and what the supervisor hears:
 - a fatal error (the receiver, the sender or the heartbeat task failing, or a request
   task escaping its own error handling): DYING with the reason, written straight to the
   socket because the sender may be what failed; exit code 1.
+
+It heartbeats in every phase, a spare and a loading worker too, and answers LOAD with a
+heartbeat at once, before the slow load: the supervisor kills a worker that falls silent,
+so a frozen spare costs a request seconds instead of the whole `ready_timeout`.
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ class WorkerServer:
         self._load_chosen = False
         self._transcriber: Transcriber | None = None
         self._sessions: Sessions | None = None
+        self._vitals = Vitals(cuda=False)  # replaced once the model's device is known
         # Every outgoing message goes through one queue and one sender task: segments
         # posted from inference threads, results and heartbeats keep their order.
         self._outbox: asyncio.Queue[FromWorker] = asyncio.Queue()
@@ -107,6 +112,7 @@ class WorkerServer:
         try:
             self._start(self._receive(sock), "receiver", forever=True)
             self._start(self._send(sock), "sender", forever=True)
+            self._start(self._heartbeat(), "heartbeat", forever=True)
             try:
                 await self._serve()
             except _Leave:
@@ -154,10 +160,9 @@ class WorkerServer:
             self._start,
             beam_size=options.beam_size,
         )
+        self._vitals = Vitals(cuda=info.device == "cuda")
         self._post(Ready(info=info))
         log.info("ready: load_s=%.2f device=%s", info.load_seconds, info.device)
-        vitals = Vitals(cuda=info.device == "cuda")
-        self._start(self._heartbeat(self._transcriber, self._sessions, vitals), "heartbeat", forever=True)
         await self._leave.wait()
 
     async def _unless_leaving(self, work: Awaitable[T]) -> T:
@@ -196,6 +201,7 @@ class WorkerServer:
                     log.warning("ignoring a second LOAD: a worker loads one model in its life")
                 else:
                     self._load_chosen = True
+                    self._post(self._beat())  # "alive, loading": the supervisor waits seconds for this, not minutes
                     self._load_requests.put_nowait(options)
             case Transcribe(id=request_id):
                 if self._transcriber is None:
@@ -242,23 +248,37 @@ class WorkerServer:
             message = await self._outbox.get()
             await sock.send_multipart(encode(message), copy=False)
 
-    async def _heartbeat(self, transcriber: Transcriber, sessions: Sessions, vitals: Vitals) -> None:
+    async def _heartbeat(self) -> None:
+        """From the first moment to the last: a spare, a loading and a serving worker all beat."""
         while True:
-            inferences = [t for t in (transcriber.last_inference_at, sessions.last_inference_at) if t is not None]
-            self._post(
-                Heartbeat(
-                    in_flight=transcriber.in_flight,
-                    served=transcriber.served,
-                    lanes=transcriber.lanes,
-                    lanes_busy=transcriber.lanes_busy,
-                    rss_bytes=vitals.rss_bytes(),
-                    vram_bytes=vitals.vram_bytes(),
-                    last_inference_at=max(inferences, default=None),
-                    time=time.time(),
-                    sessions=sessions.count,
-                )
-            )
+            self._post(self._beat())
             await asyncio.sleep(self._heartbeat_interval)
+
+    def _beat(self) -> Heartbeat:
+        transcriber, sessions, vitals = self._transcriber, self._sessions, self._vitals
+        if transcriber is None or sessions is None:  # a spare, or loading: alive, no model yet
+            return Heartbeat(
+                in_flight=0,
+                served=0,
+                lanes=0,
+                lanes_busy=0,
+                rss_bytes=vitals.rss_bytes(),
+                vram_bytes=None,
+                last_inference_at=None,
+                time=time.time(),
+            )
+        inferences = [t for t in (transcriber.last_inference_at, sessions.last_inference_at) if t is not None]
+        return Heartbeat(
+            in_flight=transcriber.in_flight,
+            served=transcriber.served,
+            lanes=transcriber.lanes,
+            lanes_busy=transcriber.lanes_busy,
+            rss_bytes=vitals.rss_bytes(),
+            vram_bytes=vitals.vram_bytes(),
+            last_inference_at=max(inferences, default=None),
+            time=time.time(),
+            sessions=sessions.count,
+        )
 
     async def _say_dying(self, sock: zmq.asyncio.Socket, reason: str) -> None:
         """Best effort: straight onto the socket, since the sender may be what failed."""
