@@ -60,6 +60,7 @@ class FakeWorker:
         self.pid = pid
         self.info = ReadyInfo(pid=pid, backend="fake", device="cpu", compute_type="int8", load_seconds=0.0)
         self.exit_code: int | None = None
+        self.death_reason: str | None = None
         self.stopping = asyncio.Event()
         self.stopped = asyncio.Event()
         self._on_exit = on_exit

@@ -71,3 +71,7 @@ def test_a_bad_model_on_a_spare_leaves_no_process(make_server, tmp_path) -> None
     response = server.transcribe("fox.wav", model="broken")
     assert response.status_code == 503 and "does not exist" in response.json()["error"]["message"]
     assert not _alive(spare)  # the spare that tried is gone, not left half-loaded
+    # The worker said what is wrong with the model: that is the model's failure, not the
+    # spare's, so no fresh process is tried and the model backs off.
+    assert server.model("broken")["state"] == "failed"
+    assert "fresh worker" not in server.log()

@@ -372,6 +372,8 @@ class ModelOwner:
         if command.worker is not self._worker or self._state is not State.READY:
             return  # a worker being stopped on purpose: its stop task reports
         reason = f"worker exited unexpectedly (code {command.worker.exit_code})"
+        if command.worker.death_reason:  # the supervisor's own reason, e.g. a worker that froze
+            reason = f"{reason}: {command.worker.death_reason}"
         log.warning("model=%s pid=%d %s; the next request starts a new one", self.spec.name, command.worker.pid, reason)
         self._stats.last_error = reason
         self._forget_worker("crash")

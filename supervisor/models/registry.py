@@ -18,7 +18,7 @@ from supervisor.models.policy import Limits
 from supervisor.models.snapshot import ModelSnapshot
 from supervisor.models.spares import SparePool
 from supervisor.workers import runtime_dir
-from supervisor.workers.process import Timeouts, WorkerProcess
+from supervisor.workers.process import Timeouts, WorkerLost, WorkerProcess
 
 log = logging.getLogger("asr.registry")
 
@@ -127,8 +127,24 @@ class ModelRegistry:
         return {name: owner.snapshot() for name, owner in self._owners.items()}
 
     async def _launch(self, spec: ModelSpec, on_exit: Callable[[WorkerProcess], None]) -> WorkerProcess:
-        """A READY worker for `spec`: the warm spare if there is one, else a fresh process."""
-        worker = self.spares.take(spec.backend) or await self._spawn(spec.backend, on_exit)
+        """A READY worker for `spec`: the warm spare if there is one, else a fresh process.
+
+        A spare that goes silent or dies under LOAD without a reason of its own (`WorkerLost`)
+        failed, not the model: the load goes on once with a fresh process. Only what that
+        fresh process fails with (or what a worker says is wrong with the model) reaches
+        the owner, which marks the model failed.
+        """
+        spare = self.spares.take(spec.backend)
+        if spare is not None:
+            try:
+                return await self._load(spare, spec, on_exit)
+            except WorkerLost as exc:
+                log.warning("model=%s the warm spare failed (%s); loading on a fresh worker", spec.name, exc)
+        return await self._load(await self._spawn(spec.backend, on_exit), spec, on_exit)
+
+    async def _load(
+        self, worker: WorkerProcess, spec: ModelSpec, on_exit: Callable[[WorkerProcess], None]
+    ) -> WorkerProcess:
         try:
             await worker.load(spec, on_exit)
         except BaseException as exc:

@@ -7,6 +7,11 @@ replaced a little later, when the new model's first request has had the CPU to i
 
 A spare has imported one backend's libraries, so it can only become a model of that
 backend: the pool keeps one per backend that has models configured, each on its own.
+
+A spare is watched like any worker: it heartbeats, and one silent for `heartbeat_timeout`
+is killed and replaced. `take` does not hand out one that has been silent for longer than
+a live worker ever is, and the registry's launcher treats a spare that then fails to
+answer LOAD as the spare's failure: killed, and the load goes on with a fresh process.
 """
 
 from __future__ import annotations
@@ -60,15 +65,25 @@ class SparePool:
             self._refill(place, delay=0.0)
 
     def take(self, backend: str) -> WorkerProcess | None:
-        """The spare for `backend`, if one is ready; the pool then makes another, later.
+        """The spare for `backend`, if one is ready and alive; the pool then makes another, later.
 
-        A spare that died is not returned; `_lost` has already started its replacement.
+        A spare that died is not returned; `_lost` has already started its replacement. One
+        that has gone silent (frozen) is killed, not returned, and replaced.
         """
         place = self._places.get(backend)
         if place is None or place.spare is None or not place.spare.is_alive:
             return None
         spare, place.spare = place.spare, None
         self._refill(place, delay=REFILL_DELAY)
+        if spare.seems_frozen:
+            log.warning(
+                "warm spare pid=%d (%s) silent for %.1fs: killing it, loading on a fresh worker",
+                spare.pid,
+                backend,
+                spare.silent_for,
+            )
+            spare.kill()  # its exit watcher reaps it
+            return None
         return spare
 
     async def close(self) -> None:

@@ -6,6 +6,12 @@ the socket into awaitable calls and the process's death into typed exceptions fo
 everyone waiting on it. Every message it reads is answered or accounted for: a reply
 that cannot be decoded still fails the request (or the start-up phase, or the live
 session) it was about. Live sessions are `WorkerSession`s (`supervisor.workers.session`).
+
+It is watched from its first moment: a worker heartbeats in every phase (a spare, a
+loading worker, a serving one), and one silent for `heartbeat_timeout` is killed. LOAD is
+answered at once with a heartbeat, so a spare that froze after it was pooled is found out
+within `Timeouts.answer` seconds, not after `ready_timeout`; that failure is a
+`WorkerLost`, the process's, which the registry does not count against the model.
 """
 
 from __future__ import annotations
@@ -75,6 +81,15 @@ class WorkerLoadError(WorkerError):
     """The worker could not load its model; the message says why."""
 
 
+class WorkerLost(WorkerLoadError):
+    """The process went silent or died during start-up without saying why (frozen, killed).
+
+    The worker reports a model it cannot load itself (DYING, a plain `WorkerLoadError`), so
+    this is the process's failure first: a spare that fails this way is replaced by a fresh
+    process before anyone blames the model.
+    """
+
+
 class WorkerRequestError(WorkerError):
     """The worker refused one request; `code` says whether the input was at fault."""
 
@@ -93,6 +108,15 @@ class Timeouts:
     stop: float
     heartbeat_interval: float
     heartbeat: float
+
+    @property
+    def answer(self) -> float:
+        """How long a live worker may take to answer what its event loop answers at once (LOAD).
+
+        Five heartbeat intervals, at least 2 s (a busy machine), at most `heartbeat` (past
+        that, it is hung by definition): 5 s with the defaults.
+        """
+        return min(self.heartbeat, max(2.0, 5 * self.heartbeat_interval))
 
 
 class WorkerProcess:
@@ -122,11 +146,17 @@ class WorkerProcess:
         self._ready: asyncio.Future[ReadyInfo] = loop.create_future()
         self._exited = asyncio.Event()
         self._beat = asyncio.Event()
+        self._last_beat_at = time.monotonic()  # its start counts as a sign of life
         self._last_heartbeat: Heartbeat | None = None
+        self._model_ready = False  # heartbeats before READY are liveness only, not a model's report
+        # LOAD's answer: a heartbeat sent (worker's wall clock) no earlier than LOAD was.
+        self._answer_after = float("inf")
+        self._answered: asyncio.Future[None] = loop.create_future()
         self._death_reason: str | None = None
         self._tasks = [
             asyncio.create_task(self._read_loop(), name=f"worker-{self.pid}-read"),
             asyncio.create_task(self._watch_exit(), name=f"worker-{self.pid}-exit"),
+            asyncio.create_task(self._watch_heartbeat(), name=f"worker-{self.pid}-beat"),
         ]
         self._tasks[0].add_done_callback(self._read_loop_ended)
 
@@ -136,8 +166,23 @@ class WorkerProcess:
 
     @property
     def last_heartbeat(self) -> Heartbeat | None:
-        """The worker's latest report on itself (load, memory, last inference); None before the first."""
+        """The worker's latest report on itself (load, memory, last inference); None before READY."""
         return self._last_heartbeat
+
+    @property
+    def death_reason(self) -> str | None:
+        """Why it ended, when someone said: its DYING, or the supervisor that killed it (silence)."""
+        return self._death_reason
+
+    @property
+    def silent_for(self) -> float:
+        """Seconds since the worker's last heartbeat (or its start)."""
+        return time.monotonic() - self._last_beat_at
+
+    @property
+    def seems_frozen(self) -> bool:
+        """Silent for longer than a live worker ever is: not worth sending LOAD to."""
+        return self.silent_for > self._timeouts.answer
 
     # -- starting ---------------------------------------------------------------
 
@@ -180,16 +225,27 @@ class WorkerProcess:
         return worker
 
     async def load(self, spec: ModelSpec, on_exit: Callable[[WorkerProcess], None]) -> None:
-        """Turn this spare into `spec`'s worker: LOAD, then wait for READY (or its reason not to)."""
+        """Turn this spare into `spec`'s worker: LOAD, then wait for READY (or its reason not to).
+
+        Raises `WorkerLost` if the process does not answer LOAD within `Timeouts.answer`
+        (it is killed) or dies without a reason; `WorkerLoadError` if it says why it failed.
+        """
         self.spec = spec
         self.on_exit = on_exit
         started = time.monotonic()
+        self._answer_after = time.time()
         try:
             await self._send(Load(spec.options))
         except WorkerCrashed as exc:
-            raise WorkerLoadError(str(exc)) from None
+            raise WorkerLost(str(exc)) from None
+        try:
+            await asyncio.wait_for(asyncio.shield(self._answered), self._timeouts.answer)
+        except TimeoutError:
+            self._death_reason = f"worker did not answer LOAD within {self._timeouts.answer:.0f}s and was killed"
+            log.warning("model=%s pid=%d %s", spec.name, self.pid, self._death_reason)
+            self.kill()
+            raise WorkerLost(f"worker for model {spec.name!r} (pid {self.pid}): {self._death_reason}") from None
         self.info = await self._await_phase(self._ready, "load its model")
-        self._tasks.append(asyncio.create_task(self._watch_heartbeat(), name=f"worker-{self.pid}-beat"))
         log.info(
             "worker ready model=%s pid=%d device=%s compute_type=%s load_s=%.2f",
             spec.name,
@@ -299,16 +355,20 @@ class WorkerProcess:
     async def stop(self) -> str:
         """Polite SHUTDOWN, then SIGTERM, then SIGKILL, each with a deadline; always reaps.
 
-        Returns how the process ended, for the log and the admin API.
+        A spare has nothing to finish, so its phases wait `Timeouts.answer` only: a frozen one
+        does not hold up a shutdown. SIGTERM comes with SIGCONT, so a stopped (SIGSTOP)
+        process wakes to obey it. Returns how the process ended, for the log and the admin API.
         """
         if self._exited.is_set():
             return "already exited"
+        patience = self._timeouts.stop if self.spec is not None else min(self._timeouts.stop, self._timeouts.answer)
         with contextlib.suppress(WorkerCrashed):
             await self._send(Shutdown())
-        if await self._wait_exit(self._timeouts.stop):
+        if await self._wait_exit(patience):
             return "shutdown"
         self._signal(signal.SIGTERM)
-        if await self._wait_exit(self._timeouts.stop):
+        self._signal(signal.SIGCONT)
+        if await self._wait_exit(patience):
             return "sigterm"
         self._signal(signal.SIGKILL)
         await self._exited.wait()  # SIGKILL cannot be ignored; the watcher reaps it
@@ -363,8 +423,11 @@ class WorkerProcess:
     def _dispatch(self, message: Message) -> None:
         match message:
             case Heartbeat():
-                self._last_heartbeat = message
-                self._beat.set()
+                self._alive()
+                if self._model_ready:
+                    self._last_heartbeat = message
+                if message.time >= self._answer_after and not self._answered.done():
+                    self._answered.set_result(None)
             case SegmentDecoded(id=request_id, segment=segment):
                 self._deliver(request_id, segment)
             case Result(id=request_id, result=result):
@@ -382,6 +445,7 @@ class WorkerProcess:
                 if not self._spare.done():
                     self._spare.set_result(None)
             case Ready(info=info):
+                self._model_ready = True
                 if not self._ready.done():
                     self._ready.set_result(info)
             case Dying(reason=reason):
@@ -402,11 +466,15 @@ class WorkerProcess:
         elif exc.kind in ("spare", "ready", "dying"):
             self._fail_phases(WorkerLoadError(f"malformed {exc.kind.upper()} from the worker: {exc}"))
         elif exc.kind == "heartbeat":
-            self._beat.set()  # its stats are unreadable, but it is a sign of life all the same
+            self._alive()  # its stats are unreadable, but it is a sign of life all the same
+
+    def _alive(self) -> None:
+        self._last_beat_at = time.monotonic()
+        self._beat.set()
 
     def _fail_phases(self, error: WorkerLoadError) -> None:
         """Fail start-up phases still open; a caller awaiting one gets `error`."""
-        for phase in (self._spare, self._ready):
+        for phase in (self._spare, self._answered, self._ready):
             if not phase.done():
                 phase.set_exception(error)
                 phase.exception()  # retrieved: nobody may be waiting on this phase
@@ -420,7 +488,11 @@ class WorkerProcess:
         self.exit_code = await self._proc.wait()
         self._exited.set()
         error_message = self._crash_message()
-        self._fail_phases(WorkerLoadError(self._death_reason or error_message))
+        # A DYING has already failed the phases with the worker's own reason. A signal
+        # (ours for silence, the kernel's OOM killer, anyone's kill -9) is the process's
+        # failure; an exit of its own, the worker's (its DYING may be unread yet).
+        signalled = self.exit_code is not None and self.exit_code < 0
+        self._fail_phases(WorkerLost(error_message) if signalled else WorkerLoadError(error_message))
         for inbox in self._pending.values():
             inbox.put_nowait(WorkerCrashed(error_message))
         for session in self._sessions.values():
@@ -434,7 +506,10 @@ class WorkerProcess:
         self.on_exit(self)
 
     async def _watch_heartbeat(self) -> None:
-        """A worker that stops heart-beating is hung (or frozen): kill it so it is replaced."""
+        """A worker that stops heart-beating is hung (or frozen): kill it so it is replaced.
+
+        From spawn to exit: a frozen spare is replaced by its pool, a frozen load fails in
+        `heartbeat_timeout` instead of `ready_timeout`."""
         while True:
             try:
                 await asyncio.wait_for(self._beat.wait(), self._timeouts.heartbeat)
