@@ -283,3 +283,21 @@ def server_fixture(config: str, **kwargs: object) -> Callable[..., Iterator[Serv
 #: One long-lived server (TTL off) for tests that only need a working endpoint; it runs
 #: the default configuration, warm spare included.
 shared_server = server_fixture(BASIC_CONFIG, warm_spare=True)
+
+
+#: Figures the reliability and hostile-input tests measure (section, figure, value), printed
+#: after the run so the README's "Reliability" table can be checked against any CI log.
+FIGURES: list[tuple[str, str, str]] = []
+
+
+def record_figure(section: str, figure: str, value: object) -> None:
+    FIGURES.append((section, figure, str(value)))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not FIGURES:
+        return
+    terminalreporter.section("reliability figures")
+    width = max(len(f"{section}: {figure}") for section, figure, _ in FIGURES)
+    for section, figure, value in FIGURES:
+        terminalreporter.write_line(f"{f'{section}: {figure}':<{width}}  {value}")
