@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive
 
 from supervisor.failures import ServiceError
 from supervisor.interfaces.http import formats
@@ -17,6 +20,8 @@ from supervisor.interfaces.http.formats import ResponseFormat
 from supervisor.interfaces.http.schemas import TranscriptionJSON, VerboseTranscriptionJSON
 from supervisor.service import Item, Transcription, TranscriptionService
 from worker.protocol import TranscribeParams, TranscribeResult
+
+log = logging.getLogger("asr.http")
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
@@ -76,6 +81,35 @@ async def translations(
     return await _serve(request, file, model, params, response_format, {"segment"})
 
 
+async def _unless_client_leaves(receive: Receive, transcription: Transcription) -> Item | None:
+    """The transcription's first item, or None if the client hangs up first.
+
+    Then the wait is cancelled, which tells the worker to stop decoding (CANCEL) and gives
+    the model back: a client that gave up on a long file must not keep the model busy for
+    minutes. A streamed response is watched the same way by Starlette once it has begun.
+    """
+
+    async def first() -> Item:
+        return await anext(transcription)
+
+    job = asyncio.ensure_future(first())
+    gone = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not job.done():
+            job.cancel()
+            await asyncio.wait({job})  # its cleanup (the CANCEL, the lease) runs before we go on
+    return None if job.cancelled() else job.result()
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client closes the connection (the body has been read by now)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 def _granularities(values: list[str] | None) -> set[str]:
     chosen = set(values or ["segment"])
     if unknown := chosen - {"segment", "word"}:
@@ -102,10 +136,19 @@ async def _serve(
 
     transcription = service.stream(model, audio, params)
     try:
-        first = await anext(transcription)  # errors before the first byte become proper HTTP statuses
+        # Errors before the first byte become proper HTTP statuses.
+        first = await _unless_client_leaves(request.receive, transcription)
     except BaseException:
         await transcription.aclose()
         raise
+    if first is None:
+        await transcription.aclose()
+        log.info(
+            "model=%s pid=%s the client went away: its transcription was cancelled",
+            transcription.model,
+            transcription.pid,
+        )
+        return Response(status_code=499)  # nobody reads it: the client closed the request
     headers = {"X-ASR-Model": transcription.model, "X-ASR-Worker-PID": str(transcription.pid)}
     if params.stream:
         return StreamingResponse(
