@@ -1,9 +1,18 @@
 """One Wyoming (Home Assistant) connection: describe, transcribe, audio events.
 
-A flat dispatch on event type, and the utterance being received kept in one small
-dataclass that is replaced on every `transcribe`/`audio-start`. Audio goes to the model
-through the same transcription service as an HTTP request (the same lease, so it counts
-for the TTL and is never cut off by it); this module only speaks Wyoming.
+A flat dispatch on typed events (`events.parse`), and the utterance being received kept
+in one small dataclass that is replaced on every `transcribe`/`audio-start`. Audio goes
+to the model through the same transcription service as an HTTP request (the same lease,
+so it counts for the TTL and is never cut off by it); this module only speaks Wyoming.
+
+Rules the bugs taught us:
+- **Every refusal is an `error` event, then the close**, with one warning line in the log:
+  a malformed event must not end in a traceback and a silent hang-up.
+- **The next event is read while one is handled**, so a client that leaves mid-request
+  (the connection's end arrives) cancels its request: the worker stops decoding and the
+  model's lease is given back at once, not after a decode nobody will read.
+- **Whatever a connection holds is released in `run`'s `finally`**: its connection slot,
+  its share of the audio budget, its live session.
 """
 
 from __future__ import annotations
@@ -14,15 +23,25 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
-from wyoming.audio import AudioChunk, AudioChunkConverter, AudioStart, AudioStop
+from wyoming.asr import Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
 from wyoming.error import Error
 from wyoming.event import Event
-from wyoming.info import Describe
 from wyoming.server import AsyncEventHandler
 
 from supervisor.failures import FailureKind, ServiceError
+from supervisor.interfaces.wyoming.access import PeerGuard
+from supervisor.interfaces.wyoming.events import (
+    AudioBegins,
+    AudioEnds,
+    AudioFormat,
+    ChunkIn,
+    DescribeRequest,
+    Refusal,
+    TranscribeRequest,
+    parse,
+)
 from supervisor.interfaces.wyoming.info import build_info
+from supervisor.interfaces.wyoming.limits import WyomingLimits
 from supervisor.interfaces.wyoming.live import LiveUtterance
 from supervisor.interfaces.wyoming.reader import read_event
 from supervisor.service import TranscriptionService
@@ -46,106 +65,169 @@ def error_event(error: ServiceError) -> Event:
 class Utterance:
     """What the client has said so far in this request; a new one per transcribe/audio-start.
 
-    Audio is kept in the client's own format (rate, width, channels) and resampled by the
-    worker with FFmpeg: the supervisor's event loop does no DSP, and FFmpeg's band-limited
-    resampler keeps words that wyoming's linear converter loses at 22.05 kHz.
+    Audio is kept in the client's own format and resampled by the worker with FFmpeg: the
+    supervisor's event loop does no DSP, and FFmpeg's band-limited resampler keeps words
+    that wyoming's linear converter loses at 22.05 kHz. It is one growing `bytearray`, not
+    a list of chunks: a large buffer lives in its own mapping and goes back to the OS when
+    freed, where thousands of 2 KB chunks fragment the heap and stay resident.
     """
 
     model: str | None = None
     language: str | None = None
     prompt: str | None = None
-    chunks: list[bytes] = field(default_factory=list)  # joined once at audio-stop: no quadratic copying
-    size: int = 0
-    converter: AudioChunkConverter | None = None  # set by the first chunk: the utterance's format
-
-    def add(self, chunk: AudioChunk) -> bytes:
-        if self.converter is None:
-            self.converter = AudioChunkConverter(rate=chunk.rate, width=chunk.width, channels=chunk.channels)
-        audio = self.converter.convert(chunk).audio  # a no-op unless a client changes format mid-stream
-        self.chunks.append(audio)
-        self.size += len(audio)
-        return audio
+    format: AudioFormat | None = None  # the first chunk's: every chunk must match it
+    audio: bytearray = field(default_factory=bytearray)  # empty when decoded live
+    size: int = 0  # bytes received, buffered here or sent to a live session
 
 
 class WyomingHandler(AsyncEventHandler):
-    def __init__(self, service: TranscriptionService, max_audio_bytes: int, idle_timeout: float, *args: Any) -> None:
+    def __init__(self, service: TranscriptionService, limits: WyomingLimits, guard: PeerGuard, *args: Any) -> None:
         super().__init__(*args)
         self._service = service
-        self._max_audio_bytes = max_audio_bytes
-        self._idle_timeout = idle_timeout
+        self._limits = limits
+        self._guard = guard
+        self._allowance = limits.budget.allowance()
+        self._peername: object = self.writer.get_extra_info("peername")
         self._utterance = Utterance()
         self._streaming = False  # the client asked with transcribe (HA ≥ 2025 streams transcripts)
         self._live: LiveUtterance | None = None  # this utterance, decoded while it is spoken
 
+    @property
+    def peer(self) -> str:
+        if isinstance(self._peername, tuple) and len(self._peername) >= 2:
+            return f"{self._peername[0]}:{self._peername[1]}"
+        return "unix socket"
+
     async def run(self) -> None:
-        """The base loop, with a reader that refuses oversized events instead of buffering them,
-        and closes connections that stay silent longer than the idle timeout."""
+        """Serve the connection; never raises (the server's task would log a traceback)."""
+        entered = False
         try:
-            while (event := await asyncio.wait_for(read_event(self.reader), self._idle_timeout)) is not None:
-                if not await self.handle_event(event):
-                    break
+            if not self._guard.allows(self._peername):
+                raise Refusal("forbidden", f"{self.peer} is not in this server's wyoming_allow")
+            self._limits.enter()
+            entered = True
+            await self._serve()
+        except Refusal as refusal:
+            log.warning("wyoming %s: %s; closing (%s)", self.peer, refusal.text, refusal.code)
+            # A refused connection holds no slot: it must not linger long.
+            await self._last_word(Error(text=refusal.text, code=refusal.code).event(), 5.0 if entered else 1.0)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away mid-event: drop what it sent
-        except TimeoutError:
-            log.info("closing a Wyoming connection idle for %.0fs", self._idle_timeout)
+        except Exception as exc:
+            log.error("wyoming %s: internal error (%s: %s); closing", self.peer, type(exc).__name__, exc)
+            log.debug("wyoming %s: internal error", self.peer, exc_info=True)
+            await self._last_word(Error(text="internal server error", code="internal_error").event(), 5.0)
         finally:
             await self._drop_live()
+            self._replace_utterance(Utterance())
+            self._allowance.close()
+            if entered:
+                self._limits.leave()
             self.writer.close()
 
+    async def write_event(self, event: Event) -> None:
+        """Write, or give up on a client that has read nothing for the idle timeout."""
+        try:
+            await asyncio.wait_for(super().write_event(event), self._limits.idle_timeout)
+        except TimeoutError:
+            self.writer.transport.abort()
+            raise ConnectionAbortedError("the client reads nothing") from None
+
+    async def _serve(self) -> None:
+        """Read events, each while the previous one is handled (see the module's rules)."""
+        reading = self._read_next()
+        try:
+            while True:
+                done, _ = await asyncio.wait({reading}, timeout=self._limits.idle_timeout)
+                if not done:
+                    log.info("closing a Wyoming connection idle for %.0fs", self._limits.idle_timeout)
+                    return
+                event = reading.result()  # raises the read's Refusal or ConnectionError
+                if event is None:
+                    return
+                reading = self._read_next()
+                if not await self._handle_unless_left(event, reading):
+                    return
+        finally:
+            await _discard(reading)
+
+    def _read_next(self) -> asyncio.Task[Event | None]:
+        return asyncio.create_task(read_event(self.reader, self._allowance.hold))
+
+    async def _handle_unless_left(self, event: Event, reading: asyncio.Task[Event | None]) -> bool:
+        """Handle `event`; if the read of the next one ends without an event first (the client
+        left, or sent garbage), cancel the handling. False: close the connection."""
+        handling = asyncio.create_task(self.handle_event(event))
+        try:
+            await asyncio.wait({handling, reading}, return_when=asyncio.FIRST_COMPLETED)
+            if not handling.done() and (reading.exception() is not None or reading.result() is None):
+                log.info("wyoming %s: the client left mid-request; its request is cancelled", self.peer)
+                return True  # the loop reads the end (or the read's error) and closes
+            return await handling
+        finally:
+            await _discard(handling)
+            self._allowance.release(len(event.payload or b""))
+
     async def handle_event(self, event: Event) -> bool:
-        if Describe.is_type(event.type):
+        incoming = parse(event)
+        if isinstance(incoming, DescribeRequest):
             await self.write_event(build_info(self._service.registry).event())
-            return True
-        if Transcribe.is_type(event.type):
-            transcribe = Transcribe.from_event(event)
-            prompt = transcribe.context.get("prompt") if isinstance(transcribe.context, dict) else None
+        elif isinstance(incoming, TranscribeRequest):
             await self._drop_live()
-            self._utterance = Utterance(model=transcribe.name, language=transcribe.language, prompt=prompt)
+            self._replace_utterance(Utterance(incoming.name, incoming.language, incoming.prompt))
             self._streaming = True
             # An unknown model is reported at audio-stop, where the client reads: closing
             # now would break the audio it is still writing.
-            return True
-        if AudioStart.is_type(event.type):
+        elif isinstance(incoming, AudioBegins):
             await self._drop_live()
             previous = self._utterance
-            self._utterance = Utterance(model=previous.model, language=previous.language, prompt=previous.prompt)
-            return True
-        if AudioChunk.is_type(event.type):
-            return await self._add_chunk(AudioChunk.from_event(event))
-        if AudioStop.is_type(event.type):
+            self._replace_utterance(Utterance(previous.model, previous.language, previous.prompt))
+        elif isinstance(incoming, ChunkIn):
+            await self._add_chunk(incoming)
+        elif isinstance(incoming, AudioEnds):
             return await self._finish()
-        return True  # events for other services (wake, tts...) are not ours: ignore
+        return True  # None: events for other services (wake, tts...) are not ours: ignore
 
-    async def _add_chunk(self, chunk: AudioChunk) -> bool:
+    async def _add_chunk(self, chunk: ChunkIn) -> None:
         utterance = self._utterance
         if not self._service.knows(utterance.model):
-            return True  # nothing will be transcribed: don't hold the audio
-        if self._live is None and not utterance.size:  # its first chunk: decode it live if we can
+            return  # nothing will be transcribed: don't hold the audio
+        first = utterance.format is None
+        if first:
+            utterance.format = chunk.format
+        elif chunk.format != utterance.format:
+            raise Refusal(
+                "bad_audio", f"the audio format changed mid-utterance, from {utterance.format} to {chunk.format}"
+            )
+        if utterance.size + len(chunk.audio) > self._limits.max_utterance_bytes:
+            raise Refusal("too_large", "utterance too long for this server (server.max_upload_mb)")
+        if first:  # decode it live if we can
             self._live = await LiveUtterance.open(
                 self._service,
                 utterance.model,
-                chunk,
+                chunk.format,
                 utterance.language,
                 utterance.prompt,
                 self.write_event,
                 self._streaming,
             )
-        try:
-            if self._live is not None:
-                utterance.size += len(chunk.audio)
-                await self._live.add(chunk)
-            else:
-                utterance.add(chunk)
-        except (ValueError, TypeError) as exc:  # audioop rejects impossible widths and lengths
-            await self.write_event(Error(text=f"bad audio chunk: {exc}", code="bad_audio").event())
-            return False
-        if self._utterance.size > self._max_audio_bytes:
-            await self.write_event(Error(text="utterance too long for this server", code="too_large").event())
-            return False
-        return True
+        utterance.size += len(chunk.audio)
+        if self._live is not None:
+            await self._live.add(chunk)
+        else:
+            self._allowance.hold(len(chunk.audio))
+            utterance.audio += chunk.audio
 
     async def _finish(self) -> bool:
-        utterance, self._utterance = self._utterance, Utterance()
+        utterance = self._utterance
+        self._utterance = Utterance()
+        held = len(utterance.audio)  # its budget is held until the copy sent to the worker is dropped
+        try:
+            return await self._answer(utterance)
+        finally:
+            self._allowance.release(held)
+
+    async def _answer(self, utterance: Utterance) -> bool:
         try:
             self._service.resolve(utterance.model)
         except ServiceError as exc:
@@ -153,12 +235,12 @@ class WyomingHandler(AsyncEventHandler):
             return False
         if self._live is not None:
             return await self._finish_live(utterance)
-        if not utterance.size:
+        if not utterance.size or utterance.format is None:
             await self.write_event(Transcript(text="", language=utterance.language).event())
             return True
-        audio = b"".join(utterance.chunks)
-        fmt = utterance.converter
-        assert fmt is not None and fmt.rate and fmt.width and fmt.channels
+        audio = bytes(utterance.audio)
+        utterance.audio.clear()
+        fmt = utterance.format
         params = TranscribeParams(
             language=utterance.language or None,
             prompt=utterance.prompt,
@@ -195,10 +277,32 @@ class WyomingHandler(AsyncEventHandler):
             await self.write_event(TranscriptStop().event())
         return True
 
+    def _replace_utterance(self, utterance: Utterance) -> None:
+        """Start `utterance`, giving the previous one's buffered audio back (memory and budget)."""
+        previous, self._utterance = self._utterance, utterance
+        self._allowance.release(len(previous.audio))
+        previous.audio.clear()
+
     async def _drop_live(self) -> None:
         live, self._live = self._live, None
         if live is not None:
             await live.abort()
+
+    async def _last_word(self, event: Event, linger: float) -> None:
+        """Tell a client why it is being closed, if it still listens.
+
+        A socket closed with unread input sends a reset, and a reset can destroy the error
+        before the client reads it (it is usually still sending audio). So: the error, then
+        our end of the stream, then its input discarded until it closes (a lingering close,
+        as HTTP servers do), for at most `linger` seconds.
+        """
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            async with asyncio.timeout(linger):
+                await super().write_event(event)
+                if self.writer.can_write_eof():
+                    self.writer.write_eof()
+                while await self.reader.read(64 * 1024):
+                    pass
 
     async def _transcribe(
         self, model: str | None, audio: bytes, params: TranscribeParams
@@ -214,3 +318,11 @@ class WyomingHandler(AsyncEventHandler):
                     streamed = True
                 await self.write_event(TranscriptChunk(text=item.text).event())
         raise ServiceError(FailureKind.INTERNAL, "the worker sent no result", "transcription_failed")
+
+
+async def _discard(task: asyncio.Task[Any]) -> None:
+    """Cancel `task` if it runs, wait for it, and drop its outcome (so nothing logs it as lost)."""
+    task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled():
+        task.exception()

@@ -20,6 +20,7 @@ from wyoming.audio import AudioChunk, AudioChunkConverter
 from wyoming.event import Event
 
 from supervisor.failures import FailureKind, ServiceError
+from supervisor.interfaces.wyoming.events import AudioFormat, ChunkIn
 from supervisor.live import LiveStream
 from supervisor.service import TranscriptionService
 from worker.protocol.live import Final, LiveParams, Partial
@@ -46,16 +47,19 @@ class LiveUtterance:
         cls,
         service: TranscriptionService,
         model: str | None,
-        first: AudioChunk,
+        fmt: AudioFormat,
         language: str | None,
         prompt: str | None,
         write: WriteEvent,
         send_chunks: bool,
     ) -> LiveUtterance | None:
-        """A live utterance in `first`'s format, or None when this one must be decoded whole
-        at `audio-stop` (a rate outside 8-48 kHz, a backend that cannot stream, no session free)."""
+        """A live utterance in format `fmt`, or None when this one must be decoded whole at
+        `audio-stop` (a rate outside 8-48 kHz, more than two channels, a backend that cannot
+        stream, no session free)."""
+        if fmt.channels > 2:  # wyoming's converter mixes stereo only; the worker mixes any count
+            return None
         try:
-            params = msgspec.convert({"language": language, "prompt": prompt, "sample_rate": first.rate}, LiveParams)
+            params = msgspec.convert({"language": language, "prompt": prompt, "sample_rate": fmt.rate}, LiveParams)
         except msgspec.ValidationError:  # a rate outside what live sessions take
             return None
         try:
@@ -68,10 +72,12 @@ class LiveUtterance:
             return None  # __aenter__ has released what it took; the whole-utterance path reports the error
         return cls(stream, write, send_chunks, language)
 
-    async def add(self, chunk: AudioChunk) -> None:
+    async def add(self, chunk: ChunkIn) -> None:
         if self._failure is None:
+            fmt = chunk.format
+            pcm = self._to_16_bit_mono.convert(AudioChunk(fmt.rate, fmt.width, fmt.channels, chunk.audio)).audio
             try:
-                await self._stream.send_audio(self._to_16_bit_mono.convert(chunk).audio)
+                await self._stream.send_audio(pcm)
             except ServiceError as exc:
                 self._failure = exc
 
@@ -91,8 +97,9 @@ class LiveUtterance:
     async def abort(self) -> None:
         self._watcher.cancel()
         self._relay.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._relay
+        await asyncio.wait({self._relay})
+        if not self._relay.cancelled():
+            self._relay.exception()  # it failed before the abort: the connection is ending anyway
         await self._stream.aclose()
 
     async def _give_back_when_asked(self) -> None:
