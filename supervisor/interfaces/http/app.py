@@ -52,7 +52,7 @@ async def _start(app: FastAPI, settings: Settings, started: contextlib.AsyncExit
     server = settings.server
     registry = ModelRegistry(settings)
     service = TranscriptionService(registry)
-    wyoming = WyomingService(server, service) if server.wyoming else None
+    wyoming = WyomingService(server, service, api_keys_set=bool(settings.api_keys)) if server.wyoming else None
     if wyoming is not None:
         # Listen first: a taken port then fails before any worker process exists. No
         # request can slip in before the registry starts: that start does not yield.
