@@ -26,6 +26,15 @@ class LoadError(RuntimeError):
 class Backend(Protocol):
     """What the worker needs from a model, whatever the library behind it."""
 
+    @property
+    def max_audio_seconds(self) -> float:
+        """The longest audio one request may hold: its model's `max_audio_seconds` option.
+
+        The worker refuses longer audio itself, before and while decoding it, so a backend
+        never sees more; it still owes memory bounded by that audio (see worker.audio.pieces).
+        """
+        ...
+
     def load(self) -> ReadyInfo:
         """Load the model; raise LoadError with an actionable message on failure."""
         ...

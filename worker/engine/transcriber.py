@@ -1,9 +1,10 @@
 """One loaded model's TRANSCRIBE requests: check, decode, run on a lane, answer.
 
 Every request ends in exactly one answer, a Result or an Error for its id. Which code an
-Error gets is decided here: the client's input (`bad_audio`, `bad_parameter`) or our
-fault (`internal`). Parameters arrive already type-checked by the codec, so an exception
-from the library (a TypeError included) is a bug of ours, never the client's.
+Error gets is decided here: the client's input (`bad_audio`, `bad_parameter`, and
+`audio_too_long` for more than the model's `max_audio_seconds`) or our fault (`internal`).
+Parameters arrive already type-checked by the codec, so an exception from the library
+(a TypeError included) is a bug of ours, never the client's.
 """
 
 from __future__ import annotations
@@ -111,9 +112,11 @@ class Transcriber:
                 f"supported: {', '.join(self._info.languages)}",
             )
         try:
-            samples = audio.decode(data, params)
+            samples = audio.decode(data, params, self._backend.max_audio_seconds)
         except audio.AudioError as exc:
             raise RequestError(ErrorCode.BAD_AUDIO, str(exc)) from exc
+        except audio.AudioTooLong as exc:
+            raise RequestError(ErrorCode.AUDIO_TOO_LONG, str(exc)) from exc
         try:
             return self._backend.transcribe(samples, params, on_segment, lane)
         finally:

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from worker.audio import pieces
+from worker.audio.resample import SAMPLE_RATE
 from worker.backends.base import LoadError, OnSegment
 from worker.backends.faster_whisper import DESCRIPTION
 from worker.protocol import ModelOptions, ReadyInfo, Segment, TranscribeParams, TranscribeResult, Word
@@ -125,6 +127,7 @@ class FasterWhisperBackend:
         self._cpu_threads = options.cpu_threads
         self._num_workers = options.concurrency
         self._beam_size = options.beam_size
+        self.max_audio_seconds = options.max_audio_seconds
         # One WhisperModel per lane (see worker.engine.lanes): lane 0's is loaded by load(), the
         # others on their first request, so a cold start pays for one copy only.
         self._models: list[object | None] = []
@@ -179,12 +182,16 @@ class FasterWhisperBackend:
     def transcribe(
         self, audio: np.ndarray, params: TranscribeParams, on_segment: OnSegment, lane: int = 0
     ) -> TranscribeResult:
+        """Window by window (see worker.audio.pieces): one window, the usual case, is one plain call.
+
+        Each later window is prompted with the text so far, as Whisper prompts each of its
+        30 s windows, and keeps the language the first one detected; its timestamps are
+        moved to the whole audio's clock. Silence the plan skips is never decoded.
+        """
         assert self._models, "transcribe() before load()"
         model = self._model_for(lane)
         options: dict[str, object] = {
-            "language": params.language,
             "task": params.task,
-            "initial_prompt": params.prompt or None,
             "beam_size": params.beam_size or self._beam_size,
             "vad_filter": params.vad_filter,
             "word_timestamps": params.word_timestamps,
@@ -192,27 +199,54 @@ class FasterWhisperBackend:
         }
         if params.temperature is not None:
             options["temperature"] = params.temperature
-        # faster-whisper decodes lazily: each step of this loop decodes one more segment,
-        # so segments reach a streaming client as they exist, and stopping stops the work.
-        segments_iter, info = model.transcribe(audio, **options)
+        language = params.language or (None if model.model.is_multilingual else "en")
+        prompt, history = params.prompt or None, params.prompt or ""
         segments: list[Segment] = []
-        for i, s in enumerate(segments_iter):
-            segment = _segment(i, s)
-            segments.append(segment)
-            if not on_segment(segment):
-                break
-        text = "".join(s.text for s in segments).strip()
-        return TranscribeResult(text=text, language=info.language, duration=round(info.duration, 3), segments=segments)
+        for window in pieces.plan(audio):
+            clips = (
+                {} if window.whole or params.vad_filter else {"clip_timestamps": [t for c in window.clips for t in c]}
+            )
+            # faster-whisper decodes lazily: each step of this loop decodes one more segment,
+            # so segments reach a streaming client as they exist, and stopping stops the work.
+            segments_iter, info = model.transcribe(
+                audio[window.start : window.end],
+                language=language,
+                initial_prompt=prompt,
+                **clips,
+                **options,
+            )
+            language = language or info.language
+            for s in segments_iter:
+                segment = _segment(len(segments), s, window.start)
+                segments.append(segment)
+                history += segment.text
+                if not on_segment(segment):
+                    return _result(segments, language, audio)
+            prompt = history[-_PROMPT_CHARS:] or None
+        return _result(segments, language, audio)
 
 
-def _segment(index: int, s: FasterWhisperSegment) -> Segment:
+#: Text carried into the next window's prompt: more than Whisper's 223 prompt tokens hold.
+_PROMPT_CHARS = 1000
+
+
+def _result(segments: list[Segment], language: str | None, audio: np.ndarray) -> TranscribeResult:
+    text = "".join(s.text for s in segments).strip()
+    return TranscribeResult(
+        text=text, language=language, duration=round(audio.size / SAMPLE_RATE, 3), segments=segments
+    )
+
+
+def _segment(index: int, s: FasterWhisperSegment, start: int = 0) -> Segment:
+    """Our segment for faster-whisper's, from a window that starts `start` samples into the audio."""
+    offset = start / SAMPLE_RATE
     words = s.words
     return Segment(
         id=index,
-        start=round(float(s.start), 3),
-        end=round(float(s.end), 3),
+        start=round(float(s.start) + offset, 3),
+        end=round(float(s.end) + offset, 3),
         text=s.text,
-        seek=int(s.seek),
+        seek=int(s.seek) + start // _HOP,
         tokens=[int(t) for t in s.tokens],
         temperature=float(s.temperature or 0.0),
         avg_logprob=float(s.avg_logprob),
@@ -222,11 +256,15 @@ def _segment(index: int, s: FasterWhisperSegment) -> Segment:
         if words is None
         else [
             Word(
-                start=round(float(w.start), 3),
-                end=round(float(w.end), 3),
+                start=round(float(w.start) + offset, 3),
+                end=round(float(w.end) + offset, 3),
                 word=w.word,
                 probability=round(float(w.probability), 4),
             )
             for w in words
         ],
     )
+
+
+#: Samples per mel frame: the unit of a segment's `seek`.
+_HOP = 160

@@ -1,0 +1,144 @@
+"""The worker's peak memory for one long upload (the figures in the README's "Limits on audio").
+
+    .venv/bin/python -m bench.memory --hours 1 3           # about 5 and 15 minutes on 2 cores
+    .venv/bin/python -m bench.memory --hours 3 --abort-after 120 --rev HEAD~3
+
+A supervisor serving the bundled tiny.en (CPU, int8, beam 5, temperature 0) gets one WAV
+of real speech, the test clips cycled with pauses for `hours`. The figure is the worker's
+own high-water mark (VmHWM in /proc/PID/status), reset through /proc/PID/clear_refs once
+the model is loaded: exact, with no sampling to miss a short peak. `--abort-after`
+abandons the request after that many seconds (the peak of an old version, which reads
+its whole feature matrix at the start, is reached early; see the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+
+import httpx
+
+from bench.__main__ import export_rev
+from bench.clips import ASSETS, RATE
+from bench.servers import MB, REPO, Supervisor, _spawn, free_port
+
+PAUSE = b"\0\0" * (RATE // 2)
+
+
+def long_wav(path: Path, seconds: float) -> Path:
+    """Speech for `seconds`: weather, fox and short with half a second after each, over and over."""
+    parts = []
+    for name in ("weather", "fox", "short"):
+        with wave.open(str(ASSETS / f"{name}.wav"), "rb") as src:
+            parts.append(src.readframes(src.getnframes()) + PAUSE)
+    cycle = b"".join(parts)
+    with wave.open(str(path), "wb") as dst:
+        dst.setnchannels(1)
+        dst.setsampwidth(2)
+        dst.setframerate(RATE)
+        written = 0
+        while written < seconds * RATE * 2:
+            dst.writeframes(cycle)
+            written += len(cycle)
+    return path
+
+
+def status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} for {pid}")
+
+
+def start(tmp: Path, code: Path, max_seconds: float) -> Supervisor:
+    config = tmp / "memory.toml"
+    config.write_text(
+        '[server]\ndefault_model = "tiny.en"\nwarm_spare = false\nmax_upload_mb = 2048\n\n'
+        '[defaults]\nttl = -1\ndevice = "cpu"\ncompute_type = "int8"\nbeam_size = 5\n\n'
+        f'[models."tiny.en"]\nsource = "bundled"\nmax_audio_seconds = {max_seconds}\n'
+    )
+    port = free_port()
+    cmd = [sys.executable, "-m", "supervisor", "--config", str(config), "--port", str(port)]
+    cmd += ["--wyoming-port", str(free_port()), "--log-level", "warning"]
+    service = _spawn("supervisor", cmd, tmp, port, {"PYTHONPATH": str(code)})
+    return Supervisor(service.name, service.proc, service.log_path, port)
+
+
+def measure(tmp: Path, code: Path, hours: float, abort_after: float | None) -> dict[str, object]:
+    wav = long_wav(tmp / f"speech-{hours}h.wav", hours * 3600)
+    sup = start(tmp, code, max(hours * 3600 + 60, 60))
+    try:
+        with httpx.Client(base_url=sup.url, timeout=None) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                sup.check_alive()
+                try:
+                    if client.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no /health:\n{sup.log_tail()}")
+                time.sleep(0.1)
+            files = {"file": ("short.wav", (ASSETS / "short.wav").read_bytes())}
+            client.post("/v1/audio/transcriptions", files=files).raise_for_status()  # loads the model
+            pid = client.get("/health").json()["models"]["tiny.en"]["pid"]
+            idle_kb = status_kb(pid, "VmRSS")
+            Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+            data = wav.read_bytes()
+
+            def post() -> httpx.Response:
+                with httpx.Client(base_url=sup.url, timeout=None) as own:
+                    files = {"file": (wav.name, data)}
+                    return own.post("/v1/audio/transcriptions", files=files, data={"temperature": "0"})
+
+            started = time.monotonic()
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pending = pool.submit(post)
+                try:
+                    response = pending.result(timeout=abort_after)
+                    outcome = f"{response.status_code}, {len(response.json().get('text', ''))} characters"
+                except concurrent.futures.TimeoutError:
+                    outcome = f"abandoned after {abort_after:.0f} s"
+                    peak_kb = status_kb(pid, "VmHWM")
+                    sup.stop()
+                    pending.exception()  # the connection fails once the server is gone
+                else:
+                    peak_kb = status_kb(pid, "VmHWM")
+            return {
+                "hours": hours,
+                "upload_mb": round(len(data) / MB),
+                "samples_mb": round(hours * 3600 * RATE * 4 / MB),
+                "idle_rss_mb": round(idle_kb / 1024),
+                "peak_rss_mb": round(peak_kb / 1024),
+                "seconds": round(time.monotonic() - started),
+                "outcome": outcome,
+            }
+    finally:
+        sup.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hours", type=float, nargs="+", default=[1.0, 3.0])
+    parser.add_argument("--abort-after", type=float, default=None, help="abandon each request after S seconds")
+    parser.add_argument("--rev", default=None, help="measure supervisor/ and worker/ as committed at REV")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="asr-memory-") as name:
+        tmp = Path(name)
+        code = REPO
+        if args.rev:
+            code = tmp / "code"
+            print(f"code at {export_rev(args.rev, code)}", flush=True)
+        for hours in args.hours:
+            print(measure(tmp, code, hours, args.abort_after), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Audio bombs: small uploads that decode to hours, headers that lie, and long silence.
+
+A 21 KB WAV at 1 Hz holds 3 h; decoded whole to 16 kHz it once took a worker to 9.9 GB.
+Each model refuses audio over its `max_audio_seconds` with 413 `audio_too_long`, from the
+container's header before decoding or from the samples while decoding; what it accepts
+is decoded in memory bounded by its 16 kHz samples; and silence gives no words.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from conftest import ASSETS, Server, key_words_found, start_server, words
+
+CONFIG = """
+[server]
+default_model = "tiny.en"
+[defaults]
+ttl = -1
+[models."tiny.en"]
+source = "bundled"
+max_audio_seconds = 600
+[models."five-seconds"]
+source = "bundled"
+max_audio_seconds = 5
+"""
+
+FOX_KEYS = ["quick", "brown", "fox", "over", "lazy"]
+WEATHER_KEYS = ["morning", "weather", "sunny", "warm", "breeze", "garden", "dinner"]
+MB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_server(tmp_path_factory.mktemp("bombs"), CONFIG)
+    yield server
+    server.stop()
+
+
+def wav(rate: int, samples: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples.astype("<i2").tobytes())
+    return out.getvalue()
+
+
+def flac(rate: int, samples: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    with av.open(out, "w", format="flac") as container:
+        stream = container.add_stream("flac", rate=rate, layout="mono")
+        for i in range(0, samples.size, 4096):
+            frame = av.AudioFrame.from_ndarray(samples[i : i + 4096].reshape(1, -1), format="s16", layout="mono")
+            frame.sample_rate, frame.pts = rate, i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return out.getvalue()
+
+
+def claiming(data: bytes, total_samples: int) -> bytes:
+    """A FLAC whose STREAMINFO says it holds `total_samples`, whatever its frames hold."""
+    patched = bytearray(data)
+    assert patched[:4] == b"fLaC"
+    info = int.from_bytes(patched[18:26], "big")  # 20 bits rate, 3 channels, 5 depth, 36 total samples
+    patched[18:26] = ((info & ~((1 << 36) - 1)) | total_samples).to_bytes(8, "big")
+    return bytes(patched)
+
+
+def clip(name: str) -> np.ndarray:
+    with wave.open(str(ASSETS / f"{name}.wav"), "rb") as w:
+        assert w.getframerate() == 16000
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+
+
+def post(server: Server, data: bytes, name: str = "upload.wav", **form: str):  # type: ignore[no-untyped-def]
+    return server.client.post("/v1/audio/transcriptions", files={"file": (name, data)}, data=form)
+
+
+def too_long(response) -> str:  # type: ignore[no-untyped-def]
+    assert response.status_code == 413, response.text
+    error = response.json()["error"]
+    assert error["code"] == "audio_too_long" and error["param"] == "file", error
+    return str(error["message"])
+
+
+def worker_pid(server: Server, model: str = "tiny.en") -> int:
+    pid = server.model(model)["pid"]
+    assert pid
+    return int(pid)
+
+
+def reset_peak_rss(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # the kernel's VmHWM := VmRSS now
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_a_small_file_that_holds_hours_is_refused_before_it_is_decoded(server: Server) -> None:
+    assert post(server, (ASSETS / "fox.wav").read_bytes()).status_code == 200  # the model is loaded
+    pid = worker_pid(server)
+    hours = 3 * 3600
+    bombs = {
+        "bomb.wav": wav(1, np.zeros(hours, dtype=np.int16)),  # 21 KB
+        "bomb.flac": flac(1, np.zeros(hours, dtype=np.int16)),  # 9 KB
+    }
+    for name, data in bombs.items():
+        assert len(data) < 25_000, (name, len(data))
+        reset_peak_rss(pid)
+        before = rss_mb(pid)
+        started = time.monotonic()
+        message = too_long(post(server, data, name))
+        assert time.monotonic() - started < 5, f"{name}: refused, but only after {time.monotonic() - started:.1f} s"
+        assert "10800 s" in message and "600 s" in message and "max_audio_seconds" in message, message
+        assert peak_rss_mb(pid) - before < 50, f"{name}: the worker grew by {peak_rss_mb(pid) - before:.0f} MB"
+    # The same worker answers the next request, and correctly.
+    response = post(server, (ASSETS / "fox.wav").read_bytes())
+    assert response.status_code == 200 and len(key_words_found(response.json()["text"], FOX_KEYS)) >= 4
+    assert worker_pid(server) == pid
+
+
+def test_a_header_that_understates_is_caught_while_decoding(server: Server) -> None:
+    # 700 s of (noisy) audio at 1 kHz, in a FLAC whose header says it holds one second.
+    noise = (np.random.default_rng(0).standard_normal(700_000) * 3000).astype(np.int16)
+    liar = claiming(flac(1000, noise), 1000)
+    with av.open(io.BytesIO(liar)) as container:  # what the header says, as FFmpeg reads it
+        assert container.duration == 1_000_000
+    started = time.monotonic()
+    message = too_long(post(server, liar, "liar.flac"))
+    assert time.monotonic() - started < 10
+    assert "longer than" in message and "600 s" in message, message
+
+    # A WAV header that overstates is measured by its data: FFmpeg bounds it by the file size.
+    fox = bytearray(wav(16000, clip("fox")))
+    fox[4:8] = fox[40:44] = (16000 * 2 * 3600 * 5).to_bytes(4, "little")  # "5 hours"
+    response = post(server, bytes(fox), "overstated.wav")
+    assert response.status_code == 200, response.text
+    assert len(key_words_found(response.json()["text"], FOX_KEYS)) >= 4
+
+
+def test_the_limit_is_each_models_own(server: Server) -> None:
+    weather = (ASSETS / "weather.wav").read_bytes()  # 8.9 s
+    message = too_long(post(server, weather, model="five-seconds"))
+    assert message.startswith("8.9") and "limit of 5 s" in message, message
+    response = post(server, (ASSETS / "fox.wav").read_bytes(), model="five-seconds")  # 3.4 s
+    assert response.status_code == 200, response.text
+    assert len(key_words_found(response.json()["text"], FOX_KEYS)) >= 4
+    response = post(server, weather, model="tiny.en")
+    assert response.status_code == 200, response.text
+    assert len(key_words_found(response.json()["text"], WEATHER_KEYS)) >= 6
+
+
+def test_an_odd_rate_decodes_in_memory_bounded_by_its_samples(server: Server) -> None:
+    # 590 s at 1 Hz: 590 input samples become 9.4 M (38 MB of float32), under the 600 s limit.
+    seconds = 590
+    data = wav(1, np.zeros(seconds, dtype=np.int16))
+    assert post(server, (ASSETS / "short.wav").read_bytes()).status_code == 200
+    pid = worker_pid(server)
+    reset_peak_rss(pid)
+    before = rss_mb(pid)
+    response = post(server, data, "one-hertz.wav", response_format="verbose_json")
+    assert response.status_code == 200, response.text
+    assert response.json()["duration"] == pytest.approx(seconds, abs=0.1)
+    samples_mb = seconds * 16000 * 4 / MB
+    grown = peak_rss_mb(pid) - before
+    assert grown < samples_mb + 60, f"decoding {samples_mb:.0f} MB of samples took the worker {grown:.0f} MB more"
+
+
+@pytest.mark.parametrize("level_dbfs", [None, -60.0], ids=["digital silence", "low noise"])
+def test_minutes_of_silence_give_no_words(server: Server, level_dbfs: float | None) -> None:
+    seconds = 300
+    samples = np.zeros(seconds * 16000)
+    if level_dbfs is not None:
+        samples = np.random.default_rng(1).standard_normal(samples.size) * 32768 * 10 ** (level_dbfs / 20)
+    response = post(server, wav(16000, samples), "silence.wav", response_format="verbose_json")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["text"].strip() == "", body["text"][:200]  # not "You You You", not ". . . ."
+    assert body["duration"] == pytest.approx(seconds, abs=0.1)
+
+
+def test_speech_after_a_long_silence_is_transcribed_at_its_own_time(server: Server) -> None:
+    fox, weather = clip("fox"), clip("weather")
+    gap = np.zeros(60 * 16000, dtype=np.int16)
+    data = wav(16000, np.concatenate([fox, gap, weather]))
+    response = post(server, data, "gap.wav", response_format="verbose_json")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert len(key_words_found(body["text"], FOX_KEYS)) >= 4 and len(key_words_found(body["text"], WEATHER_KEYS)) >= 6
+    weather_starts = (fox.size + gap.size) / 16000
+    later = [s for s in body["segments"] if "morning" in s["text"].lower()]
+    assert later and abs(later[0]["start"] - weather_starts) < 1.5, body["segments"]
+    assert all("you" not in words(s["text"]) for s in body["segments"]), body["text"]
