@@ -7,14 +7,19 @@ timeouts are set small here so that the file runs fast; the bounds asserted are 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import socket
 import threading
 import time
+import wave
 from collections.abc import Callable
 
 import pytest
 from conftest import ASSETS, Server, server_fixture, wait_for
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 limited = server_fixture("""
 [server]
@@ -206,6 +211,31 @@ def _health_status(server: Server) -> int:
     with _connect(server) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
         return Reply(sock).wait().status
+
+
+def test_a_websocket_outlives_the_header_timeout(limited: Server) -> None:
+    """The head timer is HTTP's: once upgraded, a live session lasts as long as it talks."""
+    with wave.open(str(ASSETS / "fox.wav"), "rb") as clip:
+        pcm = clip.readframes(clip.getnframes())  # 16 kHz mono: about 3 s, three header timeouts
+    frame = 3200  # 100 ms
+
+    async def talk() -> tuple[list[dict[str, object]], int | None]:
+        messages = []
+        url = limited.url.replace("http://", "ws://") + "/v1/audio/transcriptions/stream"
+        async with connect(url) as ws:
+            for i in range(0, len(pcm), frame):
+                await ws.send(pcm[i : i + frame])
+                await asyncio.sleep(0.1)  # a microphone's pace, not event ordering
+            await ws.send(json.dumps({"type": "end"}))
+            with contextlib.suppress(ConnectionClosed):
+                async for message in ws:
+                    messages.append(json.loads(message))
+            return messages, ws.close_code
+
+    messages, close_code = asyncio.run(asyncio.wait_for(talk(), 60))
+    assert close_code == 1000, messages
+    finals = " ".join(str(m["text"]) for m in messages if m["type"] == "final")
+    assert "fox" in finals.lower()
 
 
 def test_uploads_still_work_under_the_limits(limited: Server) -> None:

@@ -94,6 +94,8 @@ class GuardedH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)  # cancels uvicorn's keep-alive timer
+        if self.transport.get_protocol() is not self:
+            return  # upgraded to a WebSocket: the connection is no longer HTTP's to time out
         if self._between_requests() and not self.transport.is_closing():
             self._arm_head_timer()  # the next request has begun: its head is now on the clock
 
