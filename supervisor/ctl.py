@@ -60,13 +60,16 @@ def _health(url: str) -> Health:
 
 
 def _models_table(models: dict[str, ModelSnapshot], default: str) -> Table:
-    table = Table("model", "state", "pid", "device", "rss MB", "ttl", "ttl left", "in flight", "requests", "note")
+    table = Table(
+        "model", "state", "pid", "device", "lanes", "rss MB", "ttl", "ttl left", "in flight", "requests", "note"
+    )
     for name, m in models.items():
         table.add_row(
             f"{name} (default)" if name == default else name,
             m.state,
             str(m.pid or ""),
             m.device or "",
+            _lanes(m),
             "" if m.rss_mb is None else f"{m.rss_mb:.0f}",
             str(m.ttl),
             "" if m.ttl_remaining is None else f"{m.ttl_remaining:.0f}s",
@@ -75,6 +78,16 @@ def _models_table(models: dict[str, ModelSnapshot], default: str) -> Table:
             m.last_error or m.description or "",
         )
     return table
+
+
+def _lanes(m: ModelSnapshot) -> str:
+    """ "2, 2 copies" or "2, shared": how many requests it decodes at once, and at what memory."""
+    if m.concurrency is None:
+        return ""
+    if m.concurrency == 1:
+        return "1"
+    how = "shared" if m.lane_weights == "shared" else f"{m.copies or m.concurrency} copies"
+    return f"{m.concurrency}, {how}"
 
 
 @app.command()
@@ -93,7 +106,8 @@ def status(url: UrlOption = DEFAULT_URL) -> None:  # /health needs no key
     if limits.max_loaded_models or limits.memory_budget_mb:
         console.print(
             f"capacity: max {limits.max_loaded_models or '∞'} models, "
-            f"budget {limits.memory_budget_mb or '∞'} MB, loaded: {', '.join(limits.loaded) or 'none'}"
+            f"budget {limits.memory_budget_mb or '∞'} MB ({limits.memory_mb:.0f} MB counted, every model copy "
+            f"included), loaded: {', '.join(limits.loaded) or 'none'}"
         )
     console.print(_models_table(health.models, health.default_model))
 

@@ -49,7 +49,14 @@ def test_single_resident_model(make_server) -> None:  # type: ignore[no-untyped-
     assert _gone(a), "loading b must stop a's worker first"
     assert worker_pids(server.pid) == [server.model("b")["pid"]]
     health = server.health()
-    assert health["capacity"] == {"max_loaded_models": 1, "memory_budget_mb": 0, "loaded": ["b"]}
+    capacity = health["capacity"]
+    assert capacity == {
+        "max_loaded_models": 1,
+        "memory_budget_mb": 0,
+        "loaded": ["b"],
+        "memory_mb": capacity["memory_mb"],
+    }
+    assert capacity["memory_mb"] == server.model("b")["memory_mb"] > 0
     assert server.model("a")["state"] == "unloaded"
 
     # The sidecar's model switch, then a request with no model: a comes back, b goes.

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 
+import msgspec
 import pytest
-from owner_doubles import FakeClock, FakeLauncher, spec
+from owner_doubles import FakeClock, FakeLauncher, FakeWorker, spec
 
+from supervisor.config import ModelSpec
 from supervisor.models.capacity import Capacity
 from supervisor.models.owner import ModelOwner, ModelUnavailable
 from supervisor.models.policy import Limits, Resident, backoff_seconds, choose_victim, fits
@@ -313,6 +315,29 @@ async def test_memory_budget_counts_estimates(owners: list[ModelOwner]) -> None:
     # a measures 5 MB once used; b is estimated at 300 MB until it runs: 305 > 8.
     fleet = _fleet(owners, launcher, ["a", "b"], memory_budget_mb=8)
     await _use(fleet["a"])
+    await _use(fleet["b"])
+    assert (await fleet["a"].status()).state == "unloaded"
+
+
+class CopyingLauncher(FakeLauncher):
+    """Workers whose READY announces two model copies: 400 MB once both are loaded."""
+
+    async def __call__(self, spec: ModelSpec, on_exit: Callable[[FakeWorker], None]) -> FakeWorker:
+        worker = await super().__call__(spec, on_exit)
+        worker.info = msgspec.structs.replace(worker.info, concurrency=2, copies=2, copy_mb=150, footprint_mb=400)
+        return worker
+
+
+async def test_memory_budget_counts_every_model_copy_from_ready_on(owners: list[ModelOwner]) -> None:
+    launcher = CopyingLauncher()
+    # a's worker measures 5 MB, but said at READY it will hold 400 MB with its second copy:
+    # the budget counts 400 from then on, so b (300 MB estimated) does not fit beside it.
+    fleet = _fleet(owners, launcher, ["a", "b"], memory_budget_mb=650)
+    await _use(fleet["a"])
+    status = await fleet["a"].status()
+    assert (status.copies, status.memory_mb) == (2, 400)
+    capacity = fleet["a"]._gate
+    assert isinstance(capacity, Capacity) and capacity.room_mb("b") == 250  # what b's worker may fill
     await _use(fleet["b"])
     assert (await fleet["a"].status()).state == "unloaded"
 

@@ -49,7 +49,6 @@ from worker.protocol import (
     Heartbeat,
     Load,
     Message,
-    ModelOptions,
     Payload,
     ProtocolError,
     Ready,
@@ -90,7 +89,7 @@ class WorkerServer:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load")
         self._leave = asyncio.Event()  # SHUTDOWN, SIGTERM, or a fatal error (then _fatal says which)
         self._fatal: str | None = None
-        self._load_requests: asyncio.Queue[ModelOptions] = asyncio.Queue(maxsize=1)
+        self._load_requests: asyncio.Queue[Load] = asyncio.Queue(maxsize=1)
         self._load_chosen = False
         self._transcriber: Transcriber | None = None
         self._sessions: Sessions | None = None
@@ -136,10 +135,11 @@ class WorkerServer:
         # model only. This is what makes a first request after an unload fast.
         await self._unless_leaving(loop.run_in_executor(self._pool, warm_up, self._backend_name, self._prewarm))
         self._post(Spare())
-        options = await self._unless_leaving(self._load_requests.get())
+        load = await self._unless_leaving(self._load_requests.get())
+        options = load.options
         # Phase 2: load the one model this process will ever hold.
         try:
-            backend, info = await self._unless_leaving(loop.run_in_executor(self._pool, _load, options))
+            backend, info = await self._unless_leaving(loop.run_in_executor(self._pool, _load, load))
         except LoadError as exc:
             self._fail(str(exc))
             return
@@ -162,6 +162,7 @@ class WorkerServer:
         )
         self._vitals = Vitals(cuda=info.device == "cuda")
         self._post(Ready(info=info))
+        self._start(self._transcriber.open_lanes(), "lanes")  # the other lanes' model copies, if any
         log.info("ready: load_s=%.2f device=%s", info.load_seconds, info.device)
         await self._leave.wait()
 
@@ -196,13 +197,13 @@ class WorkerServer:
                 if self._sessions is not None:
                     self._sessions.drop_all()  # no finals: the supervisor drained what it wanted
                 self._leave.set()
-            case Load(options=options):
+            case Load():
                 if self._load_chosen:
                     log.warning("ignoring a second LOAD: a worker loads one model in its life")
                 else:
                     self._load_chosen = True
                     self._post(self._beat())  # "alive, loading": the supervisor waits seconds for this, not minutes
-                    self._load_requests.put_nowait(options)
+                    self._load_requests.put_nowait(message)
             case Transcribe(id=request_id):
                 if self._transcriber is None:
                     self._post(Error(id=request_id, code=ErrorCode.INTERNAL, message="this worker has no model yet"))
@@ -320,8 +321,8 @@ class WorkerServer:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _load(options: ModelOptions) -> tuple[Backend, ReadyInfo]:
+def _load(load: Load) -> tuple[Backend, ReadyInfo]:
     """Runs in the load thread."""
-    log.info("loading a %s model from %s", options.backend, options.source)
-    backend = create_backend(options)
-    return backend, backend.load()
+    log.info("loading a %s model from %s", load.options.backend, load.options.source)
+    backend = create_backend(load.options)
+    return backend, backend.load(load.room_mb)

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from supervisor.models.policy import Limits, Resident, choose_victim, fits
+from supervisor.models.policy import Limits, Resident, choose_victim, fits, room_mb
 
 log = logging.getLogger("asr.capacity")
 
@@ -109,12 +109,17 @@ class Capacity:
         """A model became idle: a waiting reservation may now evict it."""
         self._changed.set()
 
+    def room_mb(self, name: str) -> float | None:
+        """What memory_budget_mb leaves model `name` beside the other models holding a worker."""
+        return room_mb(self.limits, [_resident(t) for t in self._others(name).values()])
+
+    def _others(self, name: str) -> dict[str, Tenant]:
+        return {t.name: t for t in self._tenants() if t.name in self._holders and t.name != name}
+
     async def _make_room(self, tenant: Tenant) -> None:
         while True:
-            others = {t.name: t for t in self._tenants() if t.name in self._holders and t.name != tenant.name}
-            residents = [
-                Resident(t.name, t.memory_estimate_mb(), t.is_idle(), t.last_used_monotonic()) for t in others.values()
-            ]
+            others = self._others(tenant.name)
+            residents = [_resident(t) for t in others.values()]
             if fits(self.limits, residents, tenant.memory_estimate_mb()):
                 return
             victim = choose_victim(residents)
@@ -124,3 +129,7 @@ class Capacity:
                 continue
             self._changed.clear()
             await self._changed.wait()
+
+
+def _resident(tenant: Tenant) -> Resident:
+    return Resident(tenant.name, tenant.memory_estimate_mb(), tenant.is_idle(), tenant.last_used_monotonic())

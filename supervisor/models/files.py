@@ -14,6 +14,7 @@ from pathlib import Path
 from supervisor.config import BUNDLED_SOURCE, ModelSpec
 from supervisor.models import catalog
 from worker.backends import describe
+from worker.engine import lane_plan
 
 
 def source_path(spec: ModelSpec) -> Path | None:
@@ -89,11 +90,16 @@ RUNTIME_OVERHEAD_MB = 250.0
 
 
 def memory_estimate_mb(spec: ModelSpec) -> float:
-    """A model's RSS before it has ever been measured: its files plus the runtime.
+    """A model's RSS before it has ever loaded: the runtime plus its files once per copy.
 
-    Only used for `memory_budget_mb` until the first request measures the real figure.
+    Only used for `memory_budget_mb` until its worker's READY says what it holds. With
+    `lane_weights = "copy"` every lane holds a copy, and all of them are counted before
+    they are spent; "auto" may end up with one copy only (it takes more only when the
+    budget has room for them), so one is what must fit.
     """
     path = installed_path(spec)
     known = catalog.lookup(spec.source, spec.backend) or catalog.lookup(spec.name, spec.backend)
     size = disk_size(path) / 1_048_576 if path else (known.size_mb if known else 0.0)
-    return round(size + RUNTIME_OVERHEAD_MB, 1)
+    options = spec.options
+    copies = lane_plan.requested_lanes(options.concurrency, options.device, os.cpu_count())
+    return round(size * (copies if options.lane_weights == "copy" else 1) + RUNTIME_OVERHEAD_MB, 1)

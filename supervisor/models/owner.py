@@ -107,6 +107,7 @@ class ModelOwner:
         self._gate: Gate = gate or OpenGate()
         self._memory_estimate_mb = memory_estimate_mb
         self._measured_mb = 0.0  # the largest RSS its worker has been seen at
+        self._footprint_mb = 0.0  # what its last READY said the worker holds once every copy is loaded
         self._inbox: asyncio.Queue[Command] = asyncio.Queue()
         self._state = State.UNLOADED
         self._changed = asyncio.Event()  # set and replaced on every state change
@@ -214,7 +215,13 @@ class ModelOwner:
         return self._idle_since
 
     def memory_estimate_mb(self) -> float:
-        return self._measured_mb or self._memory_estimate_mb
+        """What memory_budget_mb counts for this model, every model copy included.
+
+        The larger of its worker's largest RSS seen and the footprint its READY announced:
+        extra copies load just after READY, and are counted from READY on, before they are
+        spent. Before any READY, the estimate from its files (`files.memory_estimate_mb`).
+        """
+        return max(self._measured_mb, self._footprint_mb) or self._memory_estimate_mb
 
     def snapshot(self) -> ModelSnapshot:
         worker = self._worker
@@ -228,7 +235,12 @@ class ModelOwner:
             device=info.device if info else None,
             compute_type=info.compute_type if info else None,
             concurrency=info.concurrency if info else None,
+            copies=info.copies if info else None,
+            lane_weights=info.lane_weights if info else None,
+            lanes_reason=info.lanes_reason or None if info else None,
+            copy_mb=info.copy_mb or None if info else None,
             rss_mb=_mb(worker.rss_bytes()) if worker else None,
+            memory_mb=round(self.memory_estimate_mb(), 1),
             languages=self._stats.languages,
             ttl=self._ttl,
             ttl_remaining=self._ttl_remaining(),
@@ -502,6 +514,8 @@ class ModelOwner:
         self._wind_down[self._generation] = asyncio.Event()
         self._idle_since = now
         self._stats.languages = worker.info.languages if worker.info else None
+        if worker.info is not None and worker.info.footprint_mb:
+            self._footprint_mb = worker.info.footprint_mb
 
     def _forget_worker(self, why: str) -> None:
         self._ask_leases_back()

@@ -57,6 +57,17 @@ def fits(limits: Limits, residents: Sequence[Resident], new_memory_mb: float) ->
     return True
 
 
+def room_mb(limits: Limits, residents: Sequence[Resident]) -> float | None:
+    """The memory the budget leaves a model loading beside `residents`; None without a budget.
+
+    Its worker may fill it with extra model copies (`lane_weights = "auto"`), so a model
+    that loads when the server is empty may take copies another would have to share.
+    """
+    if not limits.memory_budget_mb:
+        return None
+    return max(0.0, limits.memory_budget_mb - sum(r.memory_mb for r in residents))
+
+
 def choose_victim(residents: Sequence[Resident]) -> str | None:
     """The least recently used idle model, or None when every resident is busy."""
     idle = [r for r in residents if r.idle]

@@ -146,7 +146,9 @@ class ModelRegistry:
         self, worker: WorkerProcess, spec: ModelSpec, on_exit: Callable[[WorkerProcess], None]
     ) -> WorkerProcess:
         try:
-            await worker.load(spec, on_exit)
+            # The budget's room is read now, after the capacity gate admitted the model: its
+            # worker takes extra model copies only within it (lane_weights = "auto").
+            await worker.load(spec, on_exit, room_mb=self.capacity.room_mb(spec.name))
         except BaseException as exc:
             how = await worker.stop()  # a failed or aborted load leaves no process behind
             if isinstance(exc, asyncio.CancelledError):

@@ -20,8 +20,19 @@ class ModelSnapshot(BaseModel):
     pid: int | None = Field(description="the worker process, while there is one")
     device: str | None = Field(description="cpu or cuda, once loaded")
     compute_type: str | None
-    concurrency: int | None = Field(description="requests the worker decodes side by side")
-    rss_mb: float | None = Field(description="the worker's resident memory now")
+    concurrency: int | None = Field(description="requests the worker decodes side by side (its lanes)")
+    copies: int | None = Field(None, description="full copies of the model's weights the worker holds for its lanes")
+    lane_weights: str | None = Field(
+        None, description="copy: a model copy per lane; shared: the lanes share one copy (CTranslate2 workers)"
+    )
+    lanes_reason: str | None = Field(None, description="why the worker took that many copies")
+    copy_mb: float | None = Field(None, description="the RAM one copy of the model took when it loaded")
+    rss_mb: float | None = Field(description="the worker's resident memory now, every copy included")
+    memory_mb: float = Field(
+        0.0,
+        description="what memory_budget_mb counts for this model: its worker's largest RSS or the footprint its "
+        "READY announced (every copy), else an estimate from its files",
+    )
     vram_mb: float | None = Field(None, description="the worker's GPU memory (CUDA only)")
     languages: list[str] | None = Field(description="known once the model has loaded")
     ttl: int = Field(description="idle seconds before the worker ends; -1 never")

@@ -224,8 +224,12 @@ class WorkerProcess:
             raise
         return worker
 
-    async def load(self, spec: ModelSpec, on_exit: Callable[[WorkerProcess], None]) -> None:
+    async def load(
+        self, spec: ModelSpec, on_exit: Callable[[WorkerProcess], None], room_mb: float | None = None
+    ) -> None:
         """Turn this spare into `spec`'s worker: LOAD, then wait for READY (or its reason not to).
+
+        `room_mb`: what memory_budget_mb leaves this worker, for its choice of model copies.
 
         Raises `WorkerLost` if the process does not answer LOAD within `Timeouts.answer`
         (it is killed) or dies without a reason; `WorkerLoadError` if it says why it failed.
@@ -235,7 +239,7 @@ class WorkerProcess:
         started = time.monotonic()
         self._answer_after = time.time()
         try:
-            await self._send(Load(spec.options))
+            await self._send(Load(spec.options, room_mb=room_mb))
         except WorkerCrashed as exc:
             raise WorkerLost(str(exc)) from None
         try:
@@ -247,12 +251,15 @@ class WorkerProcess:
             raise WorkerLost(f"worker for model {spec.name!r} (pid {self.pid}): {self._death_reason}") from None
         self.info = await self._await_phase(self._ready, "load its model")
         log.info(
-            "worker ready model=%s pid=%d device=%s compute_type=%s load_s=%.2f",
+            "worker ready model=%s pid=%d device=%s compute_type=%s load_s=%.2f lanes=%d copies=%d (%s)",
             spec.name,
             self.pid,
             self.info.device,
             self.info.compute_type,
             time.monotonic() - started,
+            self.info.concurrency,
+            self.info.copies,
+            self.info.lanes_reason,
         )
 
     async def _await_phase(self, phase: asyncio.Future[Any], what: str) -> Any:

@@ -35,8 +35,20 @@ class Backend(Protocol):
         """
         ...
 
-    def load(self) -> ReadyInfo:
-        """Load the model; raise LoadError with an actionable message on failure."""
+    def load(self, room_mb: float | None = None) -> ReadyInfo:
+        """Load the model for lane 0; raise LoadError with an actionable message on failure.
+
+        `room_mb` is what memory_budget_mb leaves this worker (None: no budget): extra model
+        copies for the other lanes are taken only within it (worker.engine.lane_plan), and
+        READY reports how many (`copies`) with what they will cost (`footprint_mb`).
+        """
+        ...
+
+    def load_lane(self, lane: int) -> None:
+        """Make lane `lane`'s model ready: load its copy, or nothing when the lanes share one.
+
+        Runs on that lane's own thread just after READY; the lane takes requests once it returns.
+        """
         ...
 
     def transcribe(

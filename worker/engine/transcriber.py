@@ -48,7 +48,9 @@ class Transcriber:
         self._backend = backend
         self._info = info
         self._post = post
-        self._lanes = Lanes(max(1, info.concurrency))
+        # With a model copy per lane, only lane 0's is loaded by READY: the others open in
+        # open_lanes(), as their copies load.
+        self._lanes = Lanes(max(1, info.concurrency), open_now=1 if info.copies > 1 else None)
         self._active: set[str] = set()
         self._cancelled: set[str] = set()
         self.served = 0
@@ -65,6 +67,10 @@ class Transcriber:
     @property
     def lanes_busy(self) -> int:
         return self._lanes.busy
+
+    async def open_lanes(self) -> None:
+        """Load the other lanes' model copies, each on its own lane's thread, and open each lane."""
+        await self._lanes.open_rest(self._backend.load_lane)
 
     def cancel(self, request_id: str) -> None:
         # Only a request still running is remembered: a CANCEL that crossed its RESULT on

@@ -93,7 +93,17 @@ class ReadyInfo(msgspec.Struct, frozen=True):
     load_seconds: float
     languages: list[str] = msgspec.field(default_factory=list)
     multilingual: bool = True
-    concurrency: int = 1  # requests it decodes in parallel
+    concurrency: int = 1  # requests it decodes in parallel (its lanes)
+    #: Full copies of the weights it holds once every lane is open: `concurrency` when each
+    #: lane has its own, 1 when they share one (see worker.engine.lane_plan), with why.
+    copies: int = 1
+    lane_weights: Literal["copy", "shared"] = "copy"
+    lanes_reason: str = ""
+    #: RAM one copy of the weights costs (its load's RSS growth), 0 when unknown.
+    copy_mb: float = 0.0
+    #: The RSS it will have once every copy is loaded: lanes beyond the first open as their
+    #: copies finish loading, just after READY, so the supervisor counts them from READY on.
+    footprint_mb: float = 0.0
 
 
 # The live vocabulary (`LiveParams`, the `LiveEvent`s) is declared in `worker.protocol.live`,
@@ -118,6 +128,9 @@ class Load(_Kind, tag="load", frozen=True):
     """Load this model; answered by READY, or by DYING with the reason it cannot."""
 
     options: ModelOptions
+    #: The RAM memory_budget_mb leaves this worker (the budget minus the other loaded models'
+    #: memory), for `lane_weights = "auto"`; None without a budget.
+    room_mb: float | None = None
 
 
 class Transcribe(_Kind, tag="transcribe", frozen=True):

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 import msgspec
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
+LaneWeights = Literal["auto", "copy", "shared"]
 
 
 class ModelOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -23,8 +24,15 @@ class ModelOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     compute_type: str = "auto"
     cache_dir: str | None = None
     cpu_threads: Annotated[int, msgspec.Meta(ge=0)] = 0
-    #: Requests one worker decodes in parallel; 0: the backend decides (see ReadyInfo.concurrency).
-    concurrency: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0
+    #: Requests one worker decodes in parallel (its lanes); "auto" (or 0, the old spelling): the
+    #: backend decides, 2 on a multi-core CPU and 1 on CUDA (see ReadyInfo.concurrency).
+    concurrency: Annotated[int, msgspec.Meta(ge=0, le=64)] | Literal["auto"] = "auto"
+    #: How lanes beyond the first get their model: "copy", a full copy each (the fastest lone
+    #: request: lane 0's thread and copy stay warm); "shared", one model whose weights
+    #: CTranslate2's workers share (a copy's memory saved per extra lane); "auto", copies
+    #: only while they fit `memory_budget_mb` and a quarter of the available RAM
+    #: (worker.engine.lane_plan).
+    lane_weights: LaneWeights = "auto"
     beam_size: Annotated[int, msgspec.Meta(ge=1, le=20)] = 5
     #: The longest audio one request may hold, checked from the container before decoding and
     #: again while decoding. 3 h covers a long meeting, lecture or podcast; its 16 kHz float32

@@ -12,6 +12,9 @@ from supervisor.workers import devices
 
 router = APIRouter()
 
+#: States in which a model holds a worker, and so counts against memory_budget_mb.
+_HOLDING = ("starting", "ready", "stopping")
+
 
 @router.get("/health")
 async def health(request: Request) -> Health:
@@ -38,6 +41,7 @@ async def health(request: Request) -> Health:
             max_loaded_models=registry.capacity.limits.max_loaded_models,
             memory_budget_mb=registry.capacity.limits.memory_budget_mb,
             loaded=sorted(loaded),
+            memory_mb=round(sum(m.memory_mb for m in models.values() if m.state in _HOLDING), 1),
         ),
         models=models,
     )

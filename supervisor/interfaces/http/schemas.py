@@ -81,6 +81,9 @@ class CapacityInfo(BaseModel):
     max_loaded_models: int
     memory_budget_mb: float
     loaded: list[str]
+    memory_mb: float = Field(
+        0.0, description="what memory_budget_mb counts now: the memory_mb of every model holding a worker"
+    )
 
 
 class Health(BaseModel):

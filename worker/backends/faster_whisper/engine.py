@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import psutil
 
 from worker.audio import pieces
 from worker.audio.resample import SAMPLE_RATE
 from worker.backends.base import LoadError, OnSegment
 from worker.backends.faster_whisper import DESCRIPTION
+from worker.engine import lane_plan
 from worker.protocol import ModelOptions, ReadyInfo, Segment, TranscribeParams, TranscribeResult, Word
 
 BUNDLED = "bundled"
@@ -93,21 +94,6 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_concurrency(requested: int, device: str) -> int:
-    """Requests one worker decodes in parallel, each on its own copy of the model.
-
-    Auto (0) is 2 on a multi-core CPU: measured on 2 cores with tiny.en, two requests side
-    by side served 1.7x the requests per second of one at a time, because beam search
-    leaves intra-op threads idle. On CUDA each copy costs its full size in VRAM, so auto
-    is 1 there.
-    """
-    if requested > 0:
-        return requested
-    if device == "cuda":
-        return 1
-    return 2 if (os.cpu_count() or 1) >= 2 else 1
-
-
 def resolve_compute_type(compute_type: str, device: str) -> str:
     if compute_type in ("auto", "default"):
         return "float16" if device == "cuda" else "int8"
@@ -125,28 +111,50 @@ class FasterWhisperBackend:
         self._compute_type = options.compute_type
         self._cache_dir = options.cache_dir
         self._cpu_threads = options.cpu_threads
-        self._num_workers = options.concurrency
+        self._concurrency = options.concurrency
+        self._lane_weights = options.lane_weights
         self._beam_size = options.beam_size
         self.max_audio_seconds = options.max_audio_seconds
-        # One WhisperModel per lane (see worker.engine.lanes): lane 0's is loaded by load(), the
-        # others on their first request, so a cold start pays for one copy only.
-        self._models: list[object | None] = []
+        # Lane i runs on _models[i], or on _models[0] when the lanes share it (see
+        # worker.engine.lane_plan): load() loads the first, load_lane() each further copy.
+        self._models: list[Any] = []
         self._options: dict[str, object] = {}
-        self._lane_lock = threading.Lock()
+        self._path = ""
+        self._copies = 1
 
-    def load(self) -> ReadyInfo:
+    def load(self, room_mb: float | None = None) -> ReadyInfo:
+        """Load lane 0's model, with as many CTranslate2 workers as lanes when they share it.
+
+        Whether the lanes share it is decided before the load, so that a shared model is
+        loaded once: one copy's cost is estimated from the weights file, then reported as
+        measured (the load's RSS growth) for the supervisor to count the other copies with.
+        """
         from faster_whisper import WhisperModel
 
         started = time.perf_counter()
         path = resolve_source(self._source, self._cache_dir)
         device = resolve_device(self._device)
         compute_type = resolve_compute_type(self._compute_type, device)
-        concurrency = resolve_concurrency(self._num_workers, device)
+        lanes = lane_plan.requested_lanes(self._concurrency, device, os.cpu_count())
+        process = psutil.Process()
+        base = process.memory_info().rss / _MB
+        plan = lane_plan.plan(
+            lanes,
+            self._lane_weights,
+            device,
+            copy_mb=_weights_mb(Path(path)),
+            base_mb=base,
+            room_mb=room_mb,
+            available_mb=psutil.virtual_memory().available / _MB,
+        )
+        log.info(
+            "lanes: %d, %d cop%s of the model: %s", lanes, plan.copies, "y" if plan.copies == 1 else "ies", plan.reason
+        )
         self._options = {
             "device": device,
             "compute_type": compute_type,
             "cpu_threads": self._cpu_threads,
-            "num_workers": 1,
+            "num_workers": 1 if plan.weights == "copy" else lanes,
             "download_root": self._cache_dir,
         }
         self._path = path
@@ -154,30 +162,33 @@ class FasterWhisperBackend:
             model = WhisperModel(path, **self._options)
         except (RuntimeError, ValueError, OSError) as exc:
             raise LoadError(f"faster-whisper could not load {self._source!r}: {exc}") from exc
-        self._models = [model] + [None] * (concurrency - 1)
-        languages = list(model.supported_languages)
+        self._models, self._copies = [model], plan.copies
+        rss = process.memory_info().rss / _MB
+        copy_mb = max(0.0, rss - base)
         return ReadyInfo(
             pid=os.getpid(),
             backend=DESCRIPTION.name,
             device=device,
             compute_type=compute_type,
             load_seconds=round(time.perf_counter() - started, 3),
-            languages=languages,
+            languages=list(model.supported_languages),
             multilingual=bool(model.model.is_multilingual),
-            concurrency=concurrency,
+            concurrency=lanes,
+            copies=plan.copies,
+            lane_weights=plan.weights,
+            lanes_reason=plan.reason,
+            copy_mb=round(copy_mb, 1),
+            footprint_mb=round(rss + (plan.copies - 1) * copy_mb, 1),
         )
 
-    def _model_for(self, lane: int) -> Any:
-        """Lane `lane`'s own model instance, loaded on its first use."""
-        model = self._models[lane]
-        if model is None:
-            from faster_whisper import WhisperModel
+    def load_lane(self, lane: int) -> None:
+        """Load lane `lane`'s own copy of the model (runs on that lane's thread, after READY)."""
+        if lane < len(self._models) or lane >= self._copies:
+            return  # loaded already, or the lanes share one model
+        from faster_whisper import WhisperModel
 
-            log.info("loading a copy of the model for concurrent lane %d", lane)
-            model = WhisperModel(self._path, **self._options)
-            with self._lane_lock:
-                self._models[lane] = model
-        return model
+        log.info("loading a copy of the model for lane %d", lane)
+        self._models.append(WhisperModel(self._path, **self._options))
 
     def transcribe(
         self, audio: np.ndarray, params: TranscribeParams, on_segment: OnSegment, lane: int = 0
@@ -189,7 +200,7 @@ class FasterWhisperBackend:
         moved to the whole audio's clock. Silence the plan skips is never decoded.
         """
         assert self._models, "transcribe() before load()"
-        model = self._model_for(lane)
+        model = self._models[lane] if lane < len(self._models) else self._models[0]
         options: dict[str, object] = {
             "task": params.task,
             "beam_size": params.beam_size or self._beam_size,
@@ -224,6 +235,20 @@ class FasterWhisperBackend:
                     return _result(segments, language, audio)
             prompt = history[-_PROMPT_CHARS:] or None
         return _result(segments, language, audio)
+
+
+_MB = 1_048_576
+
+
+def _weights_mb(path: Path) -> float:
+    """One copy's RAM before it is loaded: the size of its weights file (model.bin).
+
+    An upper bound for the usual conversions (a float16 file loaded as int8 takes less:
+    tiny.en's 72 MB file took 56 MB), which is the safe side for deciding whether copies fit.
+    """
+    weights = path / "model.bin"
+    files = [weights] if weights.is_file() else [f for f in path.rglob("*") if f.is_file()]
+    return sum(f.stat().st_size for f in files) / _MB
 
 
 #: Text carried into the next window's prompt: more than Whisper's 223 prompt tokens hold.
