@@ -126,7 +126,7 @@ async def test_a_lane_takes_requests_only_once_its_copy_is_loaded_on_its_own_thr
         return tag, lane
 
     assert (lanes.count, lanes.planned) == (1, 2)
-    opening = asyncio.create_task(lanes.open_rest(prepare))
+    opening = asyncio.create_task(lanes.open_rest(prepare, idle_s=0.05))
     await asyncio.to_thread(loading.wait, 10)
     # While lane 1's copy loads, two requests share lane 0, one after the other.
     assert await asyncio.gather(lanes.run(job, "a"), lanes.run(job, "b")) == [("a", 0), ("b", 0)]
@@ -136,12 +136,46 @@ async def test_a_lane_takes_requests_only_once_its_copy_is_loaded_on_its_own_thr
     assert sorted(await asyncio.gather(lanes.run(job, "c"), lanes.run(job, "d"))) == [("c", 0), ("d", 1)]
 
 
+async def test_a_copy_loads_when_a_request_waits_for_a_lane_not_beside_a_lone_request() -> None:
+    """A cold start's first request runs alone; the copy's CPU is spent when it is needed or idle."""
+    lanes = Lanes(2, open_now=1)
+    prepared = asyncio.Event()
+    release_first = threading.Event()
+    loop = asyncio.get_running_loop()
+
+    def prepare(lane: int) -> None:
+        loop.call_soon_threadsafe(prepared.set)
+
+    def job(tag: str, lane: int) -> tuple[str, int]:
+        if tag == "first":
+            release_first.wait(10)
+        return tag, lane
+
+    first = asyncio.create_task(lanes.run(job, "first"))
+    opening = asyncio.create_task(lanes.open_rest(prepare, idle_s=0.05))
+    await asyncio.sleep(0.3)  # six idle periods: a lone busy lane does not count as idle
+    assert not prepared.is_set() and lanes.count == 1
+    second = asyncio.create_task(lanes.run(job, "second"))  # waits for a lane: the copy is wanted now
+    await asyncio.wait_for(prepared.wait(), 5)
+    await opening
+    assert await second == ("second", 1)  # it took the new lane, not lane 0 once free
+    release_first.set()
+    assert await first == ("first", 0)
+
+
+async def test_copies_load_by_themselves_once_the_worker_is_idle() -> None:
+    lanes = Lanes(3, open_now=1)
+    started = time.monotonic()
+    await asyncio.wait_for(lanes.open_rest(lambda lane: None, idle_s=0.1), 5)
+    assert lanes.count == 3 and time.monotonic() - started >= 0.1
+
+
 async def test_a_copy_that_fails_to_load_leaves_the_worker_serving_on_fewer_lanes() -> None:
     lanes = Lanes(3, open_now=1)
 
     def prepare(lane: int) -> None:
         raise MemoryError("no room for another copy")
 
-    await lanes.open_rest(prepare)
+    await lanes.open_rest(prepare, idle_s=0)
     assert lanes.count == 1 and lanes.busy == 0
     assert await lanes.run(lambda lane: lane) == 0

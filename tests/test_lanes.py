@@ -77,8 +77,8 @@ def test_copies_and_shared_weights_serve_two_at_once_and_shared_holds_less(make_
     assert "memory_budget_mb" in auto["lanes_reason"]
 
 
-def test_copies_load_at_once_after_ready_not_on_first_concurrent_use(make_server) -> None:  # type: ignore[no-untyped-def]
-    """The memory of every copy is reached right after the load, and announced in READY before that."""
+def test_copies_load_by_themselves_not_on_first_concurrent_use(make_server) -> None:  # type: ignore[no-untyped-def]
+    """An idle worker loads its copies on its own; READY announced their memory before that."""
     server: Server = make_server(CONFIG.replace("memory_budget_mb = 150", "memory_budget_mb = 0"))
     server.client.post("/v1/model/load", params={"model": "auto"}).raise_for_status()
     m = server.model("auto")

@@ -26,7 +26,7 @@ class ModelSnapshot(BaseModel):
         None, description="copy: a model copy per lane; shared: the lanes share one copy (CTranslate2 workers)"
     )
     lanes_reason: str | None = Field(None, description="why the worker took that many copies")
-    copy_mb: float | None = Field(None, description="the RAM one copy of the model took when it loaded")
+    copy_mb: float | None = Field(None, description="the RAM one copy of the model costs")
     rss_mb: float | None = Field(description="the worker's resident memory now, every copy included")
     memory_mb: float = Field(
         0.0,

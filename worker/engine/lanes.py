@@ -5,11 +5,14 @@ runs on lane 0, the same thread (and with copies, the same model copy), so its c
 warm. Whether lanes share one model's weights or hold a copy each is decided at load time
 (`worker.engine.lane_plan`).
 
-Lanes beyond the first may open after READY: with copies, each extra lane's copy loads on
-that lane's own thread just after READY (`open_rest`), so a cold request waits for one load,
-not all of them, and the memory all copies take is reported in READY and reached within a
-load's time, rather than growing under load later, on a first concurrent request, as when
-copies were loaded lazily. Until a lane is open, requests queue for the open ones.
+With copies, lanes beyond the first open after READY, each once its copy has loaded on the
+lane's own thread (`open_rest`). READY already announces what all copies will take, so the
+supervisor counts them from then on; what is chosen here is only when the CPU is spent.
+A copy loads as soon as a request has to wait for a lane, or once no lane has been busy
+for `IDLE_BEFORE_COPY_S`: never beside the first request after a cold start, which
+arrives just after READY (loading tiny.en's copy took 0.6-1.1 s of CPU on 2 cores, as
+much as the request itself), and never by surprise under load, as when a copy loaded on
+a lane's first use. Until a lane is open, requests queue for the open ones.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ T = TypeVar("T")
 
 log = logging.getLogger("worker")
 
+#: Quiet time after which the lanes still closed load their copies when no request needs them yet.
+IDLE_BEFORE_COPY_S = 1.0
+
 
 class Lanes:
     def __init__(self, count: int, open_now: int | None = None) -> None:
@@ -34,6 +40,8 @@ class Lanes:
         self._free = list(range(ready))
         self._open = ready
         self._available = asyncio.Semaphore(ready)
+        self._waiting = 0  # run() calls waiting for a free lane
+        self._changed = asyncio.Event()  # set and replaced whenever a request waits, starts or ends
 
     @property
     def count(self) -> int:
@@ -50,7 +58,13 @@ class Lanes:
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Run `fn(*args, lane)` on the lowest free lane, waiting for one if all are busy."""
-        async with self._available:
+        self._waiting += 1
+        self._poke()
+        try:
+            await self._available.acquire()
+        finally:
+            self._waiting -= 1
+        try:
             lane = min(self._free)  # free lanes are bookkept on the event loop: no lock needed
             self._free.remove(lane)
             try:
@@ -58,9 +72,15 @@ class Lanes:
                 return await asyncio.get_running_loop().run_in_executor(self._executors[lane], job)
             finally:
                 self._free.append(lane)
+        finally:
+            self._available.release()
+            self._poke()
 
-    async def open_rest(self, prepare: Callable[[int], None]) -> None:
+    async def open_rest(self, prepare: Callable[[int], None], idle_s: float = IDLE_BEFORE_COPY_S) -> None:
         """Open the lanes not open yet, in order, each once `prepare(lane)` has run on its thread.
+
+        Each preparation starts when a request waits for a lane or no lane has been busy
+        for `idle_s` (see the module's docstring).
 
         A lane whose preparation fails (say, its copy does not fit in memory after all)
         stays closed with the ones after it: the worker serves with fewer lanes, which the
@@ -68,6 +88,7 @@ class Lanes:
         """
         loop = asyncio.get_running_loop()
         for lane in range(self._open, len(self._executors)):
+            await self._until_wanted_or_idle(idle_s)
             try:
                 await loop.run_in_executor(self._executors[lane], prepare, lane)
             except Exception:
@@ -76,3 +97,19 @@ class Lanes:
             self._open += 1
             self._free.append(lane)
             self._available.release()
+
+    async def _until_wanted_or_idle(self, idle_s: float) -> None:
+        """Return once a request waits for a lane, or no lane has been busy for `idle_s`."""
+        while not self._waiting:
+            changed = self._changed
+            if self.busy:
+                await changed.wait()
+                continue
+            try:
+                await asyncio.wait_for(changed.wait(), idle_s)
+            except TimeoutError:
+                return
+
+    def _poke(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()

@@ -99,10 +99,11 @@ class ReadyInfo(msgspec.Struct, frozen=True):
     copies: int = 1
     lane_weights: Literal["copy", "shared"] = "copy"
     lanes_reason: str = ""
-    #: RAM one copy of the weights costs (its load's RSS growth), 0 when unknown.
+    #: RAM one copy of the weights costs (its load's RSS growth or its weights file, the
+    #: larger), 0 when unknown.
     copy_mb: float = 0.0
-    #: The RSS it will have once every copy is loaded: lanes beyond the first open as their
-    #: copies finish loading, just after READY, so the supervisor counts them from READY on.
+    #: The RSS it will have once every copy is loaded: lanes beyond the first open after
+    #: READY as their copies load, and the supervisor counts them from READY on.
     footprint_mb: float = 0.0
 
 

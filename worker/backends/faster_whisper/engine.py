@@ -126,8 +126,8 @@ class FasterWhisperBackend:
         """Load lane 0's model, with as many CTranslate2 workers as lanes when they share it.
 
         Whether the lanes share it is decided before the load, so that a shared model is
-        loaded once: one copy's cost is estimated from the weights file, then reported as
-        measured (the load's RSS growth) for the supervisor to count the other copies with.
+        loaded once: one copy's cost is estimated from the weights file, then reported with
+        what the load measured, for the supervisor to count the other copies with.
         """
         from faster_whisper import WhisperModel
 
@@ -138,11 +138,12 @@ class FasterWhisperBackend:
         lanes = lane_plan.requested_lanes(self._concurrency, device, os.cpu_count())
         process = psutil.Process()
         base = process.memory_info().rss / _MB
+        estimate = _weights_mb(Path(path))
         plan = lane_plan.plan(
             lanes,
             self._lane_weights,
             device,
-            copy_mb=_weights_mb(Path(path)),
+            copy_mb=estimate,
             base_mb=base,
             room_mb=room_mb,
             available_mb=psutil.virtual_memory().available / _MB,
@@ -164,7 +165,10 @@ class FasterWhisperBackend:
             raise LoadError(f"faster-whisper could not load {self._source!r}: {exc}") from exc
         self._models, self._copies = [model], plan.copies
         rss = process.memory_info().rss / _MB
-        copy_mb = max(0.0, rss - base)
+        # The load's RSS growth understates a copy when the heap reuses what an earlier model
+        # freed (a warm spare's warm-up model: 25 MB instead of 56 for tiny.en), and the file
+        # understates one loaded wider than stored: the larger of the two is counted.
+        copy_mb = max(rss - base, estimate)
         return ReadyInfo(
             pid=os.getpid(),
             backend=DESCRIPTION.name,
