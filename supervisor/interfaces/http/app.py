@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from supervisor.config import Settings
-from supervisor.interfaces.http import admin, audio, errors, health, live, models
+from supervisor.interfaces.http import admin, audio, docs, errors, health, live, models
 from supervisor.interfaces.http.body_timeout import BodyTimeout
 from supervisor.interfaces.http.startup import QuietStartupFailure, StartupError, reason
 from supervisor.interfaces.http.upload_limit import UploadLimit
@@ -34,7 +34,10 @@ def create_app(settings: Settings) -> FastAPI:
             # requests; the stack then stops the announcer, closes Wyoming connections, ends
             # every worker and removes the sockets' directory.
 
-    app = FastAPI(title="asr-supervisor", version="0.1.0", lifespan=lifespan)
+    # FastAPI's own unguarded description and pages are off: `docs` serves them, behind the keys.
+    app = FastAPI(
+        title="asr-supervisor", version="0.1.0", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None
+    )
     app.state.settings = settings
     errors.install(app)
     app.add_middleware(UploadLimit, max_bytes=int(settings.server.max_upload_mb * 1_000_000))
@@ -45,6 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(models.router)
     app.include_router(admin.router)
     app.include_router(health.router)
+    app.include_router(docs.router)
     return app
 
 

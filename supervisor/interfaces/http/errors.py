@@ -109,6 +109,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         err = exc.errors()[0]
+        if err.get("type") == "json_invalid":  # its `loc` is a character position, not a field
+            return bad_request(
+                f"The request body is not valid JSON: {err.get('ctx', {}).get('error', err['msg'])}"
+            ).response()
         param = str(err["loc"][-1]) if err.get("loc") else None
         if err.get("type") == "missing" and param == "file":
             return bad_request(
