@@ -7,7 +7,7 @@ import json
 import wave
 
 import pytest
-from conftest import ASSETS, Server, server_fixture
+from conftest import ASSETS, Server, record_figure, server_fixture
 from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
@@ -107,7 +107,12 @@ def test_the_log_has_one_line_per_refusal_and_no_traceback(server: Server) -> No
                     return event
         return None
 
+    pid = server.model()["pid"]
     event = asyncio.run(transcribe())
     assert event is not None and Transcript.is_type(event.type), event
     assert "kitchen" in Transcript.from_event(event).text.lower()
     assert server.proc.poll() is None
+    crashed = int(pid is not None and server.model()["pid"] != pid)
+    record_figure(
+        "hostile input", "Wyoming: malformed-event cases / tracebacks / crashes", f"{len(MALFORMED)} / 0 / {crashed}"
+    )
