@@ -9,6 +9,7 @@ is decoded in memory bounded by its 16 kHz samples; and silence gives no words.
 from __future__ import annotations
 
 import io
+import itertools
 import time
 import wave
 from collections.abc import Iterator
@@ -211,3 +212,33 @@ def test_speech_after_a_long_silence_is_transcribed_at_its_own_time(server: Serv
     later = [s for s in body["segments"] if "morning" in s["text"].lower()]
     assert later and abs(later[0]["start"] - weather_starts) < 1.5, body["segments"]
     assert all("you" not in words(s["text"]) for s in body["segments"]), body["text"]
+
+
+def test_a_quiet_recording_is_not_taken_for_silence(server: Server) -> None:
+    # Speech recorded 40 dB too low (its loudest moments near -54 dBFS), between stretches of
+    # a quiet room's hiss as loud as itself: Whisper reads it, so it must reach Whisper.
+    rng = np.random.default_rng(2)
+    hiss = rng.standard_normal(20 * 16000) * 32768 * 10 ** (-70 / 20)
+    quiet = clip("weather") * 10 ** (-40 / 20)
+    data = wav(16000, np.concatenate([hiss, quiet, hiss]))
+    response = post(server, data, "quiet.wav")
+    assert response.status_code == 200, response.text
+    text = response.json()["text"]
+    assert len(key_words_found(text, WEATHER_KEYS)) >= 6, text
+
+
+def test_long_audio_is_read_in_windows_cut_in_its_pauses() -> None:
+    """The plan behind the memory bound: no window over 2 minutes, none cut inside a word."""
+    from worker.audio.pieces import FRAME, WINDOW_SECONDS, loudness, plan
+
+    pause = np.zeros(8000, dtype=np.int16)
+    cycle = np.concatenate([clip("weather"), pause, clip("fox"), pause, clip("short"), pause])
+    audio = np.tile(cycle, 45).astype(np.float32) / 32768  # 11 minutes of speech
+    windows = plan(audio)
+    assert len(windows) >= 6 and windows[0].start == 0 and windows[-1].end == audio.size
+    level = loudness(audio)
+    for before, after in itertools.pairwise(windows):
+        assert before.end == after.start  # nothing skipped: there is no long silence here
+        assert level[before.end // FRAME] < -55, f"cut at {before.end / 16000:.2f} s is not in a pause"
+    assert all(w.end - w.start <= WINDOW_SECONDS * 16000 and w.whole for w in windows)
+    assert plan(audio[: 60 * 16000])[0].whole and len(plan(audio[: 60 * 16000])) == 1

@@ -8,17 +8,24 @@ Two things go wrong when Whisper is handed a long recording whole:
   `WINDOW_SECONDS`, each cut at the quietest moment of its last `CUT_SEARCH_SECONDS`
   (a pause between words, not a word), and the features never exceed one window's.
 - Silence. On a 30 s window without speech Whisper writes what it saw most in training
-  after silence ("You", ". . ."), with a low no-speech score that its own guards do not
-  catch. Stretches of at least `MIN_GAP_SECONDS` under `SILENCE_DBFS` are therefore
-  never decoded (Whisper is given the rest as clip timestamps), and audio that is all
-  silence is answered with no text without running the model at all.
+  after silence ("You You You", ". . ."), with a low no-speech score that its own guards
+  do not catch. So quiet stretches of at least `MIN_GAP_SECONDS` are not decoded (Whisper
+  is given the rest as clip timestamps), and audio that is all silence gets no text
+  without the model running at all.
 
-Audio shorter than a window with no long silence, which is nearly every request, is one
-window spanning everything: the backend then makes exactly the call it made before.
+What counts as quiet is decided by level first, which is free: frames under `LOUD_DBFS`
+are quiet, frames under `SILENT_DBFS` (digital silence, dither) are silence. Whisper
+still reads speech recorded 50 dB too low, at levels a quiet room's hiss also has, so a
+quiet stretch that is not all silence goes to a speech detector (the backend's VAD) and
+only what it calls speech is kept. Speech at a normal level never asks the detector.
+
+Audio shorter than a window with no long quiet stretch, which is nearly every request, is
+one window spanning everything: the backend then makes exactly the call it made before.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,20 +34,25 @@ from worker.audio.resample import SAMPLE_RATE
 
 #: Loudness is measured over frames this long.
 FRAME = SAMPLE_RATE // 10
-#: A frame quieter than this is silence. Digital silence and a quiet room's hiss are below
-#: it; speech Whisper can still make out is above it (see tests/hostile/test_audio_bombs.py).
-SILENCE_DBFS = -55.0
+#: A frame at least this loud is sound: speech at a normal level, or anything else audible.
+LOUD_DBFS = -55.0
+#: A frame quieter than this is silence, whatever it holds: digital zero, or dither (about
+#: -90 dBFS); the quietest speech Whisper still reads, 50 dB too low, peaks near -64.
+SILENT_DBFS = -80.0
 #: The longest audio given to the model at once: its features' peak is ~1 MB a second.
 WINDOW_SECONDS = 120
 #: A window ends at the quietest frame within this much of its end.
 CUT_SEARCH_SECONDS = 15
-#: Silence at least this long is skipped; shorter pauses are left to Whisper, which reads
-#: them as pauses.
+#: Quiet stretches at least this long are looked at; shorter pauses are left to Whisper,
+#: which reads them as pauses.
 MIN_GAP_SECONDS = 5
-#: Silence kept either side of sound, so a word's fade is not cut.
+#: Audio kept either side of what is decoded, so a word's fade is not cut.
 PAD_SECONDS = 0.5
 #: Loudness is computed this many frames at a time, so its squares never outgrow a block.
 _BLOCK_FRAMES = 600
+
+#: Where samples hold speech: [start, end) sample ranges (the backend's voice activity detector).
+SpeechDetector = Callable[[np.ndarray], Iterable[tuple[int, int]]]
 
 
 @dataclass(frozen=True)
@@ -74,31 +86,55 @@ def loudness(samples: np.ndarray) -> np.ndarray:
 
 def plan(
     samples: np.ndarray,
+    speech: SpeechDetector | None = None,
     window_seconds: float = WINDOW_SECONDS,
     min_gap_seconds: float = MIN_GAP_SECONDS,
 ) -> list[Window]:
-    """The windows to decode, in order; empty when the audio is all silence."""
+    """The windows to decode, in order; empty when the audio is all silence.
+
+    Without `speech`, every long quiet stretch is skipped, speech or not.
+    """
     if samples.size == 0:
         return []
     level = loudness(samples)
-    sound = _sound(level < SILENCE_DBFS, round(min_gap_seconds * SAMPLE_RATE / FRAME))
+    min_gap = round(min_gap_seconds * SAMPLE_RATE / FRAME)
     windows = []
     for start, end in _cuts(samples.size, level, round(window_seconds * SAMPLE_RATE)):
-        clips = _clips(sound, start, end)
+        first, last = start // FRAME, -(-end // FRAME)
+        keep = _keep(samples, level[first:last], first, min_gap, speech)
+        clips = []
+        for a, b in _runs(keep):
+            lo, hi = max((first + a) * FRAME, start), min((first + b) * FRAME, end)
+            if hi > lo:
+                clips.append(((lo - start) / SAMPLE_RATE, (hi - start) / SAMPLE_RATE))
         if clips:
-            windows.append(Window(start, end, clips))
+            windows.append(Window(start, end, tuple(clips)))
     return windows
 
 
-def _sound(silent: np.ndarray, min_gap: int) -> np.ndarray:
-    """Per frame: to be decoded, i.e. not inside a silent run of `min_gap` frames or more (less its padding)."""
-    keep = np.ones(silent.size, dtype=bool)
+def _keep(
+    samples: np.ndarray, level: np.ndarray, first: int, min_gap: int, speech: SpeechDetector | None
+) -> np.ndarray:
+    """Per frame of one window (from frame `first`): to be decoded or not."""
+    keep = np.ones(level.size, dtype=bool)
     pad = round(PAD_SECONDS * SAMPLE_RATE / FRAME)
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], silent.astype(np.int8), [0]))))
-    for run_start, run_end in zip(edges[::2], edges[1::2], strict=True):
-        if run_end - run_start >= min_gap:
-            keep[run_start + (pad if run_start > 0 else 0) : run_end - (pad if run_end < silent.size else 0)] = False
+    for a, b in _runs(level < LOUD_DBFS):
+        if b - a < min_gap:
+            continue
+        # Padding only beside sound: a run at the window's edge goes on in the next window.
+        keep[a + (pad if a > 0 else 0) : b - (pad if b < level.size else 0)] = False
+        if speech is None or level[a:b].max() < SILENT_DBFS:
+            continue
+        offset = (first + a) * FRAME
+        for s, e in speech(samples[offset : (first + b) * FRAME]):
+            keep[max(a + s // FRAME - pad, a) : min(a + -(-e // FRAME) + pad, b)] = True
     return keep
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """The [start, end) index ranges where `mask` is True."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
 def _cuts(size: int, level: np.ndarray, window: int) -> list[tuple[int, int]]:
@@ -108,20 +144,8 @@ def _cuts(size: int, level: np.ndarray, window: int) -> list[tuple[int, int]]:
     while size - start > window:
         lo, hi = (start + window - search) // FRAME, (start + window) // FRAME
         quietest = hi - 1 - int(np.argmin(level[lo:hi][::-1]))  # the latest of equals: windows stay long
-        end = int(quietest) * FRAME + FRAME // 2
+        end = quietest * FRAME + FRAME // 2
         spans.append((start, end))
         start = end
     spans.append((start, size))
     return spans
-
-
-def _clips(sound: np.ndarray, start: int, end: int) -> tuple[tuple[float, float], ...]:
-    """The runs of `sound` within samples [start, end), in seconds from `start`."""
-    first, last = start // FRAME, -(-end // FRAME)
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], sound[first:last].astype(np.int8), [0]))))
-    clips = []
-    for a, b in zip(edges[::2], edges[1::2], strict=True):
-        lo, hi = max(int(first + a) * FRAME, start), min(int(first + b) * FRAME, end)
-        if hi > lo:
-            clips.append(((lo - start) / SAMPLE_RATE, (hi - start) / SAMPLE_RATE))
-    return tuple(clips)
