@@ -39,6 +39,7 @@ from bench.servers import MB, REPO, Service, Supervisor, start_supervisor, start
 
 MEMORY_TTL = 3  # seconds: short, so the unload is quick to wait for
 CLIENT_LEVELS = (1, 2, 4, 8)
+LANES_CLIENTS = 4  # the copy vs shared throughput comparison
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,19 @@ class Reps:
     long: int
     cold: int
     wyoming: int
-    min_requests: int  # per throughput level, shared among its clients (at least 1 each)
+    #: Per throughput level and round, shared among its clients (at least 1 each). 8 requests
+    #: a level, once, gave 1.71x wyoming-faster-whisper at 4 clients in one run and 1.15-1.37x
+    #: in four others: 24 a level, 3 rounds, and the median with its spread are published.
+    min_requests: int
+    rounds: int
     wfw_levels: tuple[int, ...]
+    lanes: int  # single requests on each side of the copy vs shared comparison
 
 
-FULL = Reps(short=15, medium=15, long=5, cold=5, wyoming=10, min_requests=8, wfw_levels=CLIENT_LEVELS)
-QUICK = Reps(short=4, medium=4, long=2, cold=2, wyoming=3, min_requests=4, wfw_levels=(4,))
+FULL = Reps(
+    short=15, medium=15, long=5, cold=5, wyoming=10, min_requests=24, rounds=3, wfw_levels=CLIENT_LEVELS, lanes=15
+)
+QUICK = Reps(short=4, medium=4, long=2, cold=2, wyoming=3, min_requests=8, rounds=2, wfw_levels=(4,), lanes=4)
 
 
 def log(msg: str) -> None:
@@ -86,7 +94,9 @@ def measure_memory(tmp: Path, clips: dict[str, Clip], cpu_threads: int, code: Pa
         with httpx.Client(base_url=sup.url, timeout=600) as client:
             for clip in clips.values():
                 http_transcribe(client, clip)
-            pid = client.get("/health").json()["models"]["tiny.en"]["pid"]
+            model = client.get("/health").json()["models"]["tiny.en"]
+            pid = model["pid"]
+            wait_lanes_open(client, model)
             worker_mb = psutil.Process(pid).memory_info().rss / MB
             loaded = sup.tree_rss_mb()
             log(f"memory: waiting for the {MEMORY_TTL} s TTL to unload the model")
@@ -150,28 +160,105 @@ def measure_wyoming(
     return out
 
 
+def wait_lanes_open(client: httpx.Client, model: dict[str, Any], timeout: float = 30.0) -> None:
+    """Until every lane of the model's worker is open (its extra model copies, if any, loaded).
+
+    Copies load when the worker is idle or a request waits for a lane: a memory figure taken
+    before that would leave them out. Code without `lanes_open` (an older --rev) is not waited for.
+    """
+    deadline = time.monotonic() + timeout
+    while model.get("lanes_open") is not None and model["lanes_open"] < (model.get("concurrency") or 1):
+        if time.monotonic() > deadline or model["state"] != "ready":
+            log(f"lanes still loading after {timeout:.0f} s: {model.get('lanes_open')} of {model.get('concurrency')}")
+            return
+        time.sleep(0.2)
+        model = client.get("/health").json()["models"]["tiny.en"]
+
+
 def _rate(clip: Clip, clients: int, per_client: int, wall: float) -> dict[str, float]:
     n = clients * per_client
     return {"requests": n, "wall_s": wall, "requests_per_s": n / wall, "audio_s_per_s": n * clip.seconds / wall}
 
 
 def measure_throughput(sup: Supervisor, wfw: Service, clip: Clip, reps: Reps) -> dict[str, Any]:
-    out: dict[str, Any] = {"clip": clip.name, "asr_http": {}, "wfw_wyoming": {}, "asr_wyoming": {}}
-    for clients in CLIENT_LEVELS:
-        per = max(1, math.ceil(reps.min_requests / clients))
-        log(f"throughput: {clients} client(s) x {per} request(s), asr-supervisor HTTP")
-        out["asr_http"][clients] = _rate(clip, clients, per, asyncio.run(http_throughput(sup.url, clip, clients, per)))
-        if clients in reps.wfw_levels:
-            log(f"throughput: {clients} client(s) x {per} request(s), wyoming-faster-whisper")
-            out["wfw_wyoming"][clients] = _rate(
-                clip, clients, per, asyncio.run(wyoming_throughput(wfw.port, clip, clients, per))
-            )
-        if clients == report.THROUGHPUT_GOAL_CLIENTS:
-            log(f"throughput: {clients} client(s) x {per} request(s), asr-supervisor Wyoming")
-            out["asr_wyoming"][clients] = _rate(
-                clip, clients, per, asyncio.run(wyoming_throughput(sup.wyoming_port, clip, clients, per))
-            )
+    """Every level `reps.rounds` times, each a list of rates; the servers alternate level by
+    level within a round, so a slow spell of a shared machine lands on both."""
+    out: dict[str, Any] = {
+        "clip": clip.name,
+        "rounds": reps.rounds,
+        "asr_http": {},
+        "wfw_wyoming": {},
+        "asr_wyoming": {},
+    }
+    for round_ in range(1, reps.rounds + 1):
+        for clients in CLIENT_LEVELS:
+            per = max(1, math.ceil(reps.min_requests / clients))
+            what = f"throughput round {round_}/{reps.rounds}: {clients} client(s) x {per} request(s)"
+            log(f"{what}, asr-supervisor HTTP")
+            wall = asyncio.run(http_throughput(sup.url, clip, clients, per))
+            out["asr_http"].setdefault(clients, []).append(_rate(clip, clients, per, wall))
+            if clients in reps.wfw_levels:
+                log(f"{what}, wyoming-faster-whisper")
+                wall = asyncio.run(wyoming_throughput(wfw.port, clip, clients, per))
+                out["wfw_wyoming"].setdefault(clients, []).append(_rate(clip, clients, per, wall))
+            if clients == report.THROUGHPUT_GOAL_CLIENTS:
+                log(f"{what}, asr-supervisor Wyoming")
+                wall = asyncio.run(wyoming_throughput(sup.wyoming_port, clip, clients, per))
+                out["asr_wyoming"].setdefault(clients, []).append(_rate(clip, clients, per, wall))
     return out
+
+
+def measure_lanes(tmp: Path, clip: Clip, reps: Reps, cpu_threads: int, code: Path) -> dict[str, Any] | None:
+    """The two ways a second lane gets its model, side by side: a copy each, or shared weights.
+
+    Two supervisors with 2 lanes each, `lane_weights = "copy"` and `"shared"`, measured
+    alternately: single-request latency (what copies buy), throughput at 4 clients (what
+    both give), and the worker's RSS once loaded and after those requests (what copies cost).
+    None for code that has no `lane_weights` (an older --rev).
+    """
+    if "lane_weights" not in (code / "worker" / "protocol" / "options.py").read_text():
+        return None
+    sides = ("copy", "shared")
+    out: dict[str, Any] = {"clip": clip.name, "clients": LANES_CLIENTS, "leftover_pids": []}
+    with contextlib.ExitStack() as stack:
+        sups: dict[str, Supervisor] = {}
+        http: dict[str, httpx.Client] = {}
+        for side in sides:
+            sup = start_supervisor(tmp, f"supervisor-{side}", -1, cpu_threads, code, lane_weights=side)
+            stack.callback(_stop_into, out["leftover_pids"], sup)
+            sups[side] = sup
+            http[side] = stack.enter_context(httpx.Client(base_url=sup.url, timeout=600))
+        for side in sides:
+            http_transcribe(http[side], clip)  # load, and warm up
+            wait_lanes_open(http[side], http[side].get("/health").json()["models"]["tiny.en"])
+            sups[side].settle(1.0)
+            model = http[side].get("/health").json()["models"]["tiny.en"]
+            out[side] = {
+                "lanes": model.get("concurrency"),
+                "copies": model.get("copies"),
+                "reason": model.get("lanes_reason"),
+                "worker_loaded_mb": psutil.Process(model["pid"]).memory_info().rss / MB,
+            }
+        log(f"lanes: single requests, {clip.name} clip x{reps.lanes}, copy and shared alternating")
+        out["copy"]["latency"], out["shared"]["latency"] = timed_pairs(
+            reps.lanes,
+            lambda: http_transcribe(http["copy"], clip)[0],
+            lambda: http_transcribe(http["shared"], clip)[0],
+        )
+        per = max(1, math.ceil(reps.min_requests / LANES_CLIENTS))
+        for round_ in range(1, reps.rounds + 1):
+            for side in sides:
+                log(f"lanes round {round_}/{reps.rounds}: {LANES_CLIENTS} clients x {per} request(s), {side}")
+                wall = asyncio.run(http_throughput(sups[side].url, clip, LANES_CLIENTS, per))
+                out[side].setdefault("throughput", []).append(_rate(clip, LANES_CLIENTS, per, wall))
+        for side in sides:
+            pid = http[side].get("/health").json()["models"]["tiny.en"]["pid"]
+            out[side]["worker_end_mb"] = psutil.Process(pid).memory_info().rss / MB
+    return out
+
+
+def _stop_into(leftovers: list[int], service: Service) -> None:
+    leftovers.extend(service.stop())
 
 
 def measure_cold(
@@ -293,6 +380,23 @@ def _text_notes(texts: dict[str, dict[str, str]]) -> list[str]:
     ]
 
 
+def _lanes_note(lanes: dict[str, Any] | None) -> str:
+    if not lanes or lanes.get("concurrency") is None:
+        return "concurrency auto (2 lanes on a multi-core CPU)"
+    return f"{lanes['concurrency']} lanes, {lanes.get('copies') or '?'} model copies ({lanes.get('lanes_reason')})"
+
+
+def _lanes_notes(lanes: dict[str, Any] | None) -> list[str]:
+    if lanes is None:
+        return ["Lanes, copy vs shared: not measured (this code has no lane_weights)."]
+    return [
+        'Lanes, copy vs shared: two more supervisors, 2 lanes each, `lane_weights = "copy"` (a model copy '
+        'per lane) and `"shared"` (one copy, CTranslate2 workers), after the main runs; single requests '
+        f"alternate between them, then {lanes['clients']}-client rounds do; worker RSS once every lane is "
+        "open, and after those requests."
+    ]
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM unwinds like Ctrl-C, so the servers are stopped by the same finally blocks."""
@@ -346,10 +450,17 @@ def run(args: argparse.Namespace) -> int:
         throughput = measure_throughput(sup, wfw, clips["medium"], reps)
         memory["wfw_loaded_mb"] = wfw.rss_mb()
         memory["main_service_end_mb"] = sup.tree_rss_mb()
+        main_model = http.get("/health").json()["models"]["tiny.en"]
+        memory["main_worker_end_mb"] = psutil.Process(main_model["pid"]).memory_info().rss / MB
+        meta["lanes"] = {k: main_model.get(k) for k in ("concurrency", "copies", "lane_weights", "lanes_reason")}
         cold = measure_cold(sup, inproc, http, clips["short"], reps.cold, args.rest)
         for service in (sup, wfw):
             service.check_alive()
         stack.close()  # stop both servers now, so the CPU witness below counts their reaped time
+        log("lanes: a model copy per lane against shared weights, two supervisors side by side")
+        lanes = measure_lanes(tmp, clips["medium"], reps, args.cpu_threads, code)
+        if lanes is not None:
+            leftovers += lanes.pop("leftover_pids")
 
     meta["seconds"] = round(time.monotonic() - witness.started, 1)
     meta["foreign_cpu_cores"] = round(witness.foreign_cores(), 2)
@@ -361,6 +472,7 @@ def run(args: argparse.Namespace) -> int:
         "throughput": throughput,
         "memory": memory,
         "wyoming": wyoming,
+        "lanes": lanes,
         "texts": texts,
     }
     rows = report.build_rows(results)
@@ -374,12 +486,16 @@ def run(args: argparse.Namespace) -> int:
         f"Wyoming: {args.chunk_samples}-sample chunks sent as fast as the socket takes them, then "
         f"{args.settle} s before audio-stop (live audio has been read by then); a new connection per utterance.",
         f"Throughput: each level sends at least {reps.min_requests} requests of the medium clip, shared by its "
-        "clients, with the supervisor's default worker concurrency (auto: 2 requests side by side on a "
-        "multi-core CPU); wyoming-faster-whisper serves one request at a time, by design.",
+        f"clients, in each of {reps.rounds} rounds (the servers alternating level by level); the table gives "
+        "the median over the rounds and, in brackets, the slowest and fastest round (the ratio's too: "
+        "per round, ours over wyoming-faster-whisper's). The supervisor runs its defaults: "
+        + _lanes_note(meta.get("lanes"))
+        + "; wyoming-faster-whisper serves one request at a time, by design.",
         f"Cold start: POST /v1/model/unload, {args.rest} s rest and a quiet second, then the {cold['clip']} clip; "
         "the in-process side has faster_whisper imported already and loads a new WhisperModel.",
-        f"Main supervisor, whole-service RSS after the warm, Wyoming and throughput runs: "
-        f"{memory['main_service_end_mb']:.1f} MB.",
+        f"Main supervisor after the warm, Wyoming and throughput runs: whole service "
+        f"{memory['main_service_end_mb']:.1f} MB, its worker {memory['main_worker_end_mb']:.1f} MB.",
+        *_lanes_notes(lanes),
         "Processes left behind: " + (", ".join(map(str, leftovers)) + " (killed)" if leftovers else "none") + ".",
         f"Run time: {meta['seconds']:.0f} s.",
     ]

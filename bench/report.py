@@ -41,6 +41,7 @@ class Row:
     ratio: float | None
     goal: str
     ok: bool | None  # None: informational, no goal
+    spread: tuple[float, float] | None = None  # the ratio's lowest and highest round
 
     @property
     def result(self) -> str:
@@ -51,8 +52,22 @@ def _pp(values: list[float]) -> str:
     return f"p50 {p50(values):.3f} s · p90 {percentile(values, 90):.3f} s"
 
 
-def _rate(t: dict[str, float] | None) -> str:
-    return "—" if not t else f"{t['requests_per_s']:.2f} req/s · {t['audio_s_per_s']:.1f} audio-s/s"
+def _rate(samples: list[dict[str, float]] | None) -> str:
+    """Requests/s over the rounds: the median, with the slowest and fastest round in brackets."""
+    if not samples:
+        return "—"
+    rps = [t["requests_per_s"] for t in samples]
+    spread = f" ({min(rps):.2f}–{max(rps):.2f})" if len(rps) > 1 else ""
+    return f"{p50(rps):.2f} req/s{spread} · {p50([t['audio_s_per_s'] for t in samples]):.1f} audio-s/s"
+
+
+def _round_ratios(ours: list[dict[str, float]], ref: list[dict[str, float]] | None) -> list[float]:
+    """Per round, ours over the reference: both sides of a round ran back to back."""
+    return [a["requests_per_s"] / b["requests_per_s"] for a, b in zip(ours, ref or [])]
+
+
+def _spread(values: list[float]) -> tuple[float, float] | None:
+    return (min(values), max(values)) if len(values) > 1 else None
 
 
 def build_rows(r: dict[str, Any]) -> list[Row]:
@@ -84,29 +99,31 @@ def build_rows(r: dict[str, Any]) -> list[Row]:
     )
     tp = r["throughput"]
     for clients, ours in tp["asr_http"].items():
-        ref = tp["wfw_wyoming"].get(clients)
-        ratio = ours["requests_per_s"] / ref["requests_per_s"] if ref else None
+        ratios = _round_ratios(ours, tp["wfw_wyoming"].get(clients))
+        tp_ratio = p50(ratios) if ratios else None
         gated = int(clients) == THROUGHPUT_GOAL_CLIENTS
         rows.append(
             Row(
                 f"Throughput, {clients} client{'s' if int(clients) > 1 else ''}, {tp['clip']} clip (HTTP)",
                 _rate(ours),
-                f"wyoming-faster-whisper {_rate(ref)}",
-                ratio,
-                f"≥ {THROUGHPUT_MIN_RATIO}×" if gated else "—",
-                (ratio is not None and ratio >= THROUGHPUT_MIN_RATIO) if gated else None,
+                f"wyoming-faster-whisper {_rate(tp['wfw_wyoming'].get(clients))}",
+                tp_ratio,
+                f"median ≥ {THROUGHPUT_MIN_RATIO}×" if gated else "—",
+                (tp_ratio is not None and tp_ratio >= THROUGHPUT_MIN_RATIO) if gated else None,
+                _spread(ratios),
             )
         )
     for clients, ours in tp["asr_wyoming"].items():
-        ref = tp["wfw_wyoming"].get(clients)
+        ratios = _round_ratios(ours, tp["wfw_wyoming"].get(clients))
         rows.append(
             Row(
                 f"Throughput, {clients} clients, {tp['clip']} clip (asr-supervisor via Wyoming)",
                 _rate(ours),
-                f"wyoming-faster-whisper {_rate(ref)}",
-                ours["requests_per_s"] / ref["requests_per_s"] if ref else None,
+                f"wyoming-faster-whisper {_rate(tp['wfw_wyoming'].get(clients))}",
+                p50(ratios) if ratios else None,
                 "—",
                 None,
+                _spread(ratios),
             )
         )
     mem = r["memory"]
@@ -120,10 +137,11 @@ def build_rows(r: dict[str, Any]) -> list[Row]:
             mem["supervisor_idle_mb"] <= IDLE_RSS_MAX_MB,
         )
     )
+    end = f", {mem['main_worker_end_mb']:.1f} MB after the throughput runs" if "main_worker_end_mb" in mem else ""
     rows.append(
         Row(
-            "Worker RSS, model loaded",
-            f"{mem['worker_loaded_mb']:.1f} MB",
+            "Worker RSS, model loaded (every lane open)",
+            f"{mem['worker_loaded_mb']:.1f} MB{end}",
             f"wyoming-faster-whisper (whole process) {mem['wfw_loaded_mb']:.1f} MB",
             None,
             "—",
@@ -151,6 +169,7 @@ def build_rows(r: dict[str, Any]) -> list[Row]:
             abs(delta) <= UNLOAD_RSS_MAX_DELTA_MB,
         )
     )
+    rows += _lanes_rows(r.get("lanes"))
     for name, lat in r["wyoming"].items():
         ratio = p50(lat["asr"]) / p50(lat["wfw"])
         rows.append(
@@ -166,6 +185,41 @@ def build_rows(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _lanes_rows(lanes: dict[str, Any] | None) -> list[Row]:
+    """Copy vs shared weights for the second lane: shared's figure, copy's as the reference."""
+    if not lanes:
+        return []
+    copy, shared = lanes["copy"], lanes["shared"]
+    ratios = _round_ratios(shared["throughput"], copy["throughput"])
+    return [
+        Row(
+            f"Lanes: single request, {lanes['clip']} clip, shared weights vs a copy per lane",
+            f"shared {_pp(shared['latency'])}",
+            f"copy {_pp(copy['latency'])}",
+            p50(shared["latency"]) / p50(copy["latency"]),
+            "—",
+            None,
+        ),
+        Row(
+            f"Lanes: {lanes['clients']} clients, {lanes['clip']} clip, shared weights vs a copy per lane",
+            f"shared {_rate(shared['throughput'])}",
+            f"copy {_rate(copy['throughput'])}",
+            p50(ratios) if ratios else None,
+            "—",
+            None,
+            _spread(ratios),
+        ),
+        Row(
+            "Lanes: worker RSS loaded → after those requests, shared weights vs a copy per lane",
+            f"shared ({shared['copies']} copy) {shared['worker_loaded_mb']:.0f} → {shared['worker_end_mb']:.0f} MB",
+            f"copy ({copy['copies']} copies) {copy['worker_loaded_mb']:.0f} → {copy['worker_end_mb']:.0f} MB",
+            shared["worker_end_mb"] / copy["worker_end_mb"],
+            "—",
+            None,
+        ),
+    ]
+
+
 def markdown(rows: list[Row], meta: dict[str, Any], notes: list[str]) -> str:
     lines = [
         f"# asr-supervisor benchmark ({meta['mode']})",
@@ -178,6 +232,8 @@ def markdown(rows: list[Row], meta: dict[str, Any], notes: list[str]) -> str:
     ]
     for row in rows:
         ratio = "—" if row.ratio is None else f"{row.ratio:.2f}×"
+        if row.ratio is not None and row.spread is not None:
+            ratio += f" ({row.spread[0]:.2f}–{row.spread[1]:.2f})"
         lines.append(f"| {row.measurement} | {row.measured} | {row.reference} | {ratio} | {row.goal} | {row.result} |")
     missed = sum(1 for row in rows if row.ok is False)
     gated = sum(1 for row in rows if row.ok is not None)
@@ -259,20 +315,25 @@ def chart(path: Path, r: dict[str, Any]) -> None:
 
     tp = r["throughput"]
     top = max(
-        (v["requests_per_s"] for k in ("asr_http", "wfw_wyoming", "asr_wyoming") for v in tp[k].values()), default=1.0
+        (t["requests_per_s"] for k in ("asr_http", "wfw_wyoming", "asr_wyoming") for v in tp[k].values() for t in v),
+        default=1.0,
     )
     for key, label, style in (
         ("asr_http", "asr-supervisor HTTP", "o-"),
         ("wfw_wyoming", "wyoming-faster-whisper", "s-"),
         ("asr_wyoming", "asr-supervisor Wyoming", "^"),
     ):
-        points = sorted((int(c), v["requests_per_s"]) for c, v in tp[key].items())
-        if points:
-            ax3.plot(*zip(*points), style, label=label, markersize=8)
+        levels = sorted((int(c), [t["requests_per_s"] for t in v]) for c, v in tp[key].items())
+        if levels:
+            xs = [c for c, _ in levels]
+            mids = [p50(v) for _, v in levels]
+            low = [m - min(v) for m, (_, v) in zip(mids, levels)]
+            high = [max(v) - m for m, (_, v) in zip(mids, levels)]
+            ax3.errorbar(xs, mids, yerr=[low, high], fmt=style, label=label, markersize=8, capsize=3)
     ax3.set_xscale("log", base=2)
     ax3.set_xticks([1, 2, 4, 8], ["1", "2", "4", "8"])
     ax3.set_xlabel("concurrent clients")
-    ax3.set_ylabel("requests/s")
+    ax3.set_ylabel("requests/s (median of rounds, bars: slowest–fastest)")
     ax3.set_ylim(0, top * 1.3)
     ax3.set_title(
         f"Throughput, {tp['clip']} clip (goal at 4 clients: ≥ {THROUGHPUT_MIN_RATIO}× wyoming-faster-whisper)"

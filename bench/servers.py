@@ -166,18 +166,27 @@ class Supervisor(Service):
 
 
 def start_supervisor(
-    tmp: Path, name: str, ttl: int, cpu_threads: int, code: Path = REPO, timeout: float = 60.0
+    tmp: Path,
+    name: str,
+    ttl: int,
+    cpu_threads: int,
+    code: Path = REPO,
+    timeout: float = 60.0,
+    lane_weights: str | None = None,
 ) -> Supervisor:
     """asr-supervisor serving the bundled tiny.en on CPU int8, beam 5; returns once /health says 200.
 
     `code` is the checkout whose supervisor/ and worker/ run (PYTHONPATH reaches the
     workers too, and wins over the venv's editable install): another branch's worktree,
-    or this one even if the venv holds a non-editable install.
+    or this one even if the venv holds a non-editable install. `lane_weights` sets that
+    key (the default, auto, when None).
     """
     config = tmp / f"{name}.toml"
+    lanes = "" if lane_weights is None else f'lane_weights = "{lane_weights}"\n'
     config.write_text(
         '[server]\ndefault_model = "tiny.en"\n\n'
-        f'[defaults]\nttl = {ttl}\ndevice = "cpu"\ncompute_type = "int8"\nbeam_size = 5\ncpu_threads = {cpu_threads}\n\n'
+        f'[defaults]\nttl = {ttl}\ndevice = "cpu"\ncompute_type = "int8"\nbeam_size = 5\ncpu_threads = {cpu_threads}\n'
+        f"{lanes}\n"
         '[models."tiny.en"]\nsource = "bundled"\n'
     )
     port, wyoming_port = free_port(), free_port()

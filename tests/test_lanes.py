@@ -84,6 +84,7 @@ def test_copies_load_by_themselves_not_on_first_concurrent_use(make_server) -> N
     m = server.model("auto")
     assert (m["copies"], m["lane_weights"]) == (2, "copy"), m["lanes_reason"]  # no budget; plenty of RAM here
     announced, copy_mb = m["memory_mb"], m["copy_mb"]
-    # No request has run: the second copy loads by itself, and the RSS nears what READY
-    # announced (RSS then + one copy, the first copy's cost, which includes the library's set-up).
-    wait_for(lambda: server.model("auto")["rss_mb"] >= announced - copy_mb / 2, 30, what="the second copy to load")
+    # No request has run: the second copy loads by itself, its lane opens, and the RSS nears
+    # what READY announced (the RSS then + one copy).
+    wait_for(lambda: server.model("auto")["lanes_open"] == 2, 30, what="the second lane to open")
+    assert server.model("auto")["rss_mb"] >= announced - copy_mb / 2

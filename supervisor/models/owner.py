@@ -238,6 +238,7 @@ class ModelOwner:
             copies=info.copies if info else None,
             lane_weights=info.lane_weights if info else None,
             lanes_reason=info.lanes_reason or None if info else None,
+            lanes_open=beat.lanes if worker and (beat := worker.last_heartbeat) else None,
             copy_mb=info.copy_mb or None if info else None,
             rss_mb=_mb(worker.rss_bytes()) if worker else None,
             memory_mb=round(self.memory_estimate_mb(), 1),

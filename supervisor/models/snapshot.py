@@ -26,6 +26,9 @@ class ModelSnapshot(BaseModel):
         None, description="copy: a model copy per lane; shared: the lanes share one copy (CTranslate2 workers)"
     )
     lanes_reason: str | None = Field(None, description="why the worker took that many copies")
+    lanes_open: int | None = Field(
+        None, description="lanes taking requests now, by the last heartbeat: fewer while copies still load"
+    )
     copy_mb: float | None = Field(None, description="the RAM one copy of the model costs")
     rss_mb: float | None = Field(description="the worker's resident memory now, every copy included")
     memory_mb: float = Field(
