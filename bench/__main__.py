@@ -526,9 +526,50 @@ def run_live(args: argparse.Namespace) -> int:
         return live.run(args, meta, code, witness)
 
 
+def run_lanes(args: argparse.Namespace) -> int:
+    """`--lanes`: only the copy vs shared comparison, into lanes.md/.json: the trade, re-measured quickly."""
+    reps = QUICK if args.quick else FULL
+    witness = CpuWitness()
+    with tempfile.TemporaryDirectory(prefix="asr-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        code = REPO
+        if args.rev:
+            code = tmp / "code"
+            commit = export_rev(args.rev, code)
+        else:
+            commit = _working_tree_commit()
+        meta = _meta(args, reps, commit)
+        clips = load_clips(tmp)
+        lanes = measure_lanes(tmp, clips["medium"], reps, args.cpu_threads, code)
+    if lanes is None:
+        log("this code has no lane_weights: nothing to compare")
+        return 1
+    leftovers = lanes.pop("leftover_pids")
+    meta["seconds"] = round(time.monotonic() - witness.started, 1)
+    meta["foreign_cpu_cores"] = round(witness.foreign_cores(), 2)
+    meta["steal_cpu_cores"] = round(witness.steal_cores(), 2)
+    busy = meta["foreign_cpu_cores"] + meta["steal_cpu_cores"] > 0.1
+    notes = [
+        ("WARNING: other" if busy else "Other") + f" processes used {meta['foreign_cpu_cores']:.2f} cores on average "
+        f"during the run (of {os.cpu_count()}), the hypervisor stole {meta['steal_cpu_cores']:.2f}.",
+        *_lanes_notes(lanes),
+        f"copy: {lanes['copy']['reason']}; shared: {lanes['shared']['reason']}.",
+        "Processes left behind: " + (", ".join(map(str, leftovers)) + " (killed)" if leftovers else "none") + ".",
+        f"Run time: {meta['seconds']:.0f} s.",
+    ]
+    table = report.markdown(report.lanes_rows(lanes), meta, notes).replace("benchmark (", "benchmark, lanes only (", 1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "lanes.md").write_text(table)
+    report.write_json(out / "lanes.json", {"meta": meta, "lanes": lanes}, report.lanes_rows(lanes))
+    print(table)
+    log(f"wrote {out / 'lanes.md'}, {out / 'lanes.json'}")
+    return 1 if leftovers else 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="fewer repetitions (about 2 minutes instead of 4 on 2 cores)")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (about 4 minutes instead of 13 on 2 cores)")
     p.add_argument("--out", default=str(REPO / "bench" / "results"), help="folder for results.md/.json/.png")
     p.add_argument(
         "--cpu-threads",
@@ -552,10 +593,17 @@ def main() -> int:
         action="store_true",
         help="run only the live-transcription part (WebSocket and Wyoming in real time, about 6 minutes on 2 cores)",
     )
+    p.add_argument(
+        "--lanes",
+        action="store_true",
+        help="run only the lanes comparison: a model copy per lane vs shared weights (about 3 minutes on 2 cores)",
+    )
     p.add_argument("--live-frame-ms", type=int, default=50, help="milliseconds of audio per live WebSocket frame")
     args = p.parse_args()
     with sigterm_as_interrupt():
         try:
+            if args.lanes:
+                return run_lanes(args)
             return run_live(args) if args.live else run(args)
         except KeyboardInterrupt:
             log("interrupted; servers stopped")
