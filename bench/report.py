@@ -169,7 +169,7 @@ def build_rows(r: dict[str, Any]) -> list[Row]:
             abs(delta) <= UNLOAD_RSS_MAX_DELTA_MB,
         )
     )
-    rows += _lanes_rows(r.get("lanes"))
+    rows += lanes_rows(r.get("lanes"))
     for name, lat in r["wyoming"].items():
         ratio = p50(lat["asr"]) / p50(lat["wfw"])
         rows.append(
@@ -185,7 +185,7 @@ def build_rows(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
-def _lanes_rows(lanes: dict[str, Any] | None) -> list[Row]:
+def lanes_rows(lanes: dict[str, Any] | None) -> list[Row]:
     """Copy vs shared weights for the second lane: shared's figure, copy's as the reference."""
     if not lanes:
         return []
