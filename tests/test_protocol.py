@@ -29,6 +29,7 @@ from worker.protocol import (
     Result,
     Segment,
     SegmentDecoded,
+    SessionAck,
     SessionAudio,
     SessionClose,
     SessionCommit,
@@ -118,6 +119,7 @@ SAMPLES: dict[type[Message], Message] = {
         id="live-1", event=Final(seq=4, text="The quick brown fox", start=0.2, end=1.7, segments=[_SEGMENT])
     ),
     SessionEnded: SessionEnded(id="live-1"),
+    SessionAck: SessionAck(id="live-1", seq=3),
 }
 
 

@@ -28,10 +28,11 @@ from conftest import ASSETS, key_words_found, resample_pcm16
 from test_worker_protocol import BUNDLED, TIMEOUTS, WorkerPeer, poll, spec
 
 from supervisor.workers.process import WorkerCrashed, WorkerProcess, WorkerRequestError
+from supervisor.workers.session import WINDOW_S, WorkerSession
 from worker.audio.stream import MAX_FRAME_BYTES
 from worker.backends import OnSegment
 from worker.engine.lanes import Lanes
-from worker.engine.sessions import Sessions
+from worker.engine.sessions import MAX_OWED_FINALS, Sessions
 from worker.protocol import (
     Error,
     ErrorCode,
@@ -47,6 +48,7 @@ from worker.protocol import (
     Result,
     Segment,
     SegmentDecoded,
+    SessionAck,
     SessionAudio,
     SessionClose,
     SessionCommit,
@@ -93,10 +95,13 @@ def text_of(finals: list[Final]) -> str:
 
 
 class LivePeer(WorkerPeer):
-    """A WorkerPeer that keeps each session's messages apart, and numbers its frames."""
+    """A WorkerPeer that keeps each session's messages apart, and numbers its frames.
+    It sends frames without waiting for acks (a well-behaved supervisor's window is the
+    supervisor's own business, tested below): acks are set aside."""
 
     def __init__(self, tmp_path: Path) -> None:
         super().__init__(tmp_path)
+        self.acks: dict[str, int] = {}
         self.inbox: dict[str, list[Message]] = defaultdict(list)
         self.other: list[Message] = []  # results and errors of file requests
         self.seq: dict[str, int] = defaultdict(int)
@@ -111,6 +116,13 @@ class LivePeer(WorkerPeer):
         for frame in frames:
             self.send(SessionAudio(id=session_id, seq=self.seq[session_id]), frame)
             self.seq[session_id] += 1
+
+    def receive(self, timeout: float) -> Message:
+        """The next message that is not a SESSION_ACK (the last ack per session is kept)."""
+        deadline = time.monotonic() + timeout
+        while isinstance(message := super().receive(max(0.0, deadline - time.monotonic())), SessionAck):
+            self.acks[message.id] = message.seq
+        return message
 
     def next_for(self, session_id: str, timeout: float = DECODE_S) -> Message:
         """The next message about session `session_id` (others are kept for later)."""
@@ -435,6 +447,91 @@ async def test_the_scheduler_runs_finals_first_then_the_newest_partial_one_job_p
             gate.set()
         for task in tasks:
             task.cancel()
+
+
+async def test_a_session_ahead_of_its_decoder_is_acknowledged_only_as_its_finals_come_back() -> None:
+    """Pace: four utterances at once, nothing decoded yet. The worker takes every frame, but
+    stops acknowledging once two finals are owed; each final back lets the acks move on."""
+    fox, _ = pcm_of("fox.wav")
+    decoder = GatedDecoder()
+    posted: list[Message] = []
+    tasks: set[asyncio.Task[None]] = set()
+    info = ReadyInfo(pid=1, backend="gated", device="cpu", compute_type="int8", load_seconds=0, concurrency=1)
+    sessions = Sessions(
+        decoder,
+        info,
+        Lanes(1),
+        posted.append,
+        lambda coro, name: tasks.add(asyncio.create_task(coro, name=name)),
+        beam_size=5,
+    )
+    utterance = frames_of(fox + silence(1.5), 16000)  # 49 frames; the speech ends about frame 40
+    frames = utterance * 4
+
+    def acked() -> int:
+        return max((m.seq for m in posted if isinstance(m, SessionAck)), default=-1)
+
+    try:
+        sessions.handle(SessionOpen(id="fast", params=LiveParams()), None)
+        for seq, frame in enumerate(frames):
+            sessions.handle(SessionAudio(id="fast", seq=seq), frame)
+        assert MAX_OWED_FINALS == 2
+        # Acked every half second while it owed less than two finals: past the first
+        # utterance's end, short of the frames after the second's.
+        assert len(utterance) < acked() < 2 * len(utterance), acked()
+        held = acked()
+        _, _, gate = await decoder.next_decode()  # the partial that took the lane at once
+        gate.set()
+        while acked() < len(frames) - 1:
+            params, _, gate = await decoder.next_decode()
+            assert params.beam_size == 5, "finals owed go first"
+            assert acked() == held, "an ack came while two finals were still owed"
+            gate.set()
+            await poll_until(lambda: acked() > held or not decoder.started.empty())
+        finals = [m for m in posted if isinstance(m, SessionEvent) and isinstance(m.event, Final)]
+        assert len(finals) == 3, "the ack came once fewer than two finals were owed, not later"
+    finally:
+        for gate in decoder.gates:
+            gate.set()
+        for task in tasks:
+            task.cancel()
+
+
+async def poll_until(condition: Callable[[], bool]) -> None:
+    """Let the loop run until `condition` holds (a decode's result is handed back through it)."""
+    deadline = time.monotonic() + DECODE_S
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_the_supervisor_sends_at_most_a_window_past_the_last_ack() -> None:
+    """The supervisor's half of the pace (pure bookkeeping, so its `send` is a list): a sender
+    ahead by WINDOW_S waits for an ack; a close or the worker's death wakes it."""
+    sent: list[int] = []
+
+    async def send(message: object, payload: object) -> None:
+        if isinstance(message, SessionAudio):
+            sent.append(message.seq)
+
+    session = WorkerSession("s", send, lambda _: None, sample_rate=8000)
+    frame = b"\0\0" * 800  # 0.1 s
+    window = round(WINDOW_S / 0.1)
+    for _ in range(window):
+        await session.send_audio(frame)
+    waiting = asyncio.create_task(session.send_audio(frame))
+    await asyncio.sleep(0.05)
+    assert not waiting.done() and len(sent) == window
+    session.acknowledged(4)  # five frames taken: room for five more, the one waiting first
+    await asyncio.wait_for(waiting, 5)
+    for _ in range(4):
+        await asyncio.wait_for(session.send_audio(frame), 5)
+    blocked = asyncio.create_task(session.send_audio(frame))
+    await asyncio.sleep(0.05)
+    assert not blocked.done() and sent == list(range(window + 5))
+    await session.close()  # the frame waiting is dropped: the session is closing
+    await asyncio.wait_for(blocked, 5)
+    assert len(sent) == window + 5
 
 
 # -- the supervisor's side: WorkerProcess.open_session -------------------------------------

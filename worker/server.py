@@ -190,6 +190,10 @@ class WorkerServer:
                 self._refuse(exc)
                 continue
             self._dispatch(message, payload)
+            # A recv that finds a message waiting completes without giving the loop a turn: a
+            # backlog of messages (a client flooding a live session) would starve the
+            # heartbeat and the sender, and the supervisor would kill a busy worker as hung.
+            await asyncio.sleep(0)
 
     def _dispatch(self, message: Message, payload: Payload | None) -> None:
         match message:

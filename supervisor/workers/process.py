@@ -52,6 +52,7 @@ from worker.protocol import (
     Result,
     Segment,
     SegmentDecoded,
+    SessionAck,
     SessionEnded,
     SessionEvent,
     SessionOpen,
@@ -321,7 +322,9 @@ class WorkerProcess:
         """
         if self._exited.is_set():
             raise WorkerCrashed(self._crash_message())
-        session = WorkerSession(uuid.uuid4().hex, self._send_for_session, self._forget_session)
+        session = WorkerSession(
+            uuid.uuid4().hex, self._send_for_session, self._forget_session, sample_rate=params.sample_rate
+        )
         self._sessions[session.id] = session
         try:
             await self._send(SessionOpen(id=session.id, params=params))
@@ -444,6 +447,9 @@ class WorkerProcess:
                     session.deliver(event)
             case SessionEnded(id=session_id):
                 self._end_session(session_id)
+            case SessionAck(id=session_id, seq=seq):
+                if (session := self._sessions.get(session_id)) is not None:
+                    session.acknowledged(seq)
             case Error(id=request_id, code=code, message=text) if request_id in self._sessions:
                 self._end_session(request_id, WorkerRequestError(code, text))
             case Error(id=request_id, code=code, message=text):

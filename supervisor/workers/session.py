@@ -11,12 +11,20 @@ close is aborted on the worker, so it frees its lane and its memory at once.
         await session.send_audio(pcm)       # frames are numbered for the worker
         await session.close()               # final(s) for what was heard, then the end
         async for event in session: ...
+
+Pace: at most `WINDOW_S` seconds of audio go out past the worker's last SESSION_ACK;
+`send_audio` waits for room beyond that. The worker holds its acks back while the session
+is too far ahead of its decoder, so a client that sends faster than the model transcribes
+is slowed down to it, one awaited `send_audio` at a time (what its client sees then is the
+interface's choice: `supervisor.live`). The window also bounds what one session can queue
+on the worker's socket, which every other request on the model shares.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
@@ -35,6 +43,11 @@ log = logging.getLogger("asr.worker")
 #: What the session's inbox carries: events, the end (None), or why it failed.
 _Item = LiveEvent | BaseException | None
 
+#: Seconds of audio sent and not yet acknowledged by the worker. Several of the worker's
+#: ack steps (`worker.engine.sessions.ACK_STEP_S`, 0.5 s), so a session that keeps up never
+#: waits; a few seconds, so a flood holds little memory and delays nobody else's messages.
+WINDOW_S = 4.0
+
 
 class WorkerSession:
     """One live session: its id, its audio on the way in, its events on the way out."""
@@ -44,9 +57,11 @@ class WorkerSession:
         session_id: str,
         send: Callable[[ToWorker, Payload | None], Awaitable[None]],
         release: Callable[[WorkerSession], None],
+        sample_rate: int = 16000,
     ) -> None:
         """`send` puts a message on the worker's socket (raising WorkerCrashed when it is gone);
-        `release` tells the process to stop routing this id here."""
+        `release` tells the process to stop routing this id here; `sample_rate` is the
+        session's (s16le mono), which says how many bytes the window holds."""
         self.id = session_id
         self._send = send
         self._release = release
@@ -58,6 +73,10 @@ class WorkerSession:
         self._released = False  # the worker holds it no more (SESSION_ENDED, ERROR, or its death)
         self._gone = False  # the worker died
         self._exhausted = False  # the iterator has delivered the end
+        self._window_bytes = int(WINDOW_S * sample_rate) * 2
+        self._unacked: deque[tuple[int, int]] = deque()  # (seq, bytes) sent, not acknowledged yet
+        self._unacked_bytes = 0
+        self._room = asyncio.Event()  # set when an ack, a close or the end may have made room
 
     @property
     def is_over(self) -> bool:
@@ -70,13 +89,19 @@ class WorkerSession:
         """The next frame: s16le mono PCM at the session's `params.sample_rate`, an even
         number of bytes, at most 1 MiB (else the session ends with a `bad_audio` error).
 
+        Waits while `WINDOW_S` of audio is out unacknowledged (the worker is behind).
         Raises WorkerCrashed if the worker is gone. Once the session is closing or over,
         audio is dropped: the iterator says how it ended.
         """
+        while self._unacked_bytes >= self._window_bytes and not (self._closing or self._over):
+            self._room.clear()
+            await self._room.wait()
         if self._closing or (self._over and not self._gone):
             return
         seq = self._seq
         self._seq += 1
+        self._unacked.append((seq, len(pcm)))
+        self._unacked_bytes += len(pcm)
         await self._send(SessionAudio(id=self.id, seq=seq), pcm)
 
     async def commit(self) -> None:
@@ -96,6 +121,7 @@ class WorkerSession:
             return
         self._closing = True
         self._aborted = abort
+        self._room.set()  # a frame waiting for room is dropped now
         await self._send(SessionClose(id=self.id, abort=abort), None)
 
     async def aclose(self) -> None:
@@ -135,6 +161,12 @@ class WorkerSession:
 
     # Called by the WorkerProcess (on the event loop) for messages about this id.
 
+    def acknowledged(self, seq: int) -> None:
+        """SESSION_ACK: the worker has taken the frames up to `seq`; room for more."""
+        while self._unacked and self._unacked[0][0] <= seq:
+            self._unacked_bytes -= self._unacked.popleft()[1]
+        self._room.set()
+
     def deliver(self, event: LiveEvent) -> None:
         if not self._over:
             self._inbox.put_nowait(event)
@@ -145,6 +177,7 @@ class WorkerSession:
         could not be read ended it here), so leaving still aborts it there."""
         self._released = self._released or released or gone
         self._gone = self._gone or gone
+        self._room.set()  # no ack will come: a waiting frame goes (to WorkerCrashed) or is dropped
         if self._over:
             return
         self._over = True

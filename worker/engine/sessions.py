@@ -38,6 +38,18 @@ worker's one outbox):
   open is answered with SESSION_ENDED (the close may have crossed an ERROR).
 - SHUTDOWN (`drop_all`): sessions end with the process, no finals and no messages.
 - a failure in the engine or the decoder: ERROR(internal) for that session only.
+
+Pace. A client may send audio far faster than real time (a recording replayed, or a
+hostile flood). The VAD takes it as it comes (each frame costs what it carries, on the
+loop, one message at a time), but the decoder cannot keep up, and every utterance the VAD
+closes owes a final that is never skipped. So each frame taken is acknowledged
+(SESSION_ACK, every `ACK_STEP_S` of audio), and the supervisor sends a session no more
+than a few seconds of audio past its last ack. While a session owes `MAX_OWED_FINALS`
+finals not yet decoded, its acks are held back: the supervisor stops sending, and the
+session is paced to what the decoder does (the client is slowed down or, over the
+WebSocket, refused once far ahead: `supervisor.live`). Once a final is back, what was
+taken is acknowledged at once. The audio and finals held per session are bounded, and the
+loop keeps answering everyone (heartbeats included).
 """
 
 from __future__ import annotations
@@ -63,6 +75,7 @@ from worker.protocol import (
     Payload,
     ReadyInfo,
     Segment,
+    SessionAck,
     SessionAudio,
     SessionClose,
     SessionCommit,
@@ -77,6 +90,11 @@ log = logging.getLogger("worker")
 #: How long a granted lane waits for the event loop to say which job it runs. The loop
 #: answers in microseconds; this only matters if the loop is gone (the process is ending).
 _CHOOSE_TIMEOUT_S = 30.0
+#: Audio taken between two acks. The supervisor's window (`supervisor.workers.session`)
+#: must be well above it, or a session would wait for an ack that is not due.
+ACK_STEP_S = 0.5
+#: A session that owes this many finals not yet decoded gets no ack until one is back.
+MAX_OWED_FINALS = 2
 
 
 @dataclass(eq=False)
@@ -92,6 +110,9 @@ class _Live:
     final_hint: bool = False  # it may owe a final: ask it before the others
     closing: bool = False  # finish() was called; SESSION_ENDED once its last final is out
     dropped: bool = False  # over (ended, aborted, failed): a job of its still on a lane is discarded
+    taken_seq: int = -1  # the last frame the engine took
+    acked_seq: int = -1  # the last frame acknowledged to the supervisor
+    unacked_s: float = 0.0  # seconds of audio taken since that ack
 
 
 @dataclass(frozen=True, eq=False)
@@ -220,6 +241,19 @@ class Sessions:
             return
         if samples.size:
             self._guarded(live, lambda: live.engine.push(samples))
+        live.taken_seq = seq
+        live.unacked_s += len(data) / (2 * live.stream.rate)
+        self._ack(live)
+
+    def _ack(self, live: _Live, *, now: bool = False) -> None:
+        """Tell the supervisor what was taken (every ACK_STEP_S, or `now`), unless the session
+        is too far ahead of the decoder: then the ack waits for a final to come back."""
+        if live.dropped or live.closing or live.taken_seq == live.acked_seq:
+            return
+        if live.engine.owed_finals >= MAX_OWED_FINALS or not (now or live.unacked_s >= ACK_STEP_S):
+            return
+        self._post(SessionAck(id=live.id, seq=live.taken_seq))
+        live.acked_seq, live.unacked_s = live.taken_seq, 0.0
 
     def _close(self, live: _Live) -> None:
         live.closing = True
@@ -349,6 +383,7 @@ class Sessions:
         segments = decoded.segments
         self._guarded(live, lambda: live.engine.done(job, segments))
         self._end_if_finished(live)
+        self._ack(live, now=True)  # the supervisor may be waiting for room
 
 
 def _may_ask(live: _Live) -> bool:

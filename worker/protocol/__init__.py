@@ -11,7 +11,7 @@ way a REQ/REP lockstep does when a peer dies.
 - `worker.protocol.live`: `LiveParams` and the `LiveEvent`s of a live session.
 
 Kinds, worker → supervisor: SPARE, READY, HEARTBEAT, SEGMENT, RESULT, ERROR, DYING,
-SESSION_EVENT, SESSION_ENDED.
+SESSION_EVENT, SESSION_ENDED, SESSION_ACK.
 Kinds, supervisor → worker: LOAD, TRANSCRIBE (+ audio frame), CANCEL, SHUTDOWN,
 SESSION_OPEN, SESSION_AUDIO (+ PCM frame), SESSION_COMMIT, SESSION_CLOSE.
 """
@@ -34,6 +34,7 @@ from worker.protocol.messages import (
     Result,
     Segment,
     SegmentDecoded,
+    SessionAck,
     SessionAudio,
     SessionClose,
     SessionCommit,
@@ -77,6 +78,7 @@ __all__ = [
     "Result",
     "Segment",
     "SegmentDecoded",
+    "SessionAck",
     "SessionAudio",
     "SessionClose",
     "SessionCommit",

@@ -246,6 +246,16 @@ class SessionEnded(_Kind, tag="session_ended", frozen=True):
     id: str
 
 
+class SessionAck(_Kind, tag="session_ack", frozen=True):
+    """Session `id` has taken its frames up to `seq` and can take more: the supervisor keeps
+    only a few seconds of a session's audio sent and not yet acknowledged. The worker holds
+    its ack back while the session owes finals it has not decoded, so a client faster than
+    the decoder is paced (see `supervisor.live` for what each interface does then)."""
+
+    id: str
+    seq: int
+
+
 class Dying(_Kind, tag="dying", frozen=True):
     """The worker is about to exit (load failure, fatal error); the supervisor reports `reason`."""
 
@@ -254,7 +264,7 @@ class Dying(_Kind, tag="dying", frozen=True):
 
 ToWorker: TypeAlias = Load | Transcribe | Cancel | Shutdown | SessionOpen | SessionAudio | SessionCommit | SessionClose
 FromWorker: TypeAlias = (
-    Spare | Ready | Heartbeat | SegmentDecoded | Result | Error | SessionEvent | SessionEnded | Dying
+    Spare | Ready | Heartbeat | SegmentDecoded | Result | Error | SessionEvent | SessionEnded | SessionAck | Dying
 )
 Message: TypeAlias = ToWorker | FromWorker
 

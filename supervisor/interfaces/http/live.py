@@ -8,7 +8,8 @@ service's `LiveStream`, and the words come from the worker's live engine.
 
 Close codes: 1000 normal end (after `end`, or an idle/length limit, with its final first);
 1003 bad data (odd-length PCM, a text frame that is not a known message); 1008 refused
-(bad key, unknown model, bad parameter, a session past `max_session_seconds`); 1009 a
+(bad key, unknown model, bad parameter, a session past `max_session_seconds`, audio sent
+so much faster than real time that the session is 30 s ahead of the model); 1009 a
 frame over the size cap; 1011 the model failed; 1012 the model is being unloaded or the
 server is stopping (after `session_drain_timeout` seconds and a final for what was heard);
 1013 try again later (the model cannot load now, or too many live sessions).
@@ -156,7 +157,9 @@ class LiveConnection:
         if self._seconds > limit:
             await self._finish(stream, Close(1008, "session_too_long", f"a live session may last {limit:g} s"))
             return True
-        await stream.send_audio(pcm)
+        # Never waits: a client this connection stopped reading would find its keepalive pings
+        # stuck behind its own audio and give up. A client too far ahead is refused instead.
+        await stream.queue_audio(pcm)
         return False
 
     async def _command(self, stream: LiveStream, text: str) -> bool:

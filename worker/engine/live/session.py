@@ -132,6 +132,12 @@ class LiveSession:
         return self._finishing and not self._finals
 
     @property
+    def owed_finals(self) -> int:
+        """Utterances over whose final is not decoded yet: how far the decoder is behind this
+        stream (the caller stops taking audio from a client that keeps this growing)."""
+        return sum(1 for pending in self._finals if pending.segments is None)
+
+    @property
     def buffered(self) -> int:
         """Samples of audio held (the current utterance, or the pre-roll): bounded, whatever the session's length."""
         return len(self._buffer)
