@@ -43,10 +43,13 @@ log = logging.getLogger("asr.worker")
 #: What the session's inbox carries: events, the end (None), or why it failed.
 _Item = LiveEvent | BaseException | None
 
-#: Seconds of audio sent and not yet acknowledged by the worker. Several of the worker's
-#: ack steps (`worker.engine.sessions.ACK_STEP_S`, 0.5 s), so a session that keeps up never
-#: waits; a few seconds, so a flood holds little memory and delays nobody else's messages.
-WINDOW_S = 4.0
+#: Seconds of audio sent and not yet acknowledged by the worker. Many of the worker's ack
+#: steps (`worker.engine.sessions.ACK_STEP_S`, 0.5 s), so a session that keeps up never
+#: waits, and silence (which the worker takes at ~100x real time) streams without stalls
+#: on a busy machine (4 s took a 3-minute flood of silence twice as long); still little
+#: memory (320 KB at 16 kHz), and a few hundred milliseconds of the worker's loop at most
+#: ahead of another request's message on the socket the model's clients share.
+WINDOW_S = 10.0
 
 
 class WorkerSession:
