@@ -433,3 +433,19 @@ def test_a_final_overtakes_a_partial_that_is_still_out() -> None:
     finals = [e for e in events if isinstance(e, Final)]
     assert [f.text for f in finals] == [joined(words)]
     assert not [e for e in events[events.index(finals[0]) :] if isinstance(e, Partial)]
+
+
+def test_owed_finals_counts_utterances_over_whose_final_is_not_decoded_yet() -> None:
+    """What the worker paces a too-fast client by: every ended utterance owes its final until
+    its decode is back (three utterances pushed at once, as a flood arrives)."""
+    session = energy_session()
+    for seed in range(3):
+        session.push(np.concatenate([speech(1.0, seed), silence(1.0)]))
+    assert session.owed_finals == 3
+    back = 0
+    while (job := session.next_job()) is not None:  # one final at a time, the next once it is back
+        assert job.kind == "final"
+        session.done(job, [segment([Word(0.1, 0.9, " hello", 0.9)])])
+        back += 1
+        assert session.owed_finals == 3 - back
+    assert back == 3
