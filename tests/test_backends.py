@@ -257,11 +257,13 @@ def test_the_worker_reports_an_unknown_or_uninstalled_backend_as_a_load_error(mo
 
 
 class _Spare:
-    """Stands in for a spare worker process: the pool only reads pid and is_alive, and stops it."""
+    """Stands in for a spare worker process: the pool only reads pid, is_alive and seems_frozen,
+    and stops it."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.is_alive = True
+        self.seems_frozen = False  # its heartbeats are current
         self.stopped = False
 
     async def stop(self) -> str:
