@@ -65,6 +65,8 @@ from worker.protocol import (
     kind_of,
 )
 
+#: The longest the receiver keeps the event loop to itself while messages are waiting.
+_RECEIVE_TURN_S = 0.25
 log = logging.getLogger("worker")
 
 T = TypeVar("T")
@@ -182,6 +184,7 @@ class WorkerServer:
     # -- receiving ----------------------------------------------------------------
 
     async def _receive(self, sock: zmq.asyncio.Socket) -> None:
+        turn_due = time.monotonic() + _RECEIVE_TURN_S
         while True:
             frames = await sock.recv_multipart(copy=False)
             try:
@@ -193,7 +196,12 @@ class WorkerServer:
             # A recv that finds a message waiting completes without giving the loop a turn: a
             # backlog of messages (a client flooding a live session) would starve the
             # heartbeat and the sender, and the supervisor would kill a busy worker as hung.
-            await asyncio.sleep(0)
+            # So the loop gets a turn at least every _RECEIVE_TURN_S; not after every message,
+            # which let partial decodes start between the frames of a burst and made the
+            # final after Wyoming's audio-stop wait for them (0.90 → 2.06 s, medium clip).
+            if (now := time.monotonic()) >= turn_due:
+                await asyncio.sleep(0)
+                turn_due = now + _RECEIVE_TURN_S
 
     def _dispatch(self, message: Message, payload: Payload | None) -> None:
         match message:
