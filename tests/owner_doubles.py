@@ -59,7 +59,6 @@ class FakeWorker:
     def __init__(self, pid: int, on_exit: Callable[[FakeWorker], None], launcher: FakeLauncher) -> None:
         self.pid = pid
         self.info = ReadyInfo(pid=pid, backend="fake", device="cpu", compute_type="int8", load_seconds=0.0)
-        self.last_heartbeat = None  # a fake worker never beats: no live figures (lanes open) to report
         self.exit_code: int | None = None
         self.death_reason: str | None = None
         self.last_heartbeat: Heartbeat | None = None  # a fake worker sends none
