@@ -37,6 +37,10 @@ def serve(
     host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
     port: Annotated[int | None, typer.Option(help="HTTP port")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error")] = None,
+    log_format: Annotated[str | None, typer.Option(help="text, or json for one JSON object per line")] = None,
+    metrics: Annotated[
+        bool | None, typer.Option("--metrics/--no-metrics", help="serve Prometheus metrics at /metrics")
+    ] = None,
     wyoming: Annotated[
         bool | None, typer.Option("--wyoming/--no-wyoming", help="serve Home Assistant's Wyoming protocol")
     ] = None,
@@ -69,6 +73,8 @@ def serve(
         host=host,
         port=port,
         log_level=log_level,
+        log_format=log_format,
+        metrics=metrics,
         wyoming=wyoming,
         wyoming_port=wyoming_port,
         wyoming_uri=wyoming_uri,

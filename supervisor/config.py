@@ -67,6 +67,11 @@ class ServerTable(_Table):
     port: int = Field(5000, ge=1, le=65535)
     default_model: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per log line")
+    metrics: bool = Field(True, description="serve Prometheus metrics at /metrics on the HTTP port")
+    drain_timeout: float = Field(
+        30.0, ge=0, description="seconds in-flight requests get to finish on SIGTERM before workers are ended"
+    )
     runtime_dir: str | None = None
     ready_timeout: float = Field(300.0, gt=0, description="seconds a worker may take to load its model")
     stop_timeout: float = Field(5.0, gt=0, description="seconds for each stop phase: SHUTDOWN, SIGTERM, SIGKILL")
@@ -182,6 +187,8 @@ class Overrides:
     host: str | None = None
     port: int | None = None
     log_level: str | None = None
+    log_format: str | None = None
+    metrics: bool | None = None
     wyoming: bool | None = None
     wyoming_port: int | None = None
     wyoming_uri: str | None = None
