@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -96,9 +95,10 @@ def serve(
     from supervisor.interfaces.http.protocol import protocol_class
     from supervisor.interfaces.http.server import Server
     from supervisor.interfaces.http.startup import StartupError, listen
+    from worker import logs
 
     level = settings.server.log_level.upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    logs.configure(level, settings.server.log_format, role="supervisor")
     logging.getLogger("asr").setLevel(level)
     server_settings = settings.server
     try:
@@ -117,6 +117,7 @@ def serve(
             http=protocol_class(server_settings),
             timeout_keep_alive=server_settings.http_keepalive_timeout,  # type: ignore[arg-type]  # a float works
             log_level=server_settings.log_level,
+            log_config=None,  # uvicorn's lines go through our handler, in server.log_format
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=30,

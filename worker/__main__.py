@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-from worker import lifeline
+from worker import lifeline, logs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -23,6 +23,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--heartbeat-interval", type=float, default=1.0)
     p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--log-format", choices=("text", "json"), default="text")
     return p.parse_args(argv)
 
 
@@ -34,11 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     lifeline.request_death_signal()
     lifeline.exit_if_orphaned(args.parent_pid)
     lifeline.watch_parent(args.parent_pid)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format=f"%(asctime)s worker[pid={os.getpid()}] %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(args.log_level, args.log_format, role="worker")
     if logging.getLogger().level > logging.DEBUG:
         logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # one line per request is noise
 

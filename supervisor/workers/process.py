@@ -35,6 +35,7 @@ import zmq.asyncio
 
 from supervisor.config import ModelSpec
 from supervisor.workers.session import WorkerSession
+from worker import logs
 from worker.protocol import (
     WORKER_IDENTITY,
     Cancel,
@@ -561,4 +562,6 @@ def _base_command(backend: str, endpoint: str, heartbeat_interval: float) -> lis
         str(heartbeat_interval),
         "--log-level",
         logging.getLevelName(logging.getLogger("asr").getEffectiveLevel()),
+        "--log-format",
+        logs.current_format(),
     ]
