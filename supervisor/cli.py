@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from supervisor.config import ConfigError, Overrides, Settings, find_config, load_settings
+from supervisor.models.sources import check_sources
 
 cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -82,6 +83,7 @@ def serve(
     )
     try:
         settings = load_settings(find_config(config), overrides)
+        source_warnings = check_sources(settings)
     except ConfigError as exc:
         typer.echo(f"asr-supervisor: invalid configuration: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -100,6 +102,8 @@ def serve(
     level = settings.server.log_level.upper()
     logs.configure(level, settings.server.log_format, role="supervisor")
     logging.getLogger("asr").setLevel(level)
+    for warning in source_warnings:
+        logging.getLogger("asr").warning("%s", warning)
     server_settings = settings.server
     try:
         sock = listen(server_settings.host, server_settings.port)
@@ -120,7 +124,7 @@ def serve(
             log_config=None,  # uvicorn's lines go through our handler, in server.log_format
             access_log=False,
             lifespan="on",
-            timeout_graceful_shutdown=30,
+            timeout_graceful_shutdown=server_settings.drain_timeout,  # type: ignore[arg-type]  # a float works
         ),
         app,
     )

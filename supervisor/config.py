@@ -16,7 +16,7 @@ import os
 import re
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -167,6 +167,8 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     admin_keys: tuple[str, ...] = ()
     config_path: Path | None = None
+    #: `[defaults]` with the model flags (`--device` ...) over it: what a model without a table gets.
+    model_defaults: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,23 +235,41 @@ def load_settings(path: Path | None, overrides: Overrides = Overrides()) -> Sett
         raise ConfigError(f"{where}: {exc}") from None
     models = {name: resolved[name] for name in names}
 
-    default = parsed.server.default_model or names[0]
+    # `--model X` without `--default-model` serves X by default: the file's default_model
+    # named a model of the file's own list, which `--model` has just replaced.
+    narrowed = bool(overrides.models) and overrides.default_model is None
+    default = names[0] if narrowed else parsed.server.default_model or names[0]
     if default not in models:
-        raise ConfigError(f"{where}: server.default_model: {default!r} is not a configured model ({', '.join(models)})")
-    aliases = dict(parsed.aliases)
+        key = "--default-model" if overrides.default_model is not None else "server.default_model"
+        raise ConfigError(f"{where}: {key}: {default!r} is not a served model ({', '.join(models)})")
     for alias, target in parsed.aliases.items():
-        if target not in models:
-            raise ConfigError(f"{where}: aliases.{alias}: {target!r} is not a configured model ({', '.join(models)})")
+        if target not in resolved:
+            raise ConfigError(f"{where}: aliases.{alias}: {target!r} is not a configured model ({', '.join(resolved)})")
+    # An alias of a model the file has but `--model` does not serve is left out, not an error.
+    aliases = {alias: target for alias, target in parsed.aliases.items() if target in models}
     env_keys = _env_list("ASR_API_KEYS")
     return Settings(
-        server=parsed.server,
+        server=parsed.server.model_copy(update={"default_model": default}),
         models=models,
         default_model=default,
         aliases=aliases,
         api_keys=tuple(parsed.server.api_keys or env_keys),
         admin_keys=tuple(parsed.server.admin_keys or _env_list("ASR_ADMIN_KEYS")),
         config_path=path,
+        model_defaults={**parsed.defaults, **_given(overrides, MODEL_KEYS)},
     )
+
+
+def unconfigured_spec(settings: Settings, name: str, **table: Any) -> ModelSpec:
+    """`name` served as `--model NAME` would serve it, with `table` as its `[models.NAME]`.
+
+    For models that are not configured but may be fetched (`asrctl models download NAME`):
+    they must land in the cache a later `[models.NAME]` would read.
+    """
+    try:
+        return _resolve(name, table, settings.model_defaults, Overrides())
+    except _KeyProblem as exc:
+        raise ConfigError(str(exc)) from None
 
 
 class _KeyProblem(ValueError):

@@ -79,8 +79,6 @@ def test_a_model_that_cannot_load_reports_why_and_backs_off(make_server, tmp_pat
     source = "bundled"
     [models."broken"]
     source = "{broken}"
-    [models."missing"]
-    source = "{tmp_path / "nowhere"}"
     """)
     response = server.transcribe("fox.wav", model="broken")
     assert response.status_code == 503
@@ -94,10 +92,7 @@ def test_a_model_that_cannot_load_reports_why_and_backs_off(make_server, tmp_pat
     response = server.transcribe("fox.wav", model="broken")
     assert response.status_code == 503 and "retrying in" in response.json()["error"]["message"]
 
-    response = server.transcribe("fox.wav", model="missing")
-    assert response.status_code == 503
-    assert "does not exist" in response.json()["error"]["message"]
-
+    # (A missing model directory fails start-up now: tests/test_model_sources.py.)
     assert all_worker_pids_with_parent_arg(server.pid) == []  # failed loads leave no process behind
     assert server.transcribe("fox.wav", model="tiny.en").status_code == 200  # other models unaffected
 

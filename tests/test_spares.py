@@ -66,10 +66,13 @@ def test_a_spare_that_dies_is_replaced_and_none_outlives_the_supervisor(make_ser
 
 
 def test_a_bad_model_on_a_spare_leaves_no_process(make_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    server: Server = make_server(f'[models."broken"]\nsource = "{tmp_path / "nowhere"}"\n', warm_spare=True)
+    broken = tmp_path / "broken-model"  # passes the start-up check (it has a model.bin), fails to load
+    broken.mkdir()
+    (broken / "model.bin").write_bytes(b"not a CTranslate2 model")
+    server: Server = make_server(f'[models."broken"]\nsource = "{broken}"\n', warm_spare=True)
     spare = cast(int, wait_for(lambda: server.health()["spare_pid"], 30, what="a warm spare"))
     response = server.transcribe("fox.wav", model="broken")
-    assert response.status_code == 503 and "does not exist" in response.json()["error"]["message"]
+    assert response.status_code == 503 and "failed to load" in response.json()["error"]["message"]
     assert not _alive(spare)  # the spare that tried is gone, not left half-loaded
     # The worker said what is wrong with the model: that is the model's failure, not the
     # spare's, so no fresh process is tried and the model backs off.
