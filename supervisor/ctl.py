@@ -1,51 +1,95 @@
-"""`asrctl`: the administrator's command line, a thin client of the HTTP API."""
+"""`asrctl`: the administrator's command line, a thin client of the HTTP API.
+
+Everything it prints that came from the server or the user (model names, descriptions,
+errors) is plain text, never rich markup: `[models."NAME"]` in a hint must print as written.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
+from rich.cells import cell_len
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from supervisor.interfaces.http.formats import ResponseFormat
 from supervisor.interfaces.http.schemas import Health, LoadedModel, ModelList, UnloadResult
 from supervisor.models.snapshot import ModelSnapshot
+
+DEFAULT_URL = "http://127.0.0.1:5000"
 
 app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     no_args_is_help=True,
-    help="Administer a running asr-supervisor.",
+    help=(
+        "Administer a running asr-supervisor.\n\n"
+        f"The server is --url, else $ASR_URL, else {DEFAULT_URL}; the key is --api-key, else $ASR_API_KEY. "
+        "Both may come before the command (asrctl --url URL status) or after it."
+    ),
 )
-models_app = typer.Typer(no_args_is_help=True, help="Inspect the configured models.")
+models_app = typer.Typer(no_args_is_help=True, help="Inspect, load, unload and download models.")
 app.add_typer(models_app, name="models")
 console = Console()
 
-UrlOption = Annotated[str, typer.Option("--url", envvar="ASR_URL", help="the server's base URL")]
-KeyOption = Annotated[
-    str | None, typer.Option("--api-key", envvar="ASR_API_KEY", help="API or admin key, when the server has keys")
-]
-DEFAULT_URL = "http://127.0.0.1:5000"
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    url: str = DEFAULT_URL
+    api_key: str | None = None
 
 
-def _request(method: str, url: str, path: str, api_key: str | None = None, **kwargs: Any) -> httpx.Response:
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Option("--url", envvar="ASR_URL", help="the server's base URL")] = DEFAULT_URL,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", envvar="ASR_API_KEY", help="API or admin key, when the server has keys"),
+    ] = None,
+) -> None:
+    ctx.obj = Target(url, api_key)
+
+
+# The same options after the command; given there, they win over those before it (and $ASR_URL).
+UrlOption = Annotated[str | None, typer.Option("--url", help="the server's base URL (default: $ASR_URL)")]
+KeyOption = Annotated[str | None, typer.Option("--api-key", help="API or admin key (default: $ASR_API_KEY)")]
+WideOption = Annotated[bool, typer.Option("--wide", help="every column, however wide the terminal")]
+
+
+def _target(ctx: typer.Context, url: str | None, api_key: str | None) -> Target:
+    before: Target = ctx.find_root().obj or Target()
+    return Target(url or before.url, api_key or before.api_key)
+
+
+def _request(method: str, target: Target, path: str, **kwargs: Any) -> httpx.Response:
     """One call to the server; a down server or an API error is one line and exit code 1."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
     try:
         response = httpx.request(
-            method, url.rstrip("/") + path, timeout=kwargs.pop("timeout", 30), headers=headers, **kwargs
+            method, target.url.rstrip("/") + path, timeout=kwargs.pop("timeout", 30), headers=headers, **kwargs
         )
     except httpx.TransportError as exc:
-        typer.echo(f"asrctl: cannot reach asr-supervisor at {url}: {exc}", err=True)
-        raise typer.Exit(1) from None
+        _unreachable(target, exc)
     if response.status_code >= 400:
         _request_error(response)
     return response
 
 
-def _request_error(response: httpx.Response) -> None:
+def _unreachable(target: Target, exc: Exception) -> NoReturn:
+    typer.echo(f"asrctl: cannot reach asr-supervisor at {target.url}: {exc}", err=True)
+    raise typer.Exit(1)
+
+
+def _request_error(response: httpx.Response) -> NoReturn:
     try:
         message = response.json()["error"]["message"]
     except (ValueError, KeyError, TypeError):
@@ -54,17 +98,98 @@ def _request_error(response: httpx.Response) -> None:
     raise typer.Exit(1)
 
 
-def _health(url: str) -> Health:
+def _health(target: Target) -> Health:
     """`/health`, read into the same typed snapshot the server writes it from."""
-    return Health.model_validate(_request("GET", url, "/health").json())
+    return Health.model_validate(_request("GET", target, "/health").json())
 
 
-def _models_table(models: dict[str, ModelSnapshot], default: str) -> Table:
-    table = Table(
-        "model", "state", "pid", "device", "lanes", "rss MB", "ttl", "ttl left", "in flight", "requests", "note"
-    )
-    for name, m in models.items():
-        table.add_row(
+# -- tables that fit the terminal ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    header: str
+    #: 0: always shown; else the order in which columns are left out when the table is too
+    #: wide (the highest first).
+    drop: int = 0
+    #: Long text that wraps (counted at `min_width`, and at most `max_width` wide with --wide);
+    #: other columns are never wrapped or cut.
+    wraps: bool = False
+    justify: str = "left"
+    min_width: int = 20
+    max_width: int = 60
+
+    def width(self, cells: list[str], wide: bool) -> int:
+        """Its width on one line: its longest cell, or for wrapping text its min or max width."""
+        longest = max([cell_len(self.header), *map(cell_len, cells)])
+        return min(longest, self.max_width if wide else self.min_width) if self.wraps else longest
+
+
+def _fit(columns: list[Column], rows: list[list[str]], width: int, wide: bool) -> list[int]:
+    """The columns to show: all with `--wide`, else as many as fit `width`, dropping by `drop`."""
+    shown = list(range(len(columns)))
+    if wide:
+        return shown
+    while _table_width(columns, rows, shown, wide) > width:
+        droppable = [i for i in shown if columns[i].drop]
+        if not droppable:
+            break
+        shown.remove(max(droppable, key=lambda i: columns[i].drop))
+    return shown
+
+
+def _table_width(columns: list[Column], rows: list[list[str]], shown: list[int], wide: bool) -> int:
+    """A table's width: its columns' and, per column, a space each side and a rule."""
+    return sum(columns[i].width([row[i] for row in rows], wide) + 3 for i in shown) + 1
+
+
+def _print_table(columns: list[Column], rows: list[list[str]], wide: bool) -> list[int]:
+    """Print the rows with the columns that fit; return the indices of those left out."""
+    shown = _fit(columns, rows, console.width, wide)
+    table = Table()
+    for i in shown:
+        c = columns[i]
+        table.add_column(
+            c.header,
+            justify=c.justify,  # type: ignore[arg-type]  # one of rich's JustifyMethod literals
+            no_wrap=not c.wraps,
+            overflow="fold",
+            min_width=None if c.wraps else c.width([row[i] for row in rows], wide),
+            max_width=c.max_width if c.wraps and wide else None,
+        )
+    for row in rows:
+        table.add_row(*(Text(row[i]) for i in shown))  # Text: a cell is never read as markup
+    # With --wide, lines longer than the terminal are printed whole (it wraps them), not cut.
+    needed = _table_width(columns, rows, shown, wide)
+    (Console(width=needed) if wide and needed > console.width else console).print(table, crop=not wide)
+    return [i for i in range(len(columns)) if i not in shown]
+
+
+def _left_out_note(columns: list[Column], left_out: list[int]) -> None:
+    if left_out:
+        names = ", ".join(columns[i].header for i in left_out)
+        console.print(Text(f"(--wide for every column: {names})"))
+
+
+STATUS_COLUMNS = [
+    Column("model"),
+    Column("state"),
+    Column("pid", drop=3, justify="right"),
+    Column("device", drop=5),
+    Column("lanes", drop=8),
+    Column("rss MB", drop=4, justify="right"),
+    Column("ttl", drop=7, justify="right"),
+    Column("ttl left", drop=2, justify="right"),
+    Column("in flight", drop=6, justify="right"),
+    Column("requests", drop=7, justify="right"),
+    Column("note", drop=9, wraps=True),
+]
+_NOTE = len(STATUS_COLUMNS) - 1
+
+
+def _print_models(models: dict[str, ModelSnapshot], default: str, wide: bool) -> None:
+    rows = [
+        [
             f"{name} (default)" if name == default else name,
             m.state,
             str(m.pid or ""),
@@ -76,8 +201,16 @@ def _models_table(models: dict[str, ModelSnapshot], default: str) -> Table:
             str(m.in_flight),
             str(m.requests),
             m.last_error or m.description or "",
-        )
-    return table
+        ]
+        for name, m in models.items()
+    ]
+    left_out = _print_table(STATUS_COLUMNS, rows, wide)
+    if _NOTE in left_out:  # notes (a failed model's error above all) go under the table instead
+        left_out.remove(_NOTE)
+        for name, row in zip(models, rows, strict=True):
+            if row[_NOTE]:
+                console.print(Text(f"{name}: {row[_NOTE]}"))
+    _left_out_note(STATUS_COLUMNS, left_out)
 
 
 def _lanes(m: ModelSnapshot) -> str:
@@ -90,156 +223,210 @@ def _lanes(m: ModelSnapshot) -> str:
     return f"{m.concurrency}, {how}"
 
 
+# -- commands -------------------------------------------------------------------------------
+
+
 @app.command()
-def status(url: UrlOption = DEFAULT_URL) -> None:  # /health needs no key
+def status(ctx: typer.Context, url: UrlOption = None, api_key: KeyOption = None, wide: WideOption = False) -> None:
     """The server's health and every model's state."""
-    health = _health(url)
-    console.print(f"asr-supervisor at {url}: [bold]{health.status}[/bold]")
+    target = _target(ctx, url, api_key)
+    health = _health(target)
+    console.print(Text.assemble(f"asr-supervisor at {target.url}: ", (health.status, "bold")))
     found = health.devices
     gpus = ", ".join(f"{g['name']} ({g['memory_total_mb']} MB)" for g in found.get("cuda", [])) or "none"
     cpu = found.get("cpu", {})
     console.print(
-        f"devices: best {found.get('best')}; CUDA: {gpus}; CPU: {cpu.get('count')} cores"
-        + ("; Apple MPS" if found.get("mps") else "")
+        Text(
+            f"devices: best {found.get('best')}; CUDA: {gpus}; CPU: {cpu.get('count')} cores"
+            + ("; Apple MPS" if found.get("mps") else "")
+        )
     )
     limits = health.capacity
     if limits.max_loaded_models or limits.memory_budget_mb:
         console.print(
-            f"capacity: max {limits.max_loaded_models or '∞'} models, "
-            f"budget {limits.memory_budget_mb or '∞'} MB ({limits.memory_mb:.0f} MB counted, every model copy "
-            f"included), loaded: {', '.join(limits.loaded) or 'none'}"
+            Text(
+                f"capacity: max {limits.max_loaded_models or '∞'} models, "
+                f"budget {limits.memory_budget_mb or '∞'} MB ({limits.memory_mb:.0f} MB counted, every model "
+                f"copy included), loaded: {', '.join(limits.loaded) or 'none'}"
+            )
         )
-    console.print(_models_table(health.models, health.default_model))
+    _print_models(health.models, health.default_model, wide)
+
+
+CATALOGUE_COLUMNS = [
+    Column("name"),
+    Column("backend", drop=5),
+    Column("hub repo", drop=4),
+    Column("size MB", justify="right", drop=1),
+    Column("languages", drop=1),
+    Column("configured", drop=2),
+    Column("description", wraps=True, drop=3),
+]
 
 
 @models_app.command("list")
 def models_list(
+    ctx: typer.Context,
     available: Annotated[bool, typer.Option("--available", help="also list well-known models one can add")] = False,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     api_key: KeyOption = None,
+    wide: WideOption = False,
 ) -> None:
     """Configured models with their state (and, with --available, the catalogue)."""
-    health = _health(url)
-    console.print(_models_table(health.models, health.default_model))
+    target = _target(ctx, url, api_key)
+    health = _health(target)
+    _print_models(health.models, health.default_model, wide)
     if available:
         from supervisor.models.catalog import CATALOG
 
-        configured = {m.id for m in ModelList.model_validate(_request("GET", url, "/v1/models", api_key).json()).data}
-        table = Table("name", "backend", "hub repo", "size MB", "languages", "configured", "description")
-        for known in CATALOG.values():
-            is_configured = "yes" if known.name in configured else ""
-            table.add_row(
+        configured = {m.id for m in ModelList.model_validate(_request("GET", target, "/v1/models").json()).data}
+        rows = [
+            [
                 known.name,
                 known.backend,
                 known.repo,
                 str(known.size_mb),
                 known.languages_label,
-                is_configured,
+                "yes" if known.name in configured else "",
                 known.description,
-            )
-        console.print(table)
+            ]
+            for known in CATALOG.values()
+        ]
+        _left_out_note(CATALOGUE_COLUMNS, _print_table(CATALOGUE_COLUMNS, rows, wide))
         console.print(
-            'Add one to asr.toml as [models."NAME"] (source defaults to NAME; set backend when it is '
-            "not the [defaults] one), or run with --model NAME."
+            Text(
+                'Serve one with asr-supervisor --model NAME, or add it to asr.toml as [models."NAME"] (source '
+                "defaults to NAME; set backend when it is not the [defaults] one). "
+                "asrctl models download NAME fetches it beforehand."
+            )
         )
 
 
 @models_app.command("download")
 def models_download(
-    name: Annotated[str, typer.Argument(help="configured model to download")],
-    url: UrlOption = DEFAULT_URL,
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="a configured model, or any name from models list --available")],
+    url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:
     """Fetch NAME's files into the server's model cache, with a progress bar."""
-    import json
-
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    endpoint = url.rstrip("/") + "/v1/model/download"
-    failed = False
+    target = _target(ctx, url, api_key)
+    headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
+    endpoint = target.url.rstrip("/") + "/v1/model/download"
     try:
-        with (
-            httpx.stream("POST", endpoint, params={"model": name}, headers=headers, timeout=None) as response,
-            Progress(
-                TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console
-            ) as bar,
-        ):
+        with httpx.stream("POST", endpoint, params={"model": name}, headers=headers, timeout=None) as response:
             if response.status_code >= 400:
                 response.read()
                 _request_error(response)
-            task = bar.add_task(name, total=None)
-            for line in response.iter_lines():
-                event = json.loads(line)
-                if event["event"] == "progress":
-                    bar.update(task, completed=event["downloaded"], total=event["total"] or None)
-                elif event["event"] == "done":
-                    bar.update(task, completed=event["size"], total=event["size"])
-                    bar.console.print(
-                        f"{name}: {'already present' if event['cached'] else 'downloaded'} "
-                        f"({event['size'] / 1_048_576:.0f} MB) at {event['path']}"
-                    )
-                elif event["event"] == "error":
-                    failed = True
-                    bar.console.print(f"[red]{name}: {event['message']}[/red]")
+            outcome = _follow_download(name, (json.loads(line) for line in response.iter_lines() if line))
     except httpx.TransportError as exc:
-        typer.echo(f"asrctl: cannot reach asr-supervisor at {url}: {exc}", err=True)
-        raise typer.Exit(1) from None
-    if failed:
+        _unreachable(target, exc)
+    if "message" in outcome:
+        typer.echo(f"asrctl: {name}: {outcome['message']}", err=True)
         raise typer.Exit(1)
+    where = f"({outcome['size'] / 1_048_576:.0f} MB) at {outcome['path']}"
+    # soft_wrap: a path or a command is never broken across lines (the terminal wraps them).
+    console.print(Text(f"{name}: {'already present' if outcome['cached'] else 'downloaded'} {where}"), soft_wrap=True)
+    if outcome.get("configured") is False:
+        console.print(
+            Text(
+                f"{name} is not configured on this server: serve it with asr-supervisor --model {name}, "
+                f'or add [models."{name}"] to asr.toml (it will be found in the cache).'
+            ),
+            soft_wrap=True,
+        )
+
+
+def _follow_download(name: str, events: Iterator[dict[str, Any]]) -> dict[str, Any]:
+    """Draw the progress bar until the `done` or `error` event, which is returned.
+
+    The bar is hidden before an error leaves the loop, and everything is said after the
+    bar has stopped: a bar's last frame is drawn when it stops, and it once came after the
+    error it had just printed.
+    """
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    outcome: dict[str, Any] = {"message": "the server ended the download without a result"}
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(escape(name), total=None)  # the column reads markup
+        for event in events:
+            if event.get("event") == "progress":
+                bar.update(task, completed=event["downloaded"], total=event["total"] or None)
+            elif event.get("event") == "done":
+                bar.update(task, completed=event["size"], total=event["size"])
+                outcome = event
+                break
+            elif event.get("event") == "error":
+                outcome = {"message": str(event.get("message", "download failed"))}
+                break
+        if "message" in outcome:
+            bar.update(task, visible=False)
+    return outcome
 
 
 @models_app.command("load")
 def models_load(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="model to load")],
     ttl: Annotated[int | None, typer.Option(help="new idle TTL in seconds (-1 never, 0 after each request)")] = None,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:
     """Start NAME's worker now and wait until it is ready."""
+    target = _target(ctx, url, api_key)
     params: dict[str, Any] = {"model": name} | ({"ttl": ttl} if ttl is not None else {})
-    m = LoadedModel.model_validate(_request("POST", url, "/v1/model/load", api_key, params=params, timeout=900).json())
-    console.print(f"{name}: {m.state} (pid {m.pid}, {m.device}, {m.compute_type}, ttl {m.ttl})")
+    m = LoadedModel.model_validate(_request("POST", target, "/v1/model/load", params=params, timeout=900).json())
+    console.print(Text(f"{name}: {m.state} (pid {m.pid}, {m.device}, {m.compute_type}, ttl {m.ttl})"))
 
 
 @models_app.command("unload")
 def models_unload(
+    ctx: typer.Context,
     name: Annotated[str | None, typer.Argument(help="model to unload")] = None,
     all_models: Annotated[bool, typer.Option("--all", help="unload every model")] = False,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:
     """End NAME's worker (after its in-flight requests finish), freeing its memory."""
     if bool(name) == all_models:
         typer.echo("asrctl: name one model or pass --all", err=True)
         raise typer.Exit(2)
+    target = _target(ctx, url, api_key)
     params = {"all": "true"} if all_models else {"model": name}
     report = UnloadResult.model_validate(
-        _request("POST", url, "/v1/model/unload", api_key, params=params, timeout=900).json()
+        _request("POST", target, "/v1/model/unload", params=params, timeout=900).json()
     )
     if not report.unloaded:
-        console.print(f"{name or 'no model'} was not loaded: nothing to free")
+        console.print(Text("no model was loaded" if all_models else f"{name} was not loaded") + ": nothing to free")
     for r in report.unloaded:
         if r.pid is None:  # stopped mid-load: no worker had been handed over yet
-            console.print(f"{r.model}: {r.ended_by}")
+            console.print(Text(f"{r.model}: {r.ended_by}"))
         else:
-            console.print(f"{r.model}: worker {r.pid} ended by {r.ended_by}, freed {r.freed_rss_mb} MB RSS")
+            console.print(Text(f"{r.model}: worker {r.pid} ended by {r.ended_by}, freed {r.freed_rss_mb} MB RSS"))
 
 
 @app.command()
 def transcribe(
+    ctx: typer.Context,
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="audio file")],
     model: Annotated[str | None, typer.Option(help="model name; default: the server's default")] = None,
     language: Annotated[str | None, typer.Option(help="language code, e.g. en")] = None,
-    format: Annotated[str, typer.Option("--format", help="json or text")] = "text",
-    url: UrlOption = DEFAULT_URL,
+    format: Annotated[
+        ResponseFormat,
+        typer.Option(
+            "--format", help="text: the transcript; verbose_json: with segments and timings; srt, vtt: subtitles"
+        ),
+    ] = "text",
+    url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:
     """Transcribe FILE and print the result."""
+    target = _target(ctx, url, api_key)
     data = {k: v for k, v in {"model": model, "language": language, "response_format": format}.items() if v}
     with file.open("rb") as f:
         response = _request(
-            "POST", url, "/v1/audio/transcriptions", api_key, files={"file": (file.name, f)}, data=data, timeout=600
+            "POST", target, "/v1/audio/transcriptions", files={"file": (file.name, f)}, data=data, timeout=600
         )
     typer.echo(response.text.rstrip("\n"))
 

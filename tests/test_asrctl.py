@@ -9,8 +9,10 @@ import sys
 from conftest import ASSETS, Server, free_port
 
 
-def asrctl(*args: str, url: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ASR_URL": url, "COLUMNS": "200"}
+def asrctl(*args: str, url: str | None, columns: int = 200) -> subprocess.CompletedProcess[str]:
+    """`asrctl ARGS` with $ASR_URL set to `url` (unset when None), in a terminal `columns` wide."""
+    env = {k: v for k, v in os.environ.items() if k not in ("ASR_URL", "ASR_API_KEY")}
+    env |= {"COLUMNS": str(columns)} | ({"ASR_URL": url} if url is not None else {})
     return subprocess.run(
         [sys.executable, "-m", "supervisor.ctl", *args], capture_output=True, text=True, timeout=120, env=env
     )
@@ -75,7 +77,7 @@ def test_load_and_unload_by_hand(make_server) -> None:  # type: ignore[no-untype
     assert out.returncode == 0 and "was not loaded" in out.stdout
 
     assert server.transcribe("short.wav").status_code == 200  # /v1 audio needs no key: only admin keys are set
-    out = asrctl("models", "unload", "--all", "--api-key", "boss", url=server.url)
+    out = asrctl("--api-key", "boss", "models", "unload", "--all", url=server.url)  # the key before the command
     assert out.returncode == 0 and "tiny.en: worker" in out.stdout
     assert worker_pids(server.pid) == []
 
@@ -97,3 +99,54 @@ def test_seed_unload_path_waits_for_in_flight_work(make_server, tmp_path) -> Non
     assert server.model()["state"] == "unloaded"
     r = server.client.post("/v1/model/unload")
     assert r.status_code == 400
+
+
+def test_url_and_key_go_before_or_after_the_command_and_help_names_them(shared_server: Server) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    for args in (["--url", shared_server.url, "status"], ["status", "--url", shared_server.url]):
+        out = asrctl(*args, url=None)
+        assert out.returncode == 0 and "healthy" in out.stdout, (args, out.stderr)
+    out = asrctl("--url", shared_server.url, "status", url=dead)  # the flag wins over $ASR_URL
+    assert out.returncode == 0 and "healthy" in out.stdout, out.stderr
+    out = asrctl("--url", dead, "status", "--url", shared_server.url, url=None)  # after the command wins
+    assert out.returncode == 0, out.stderr
+
+    top = asrctl("--help", url=None, columns=80).stdout
+    assert all(word in top for word in ("--url", "ASR_URL", "--api-key", "ASR_API_KEY"))
+    help_text = asrctl("transcribe", "--help", url=None, columns=80).stdout
+    assert all(fmt in help_text for fmt in ("json", "text", "srt", "vtt", "verbose_json"))
+    out = asrctl("transcribe", str(ASSETS / "fox.wav"), "--format", "srt", url=shared_server.url)
+    assert out.returncode == 0 and "00:00:00,000 -->" in out.stdout
+    out = asrctl("transcribe", str(ASSETS / "fox.wav"), "--format", "yaml", url=shared_server.url)
+    assert out.returncode == 2 and "verbose_json" in out.stderr  # refused before any request, naming the choices
+
+
+def test_tables_fit_80_columns_without_cutting_names_or_eating_brackets(make_server) -> None:  # type: ignore[no-untyped-def]
+    long_name = "meeting-notes-english-tiny"
+    server: Server = make_server(f"""
+    [models."tiny.en"]
+    source = "bundled"
+    description = 'copy of [models."tiny.en"] [bold]'
+    [models."{long_name}"]
+    source = "bundled"
+    """)
+    status = asrctl("status", url=server.url, columns=80)
+    listing = asrctl("models", "list", "--available", url=server.url, columns=80)
+    for out in (status, listing):
+        assert out.returncode == 0, out.stderr
+        assert "…" not in out.stdout
+        assert max(len(line) for line in out.stdout.splitlines()) <= 80, out.stdout
+        assert "tiny.en (default)" in out.stdout and long_name in out.stdout
+        assert 'copy of [models."tiny.en"] [bold]' in out.stdout  # rich markup would eat both
+        assert "--wide" in out.stdout  # says that columns were left out, and how to see them
+    for name in ("distil-large-v3.5", "distil-medium.en", "large-v3-turbo"):
+        assert f" {name} " in listing.stdout
+    assert '[models."NAME"]' in listing.stdout
+
+    wide = asrctl("models", "list", "--available", "--wide", url=server.url, columns=80)
+    for header in ("lanes", "in flight", "requests", "note", "hub repo", "backend"):
+        assert header in wide.stdout
+    assert "Systran/faster-distil-whisper-large-v3" in wide.stdout
+
+    out = asrctl("models", "unload", "--all", url=server.url)
+    assert out.returncode == 0 and out.stdout.strip() == "no model was loaded: nothing to free"

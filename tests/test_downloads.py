@@ -89,7 +89,8 @@ def test_asrctl_download_then_serve_from_the_cache(make_server, hub: HubStandIn,
     assert len(hub.requests) == requests, "loading a cached model must not touch the network"
 
     out = asrctl("models", "download", "nowhere", url=server.url)
-    assert out.returncode == 1 and "nobody/no-such-model" in out.stdout
+    assert out.returncode == 1 and "nobody/no-such-model" in out.stderr and out.stderr.count("\n") == 1
+    assert "━" not in out.stdout  # the failed download's bar is not drawn again after the error
     r = server.transcribe("fox.wav", model="nowhere")
     assert r.status_code == 503 and "could not download" in r.json()["error"]["message"]
 
@@ -107,3 +108,30 @@ def test_available_catalogue_lists_well_known_models(shared_server: Server) -> N
     for name in ("large-v3", "large-v3-turbo", "distil-large-v3", "small.en"):
         assert name in out.stdout
     assert "Systran/faster-whisper-large-v3" in out.stdout
+
+
+def test_asrctl_downloads_a_catalogue_model_that_is_not_configured(make_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # `tiny` is in the catalogue (Systran/faster-whisper-tiny) but not in this asr.toml; the
+    # stand-in serves the bundled files under that repo's name.
+    cache = tmp_path / "cache"
+    config = f'[defaults]\nttl = -1\ncache_dir = "{cache}"\n[models."tiny.en"]\nsource = "bundled"\n'
+    with HubStandIn({"Systran/faster-whisper-tiny": get_model_path()}) as hub:
+        env = hub_env(hub, tmp_path)
+        server: Server = make_server(config, env=env)
+        out = asrctl("models", "download", "tiny", url=server.url, columns=80)
+        assert out.returncode == 0, out.stderr
+        assert "tiny: downloaded (74 MB)" in out.stdout
+        assert '[models."tiny"]' in out.stdout and "--model tiny" in out.stdout  # how to serve it, as written
+        assert list(cache.glob("models--Systran--faster-whisper-tiny/snapshots/*/model.bin"))
+
+        out = asrctl("models", "download", "tiny-typo", url=server.url)
+        assert out.returncode == 1 and "nor a catalogue name" in out.stderr and "404" in out.stderr
+        assert server.client.get("/v1/models/tiny").status_code == 404  # fetched, not configured
+        fetched = len(hub.requests)
+
+        # Served later by name, it loads from that cache: no warning, no request to the hub.
+        later: Server = make_server(config, "--model", "tiny", env=env)
+        assert "not downloaded yet" not in later.log()
+        r = later.transcribe("fox.wav")
+        assert r.status_code == 200 and "fox" in r.json()["text"].lower()
+        assert len(hub.requests) == fetched

@@ -12,8 +12,44 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-from supervisor.config import ModelSpec
+from supervisor.config import ModelSpec, Settings, unconfigured_spec
+from supervisor.models import catalog
 from supervisor.models import files as model_files
+from supervisor.models.registry import ModelRegistry, UnknownModel
+
+
+class NotDownloadable(UnknownModel):
+    """Neither a configured model nor a catalogue name: nothing says what to fetch."""
+
+    def __init__(self, name: str, configured: list[str]) -> None:
+        LookupError.__init__(
+            self,
+            f"The model '{name}' is neither configured ({', '.join(configured)}) nor a catalogue name "
+            "(asrctl models list --available lists them).",
+        )
+        self.name = name
+
+
+def spec_to_download(registry: ModelRegistry, name: str) -> ModelSpec:
+    """What `name` means to a download: a configured model (or an alias), else a catalogue name.
+
+    A catalogue model that is not configured is fetched with `[defaults]` and the flags (its
+    `cache_dir` above all), into the cache a later `[models.NAME]` or `--model NAME` reads.
+    """
+    try:
+        return registry.get(name).spec
+    except UnknownModel:
+        spec = catalogue_spec(registry.settings, name)
+        if spec is None:
+            raise NotDownloadable(name, registry.names()) from None
+        return spec
+
+
+def catalogue_spec(settings: Settings, name: str) -> ModelSpec | None:
+    """`name` as `--model NAME` would serve it, when it is a catalogue name; else None."""
+    backend = settings.model_defaults.get("backend")
+    known = (catalog.lookup(name, backend) if isinstance(backend, str) else None) or catalog.lookup(name)
+    return None if known is None else unconfigured_spec(settings, name, backend=known.backend)
 
 
 async def download(spec: ModelSpec) -> AsyncIterator[dict[str, Any]]:
@@ -46,6 +82,8 @@ async def download(spec: ModelSpec) -> AsyncIterator[dict[str, Any]]:
             except ValueError:
                 continue
             finished = finished or event.get("event") in ("done", "error")
+            if event.get("event") == "error":  # the hub's messages run over several lines: one line here
+                event["message"] = " ".join(str(event.get("message", "")).split())
             yield {"model": spec.name, **event}
         stderr = (await proc.stderr.read()).decode(errors="replace").strip()
         code = await proc.wait()

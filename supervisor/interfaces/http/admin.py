@@ -54,16 +54,20 @@ async def download_model(
 ) -> StreamingResponse:
     """Fetch the model's files into its cache, streaming progress as NDJSON lines.
 
-    Events: `{"event": "progress", "downloaded", "total"}` ..., then `{"event": "done",
-    "path", "size", "cached"}` or `{"event": "error", "message"}`.
+    `model` is a configured model or any catalogue name (fetched as `--model NAME` would
+    load it). Events: `{"event": "progress", "downloaded", "total"}` ..., then
+    `{"event": "done", "path", "size", "cached", "configured"}` or `{"event": "error", "message"}`.
     """
     try:
-        owner = _registry(request).get(model)
+        spec = downloads.spec_to_download(_registry(request), model)
     except UnknownModel as exc:
         raise api_error(exc) from None
+    configured = spec.name in _registry(request).names()  # else a catalogue name, fetched for later
 
     async def lines() -> AsyncIterator[str]:
-        async for event in downloads.download(owner.spec):
+        async for event in downloads.download(spec):
+            if event["event"] == "done":
+                event["configured"] = configured
             yield json.dumps(event) + "\n"
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
