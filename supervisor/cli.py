@@ -142,7 +142,9 @@ def download_all(settings: Settings) -> int:
     """Fetch every configured model's files with a progress bar; 0 if all are present after."""
     import asyncio
 
+    from rich.markup import escape
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+    from rich.text import Text
 
     from supervisor.models.downloads import download
 
@@ -150,17 +152,18 @@ def download_all(settings: Settings) -> int:
         failures = 0
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn()) as bar:
             for spec in settings.models.values():
-                task = bar.add_task(spec.name, total=None)
+                task = bar.add_task(escape(spec.name), total=None)
                 async for event in download(spec):
                     if event["event"] == "progress":
                         bar.update(task, completed=event["downloaded"], total=event["total"] or None)
                     elif event["event"] == "done":
                         bar.update(task, completed=event["size"], total=event["size"])
                         note = "already present" if event["cached"] else "downloaded"
-                        bar.console.print(f"{spec.name}: {note} at {event['path']}")
+                        bar.console.print(Text(f"{spec.name}: {note} at {event['path']}"), soft_wrap=True)
                     elif event["event"] == "error":
                         failures += 1
-                        bar.console.print(f"[red]{spec.name}: {event['message']}[/red]")
+                        bar.update(task, visible=False)  # a failed bar is not drawn again under its error
+                        bar.console.print(Text(f"{spec.name}: {event['message']}", style="red"), soft_wrap=True)
         return 1 if failures else 0
 
     return asyncio.run(run())

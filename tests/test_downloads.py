@@ -67,6 +67,11 @@ def test_download_only_fetches_once_then_never_touches_the_network(hub: HubStand
     assert second.returncode == 0 and "hub-tiny: already present" in second.stdout
     assert len(hub.requests) == requests, "a second run with the files present made HTTP requests"
 
+    path.write_text(config(cache))  # with `nowhere`, whose repo the hub does not have
+    failed = subprocess.run(run, check=False, capture_output=True, text=True, env=env, timeout=300)
+    assert failed.returncode == 1 and "nowhere: could not download 'nobody/no-such-model'" in failed.stdout
+    assert not any(line.startswith("nowhere ") for line in failed.stdout.splitlines()), failed.stdout  # no bar
+
 
 def test_asrctl_download_then_serve_from_the_cache(make_server, hub: HubStandIn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cache = tmp_path / "cache"
