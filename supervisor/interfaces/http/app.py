@@ -31,8 +31,9 @@ def create_app(settings: Settings) -> FastAPI:
                 raise
             yield
             # Shutdown, in order: uvicorn has stopped accepting and drained in-flight HTTP
-            # requests; the stack then stops the announcer, closes Wyoming connections, ends
-            # every worker and removes the sockets' directory.
+            # requests; the stack then stops the announcer, lets Wyoming connections finish
+            # their utterances until the drain's deadline (server.py), ends every worker and
+            # removes the sockets' directory.
 
     # FastAPI's own unguarded description and pages are off: `docs` serves them, behind the keys.
     app = FastAPI(
@@ -81,6 +82,7 @@ async def _start(app: FastAPI, settings: Settings, started: contextlib.AsyncExit
         started.push_async_callback(wyoming.stop)
     app.state.registry = registry
     app.state.service = service
+    app.state.wyoming = wyoming  # the HTTP server drains it at shutdown, beside its own connections
     if wyoming is not None and server.zeroconf and not server.wyoming_uri:
         from supervisor.interfaces.wyoming.discovery import Announcer  # only then: zeroconf is not free to import
 

@@ -1,10 +1,21 @@
-"""`GET /health`: liveness plus each model's state; open even when API keys are set."""
+"""`GET /health` (each model's state), `/health/live` and `/health/ready` (for systemd, load
+balancers and orchestrators); all three open even when API keys are set.
+
+Ready means a request sent now would be served: the server listens and is not draining,
+its configuration is the validated one it started with (a reload that fails keeps it), and
+the default model is loadable: not `failed`, which includes backing off after a failed
+load. A model still loading is ready: requests queue for it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+from typing import Literal
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from supervisor.interfaces.http.schemas import CapacityInfo, Health
 from supervisor.models.registry import ModelRegistry
@@ -45,3 +56,50 @@ async def health(request: Request) -> Health:
         ),
         models=models,
     )
+
+
+class Liveness(BaseModel):
+    status: Literal["alive"] = "alive"
+    pid: int
+
+
+class ReadyChecks(BaseModel):
+    listening: bool = Field(description="HTTP listens and the server is not draining for a stop")
+    config: Literal["valid"] = Field(description="the configuration in force passed validation")
+    default_model: str
+    default_model_state: str
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    reason: str | None = Field(None, description="why not ready")
+    checks: ReadyChecks
+
+
+@router.get("/health/live")
+async def live() -> Liveness:
+    """The process is up and its event loop answers; nothing else is checked."""
+    return Liveness(pid=os.getpid())
+
+
+@router.get("/health/ready", responses={503: {"model": Readiness, "description": "not ready; `reason` says why"}})
+async def ready(request: Request) -> JSONResponse:
+    """200 when a request sent now would be served, else 503 with the reason."""
+    registry: ModelRegistry = request.app.state.registry
+    name = registry.default_model
+    model = registry.get(name).snapshot()
+    checks = ReadyChecks(
+        listening=bool(getattr(request.app.state, "accepting", False)),
+        config="valid",
+        default_model=name,
+        default_model_state=model.state,
+    )
+    reason = None
+    if not checks.listening:
+        reason = "the server is stopping"
+    elif model.state == "failed":
+        reason = f"the default model {name} failed to load: {model.last_error or 'no reason given'}"
+        if model.retry_in:
+            reason += f" (next try in {model.retry_in:.0f} s)"
+    body = Readiness(status="not_ready" if reason else "ready", reason=reason, checks=checks)
+    return JSONResponse(body.model_dump(), status_code=503 if reason else 200)

@@ -13,6 +13,8 @@ Rules the bugs taught us:
   model's lease is given back at once, not after a decode nobody will read.
 - **Whatever a connection holds is released in `run`'s `finally`**: its connection slot,
   its share of the audio budget, its live session.
+- **A server that stops lets the utterance being spoken finish** (`drain`): the
+  connection closes at once if it is between utterances, else after the transcript.
 """
 
 from __future__ import annotations
@@ -91,6 +93,8 @@ class WyomingHandler(AsyncEventHandler):
         self._utterance = Utterance()
         self._streaming = False  # the client asked with transcribe (HA ≥ 2025 streams transcripts)
         self._live: LiveUtterance | None = None  # this utterance, decoded while it is spoken
+        self._in_utterance = False  # transcribe/audio-start/audio seen, its answer not yet written
+        self._closing: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # set by `drain`
 
     @property
     def peer(self) -> str:
@@ -133,15 +137,28 @@ class WyomingHandler(AsyncEventHandler):
             self.writer.transport.abort()
             raise ConnectionAbortedError("the client reads nothing") from None
 
+    def drain(self) -> None:
+        """The server is stopping: close after the utterance in progress (now if none)."""
+        if not self._closing.done():
+            self._closing.set_result(None)
+
     async def _serve(self) -> None:
         """Read events, each while the previous one is handled (see the module's rules)."""
         reading = self._read_next()
         try:
             while True:
-                done, _ = await asyncio.wait({reading}, timeout=self._limits.idle_timeout)
+                if self._closing.done() and not self._in_utterance:
+                    log.info("wyoming %s: closing, the server is stopping", self.peer)
+                    return
+                waits: set[asyncio.Future[Any]] = {reading} if self._closing.done() else {reading, self._closing}
+                done, _ = await asyncio.wait(
+                    waits, timeout=self._limits.idle_timeout, return_when=asyncio.FIRST_COMPLETED
+                )
                 if not done:
                     log.info("closing a Wyoming connection idle for %.0fs", self._limits.idle_timeout)
                     return
+                if reading not in done:
+                    continue  # `drain` was called: the loop's first test decides
                 event = reading.result()  # raises the read's Refusal or ConnectionError
                 if event is None:
                     return
@@ -173,18 +190,22 @@ class WyomingHandler(AsyncEventHandler):
         if isinstance(incoming, DescribeRequest):
             await self.write_event(build_info(self._service.registry).event())
         elif isinstance(incoming, TranscribeRequest):
+            self._in_utterance = True
             await self._drop_live()
             self._replace_utterance(Utterance(incoming.name, incoming.language, incoming.prompt))
             self._streaming = True
             # An unknown model is reported at audio-stop, where the client reads: closing
             # now would break the audio it is still writing.
         elif isinstance(incoming, AudioBegins):
+            self._in_utterance = True
             await self._drop_live()
             previous = self._utterance
             self._replace_utterance(Utterance(previous.model, previous.language, previous.prompt))
         elif isinstance(incoming, ChunkIn):
+            self._in_utterance = True
             await self._add_chunk(incoming)
         elif isinstance(incoming, AudioEnds):
+            self._in_utterance = False  # the loop reads it once the answer below is written
             return await self._finish()
         return True  # None: events for other services (wake, tts...) are not ours: ignore
 
