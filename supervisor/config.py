@@ -169,6 +169,8 @@ class Settings:
     config_path: Path | None = None
     #: `[defaults]` with the model flags (`--device` ...) over it: what a model without a table gets.
     model_defaults: dict[str, Any] = field(default_factory=dict)
+    #: The flags these settings were made with: a reload reads `config_path` again with them.
+    overrides: Overrides = field(default_factory=lambda: Overrides())
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +259,7 @@ def load_settings(path: Path | None, overrides: Overrides = Overrides()) -> Sett
         admin_keys=tuple(parsed.server.admin_keys or _env_list("ASR_ADMIN_KEYS")),
         config_path=path,
         model_defaults={**parsed.defaults, **_given(overrides, MODEL_KEYS)},
+        overrides=overrides,
     )
 
 
