@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from supervisor.config import ModelSpec
     from supervisor.models.snapshot import ModelSnapshot
     from supervisor.workers.process import WorkerProcess
 
@@ -55,6 +56,31 @@ class Close:
 
 
 @dataclass(slots=True)
+class Respec:
+    """A reload changed the model's keys (or brought back a model being retired).
+
+    Answered at once with what happens: "applied" (no worker to replace, or only the
+    supervisor's keys changed), "replacing" (the idle worker is being replaced now) or
+    "replaced once idle" (requests in flight finish on the old worker first).
+    """
+
+    reply: asyncio.Future[str]
+    spec: ModelSpec
+    memory_estimate_mb: float
+
+
+@dataclass(slots=True)
+class Retire:
+    """A reload removed the model: finish what was taken on, stop the worker, end the owner.
+
+    Answered when the owner ends ("retired", or "shut down" when the server stopped first),
+    or with "kept" when a later reload brought the model back first (`Respec`).
+    """
+
+    reply: asyncio.Future[str]
+
+
+@dataclass(slots=True)
 class Exited:
     """A worker process ended (reported by its exit watcher)."""
 
@@ -82,4 +108,4 @@ class Stopped:
     how: str
 
 
-Command = Acquire | Release | Load | Unload | Status | Close | Exited | Started | Stopped
+Command = Acquire | Release | Load | Unload | Status | Close | Respec | Retire | Exited | Started | Stopped

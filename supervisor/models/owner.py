@@ -16,6 +16,10 @@ worker stopped and reaped. Every handler is synchronous; the only await is the i
 The idle TTL is the timeout on that inbox read, armed only while the worker is ready
 and nothing is in flight or queued, so it cannot fire under a request. The state ×
 event table lives in `states.py`.
+
+A reload reaches a model through its inbox too: `Respec` hands it new keys (a worker whose
+options changed is replaced once its in-flight requests are done; requests that come
+meanwhile wait for the new one), `Retire` ends it once what it took on is finished.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ from supervisor.models.commands import (
     Grant,
     Load,
     Release,
+    Respec,
+    Retire,
     Started,
     Status,
     Stopped,
@@ -124,6 +130,9 @@ class ModelOwner:
         self._draining: str | None = None  # why to stop once the in-flight requests end
         self._stop_reason = "unload"
         self._closing: asyncio.Future[None] | None = None
+        self._retiring: asyncio.Future[str] | None = None  # removed by a reload: end once idle
+        self._next_spec: tuple[ModelSpec, float] | None = None  # a reload's spec, for the next worker
+        self._restart = False  # a reload replaces the worker: start the next one without a request
         self._attempt = 0
         self._start_began = 0.0
         self._start_task: asyncio.Task[None] | None = None
@@ -141,6 +150,27 @@ class ModelOwner:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"owner-{self.spec.name}")
+
+    @property
+    def running(self) -> bool:
+        """The owner task is there to read what is posted now (false once closed or retired)."""
+        return self._task is not None and not self._task.done()
+
+    def respec(self, spec: ModelSpec, memory_estimate_mb: float) -> asyncio.Future[str]:
+        """A reload's new keys for this model (see `Respec` for the answer).
+
+        Posted before this returns, so a reload posts every change in one step, with no
+        request routed in between, and awaits the answers after.
+        """
+        reply: asyncio.Future[str] = self._new_reply()
+        self._post(Respec(reply, spec, memory_estimate_mb))
+        return reply
+
+    def retire(self) -> asyncio.Future[str]:
+        """The model was removed: finish in-flight requests, stop the worker, end (see `Retire`)."""
+        reply: asyncio.Future[str] = self._new_reply()
+        self._post(Retire(reply))
+        return reply
 
     @contextlib.asynccontextmanager
     async def lease(self) -> AsyncIterator[Lease]:
@@ -272,8 +302,10 @@ class ModelOwner:
                 self._begin_stop("ttl")
             else:
                 self._handle(command)
-            if self._closing is not None and self._settled():
-                _reply(self._closing, None)
+            if self._retiring is not None:
+                self._retire_if_idle()
+            if self._finished():
+                self._end()
                 return
 
     async def _next_command(self) -> Command | None:
@@ -309,6 +341,10 @@ class ModelOwner:
                 _reply(command.reply, self.snapshot())
             case Close():
                 self._on_close(command)
+            case Respec():
+                self._on_respec(command)
+            case Retire():
+                self._on_retire(command)
             case Exited():
                 self._on_exited(command)
             case Started():
@@ -364,6 +400,7 @@ class ModelOwner:
             _reply(command.reply, "not loaded")
             return
         self._unloads.append(command.reply)
+        self._restart = False  # an unload wins over a reload's replacement
         if self._state is State.STARTING:
             self._abort_start(command.reason)
         elif self._state is State.READY and self._in_flight:
@@ -380,6 +417,56 @@ class ModelOwner:
             self._abort_start("shutdown")
         elif self._state is State.READY:
             self._begin_stop("shutdown")  # at once: the HTTP server has already drained its requests
+
+    def _on_respec(self, command: Respec) -> None:
+        if self._closing is not None:
+            _reply(command.reply, "shutting down")
+            return
+        if self._retiring is not None:  # removed, then brought back before it ended
+            _reply(self._retiring, "kept")
+            self._retiring = None
+        old, new = self.spec, command.spec
+        if new.ttl != old.ttl:
+            self._ttl = new.ttl  # else a TTL set by `load(ttl)` stands
+        if new.options == old.options:  # the supervisor's keys only: nothing for the worker
+            self.spec = new
+            self._memory_estimate_mb = command.memory_estimate_mb
+            _reply(command.reply, "applied")
+            return
+        self._failures = 0  # new options, a fresh start: no back-off from the old ones' failures
+        if self._state is State.READY:
+            # The running worker has the old options: it finishes what it took on, then goes.
+            self._next_spec = (new, command.memory_estimate_mb)
+            if self._draining is None:  # else an unload is under way, and wins
+                self._restart = True
+                self._draining = "reload"
+            if self._in_flight:
+                self._ask_leases_back()
+                _reply(command.reply, "replaced once idle")
+            else:
+                self._begin_stop(self._draining or "reload")
+                _reply(command.reply, "replacing")
+            return
+        self._next_spec = None
+        self._swap_spec(new, command.memory_estimate_mb)
+        if self._state is State.STARTING:  # loading the old options: start again with the new
+            self._restart = True
+            self._abort_start("reload", keep_loads=True)
+            _reply(command.reply, "replacing")
+            return
+        if self._state is State.FAILED:
+            self._set_state(State.UNLOADED, "reload: new settings, no back-off")
+        _reply(command.reply, "applied")  # unloaded, or stopping: the next worker has the new options
+
+    def _on_retire(self, command: Retire) -> None:
+        self._retiring = command.reply
+        self._restart = False
+        for reply in self._loads:
+            _reply(reply, error=ModelUnavailable(f"model {self.spec.name!r} was removed from the configuration"))
+        self._loads = []
+        if self._state is State.READY and self._in_flight:
+            self._ask_leases_back()  # live sessions finish what they heard; file requests just finish
+        # The rest is `_retire_if_idle`, after every command from now on.
 
     def _on_exited(self, command: Exited) -> None:
         if command.worker is not self._worker or self._state is not State.READY:
@@ -456,6 +543,7 @@ class ModelOwner:
     def _start_if_stopped(self) -> None:
         if self._state not in (State.UNLOADED, State.FAILED):
             return  # starting: it will serve them; stopping or draining: _resume() starts the next
+        self._restart = False
         self._attempt += 1
         self._start_began = self._clock.now()
         self._set_state(State.STARTING, "request" if self._stats.requests else "first use")
@@ -482,12 +570,13 @@ class ModelOwner:
         finally:
             self._inbox.put_nowait(outcome)
 
-    def _abort_start(self, reason: str) -> None:
+    def _abort_start(self, reason: str, keep_loads: bool = False) -> None:
         self._stop_reason = reason
         self._set_state(State.STOPPING, f"{reason} while loading")
-        for reply in self._loads:
-            _reply(reply, error=ModelUnavailable(f"model {self.spec.name!r} was unloaded while loading ({reason})"))
-        self._loads = []
+        if not keep_loads:
+            for reply in self._loads:
+                _reply(reply, error=ModelUnavailable(f"model {self.spec.name!r} was unloaded while loading ({reason})"))
+            self._loads = []
         if self._start_task is not None:
             self._start_task.cancel()
 
@@ -526,14 +615,72 @@ class ModelOwner:
         self._generation += 1
         self._draining = None
         self._stats.unloads[why] = self._stats.unloads.get(why, 0) + 1
+        if self._next_spec is not None:  # a reload waited for this worker to go
+            self._swap_spec(*self._next_spec)
+            self._next_spec = None
+
+    def _swap_spec(self, spec: ModelSpec, memory_estimate_mb: float) -> None:
+        self.spec = spec
+        self._memory_estimate_mb = memory_estimate_mb
+        self._measured_mb = self._footprint_mb = 0.0  # a new worker's memory is measured anew
+
+    def _retire_if_idle(self) -> None:
+        """A removed model stops as soon as nothing is in flight or waiting for it."""
+        waiting = any(not a.reply.done() for a in self._waiting)
+        if self._closing is not None or waiting:
+            return
+        if self._state is State.READY and not self._in_flight and self._draining is None:
+            self._begin_stop("removed")
+        elif self._state is State.STARTING and not self._loads:
+            self._abort_start("removed")
+
+    def _finished(self) -> bool:
+        if not self._settled():
+            return False
+        if self._closing is not None:
+            return True
+        # A retiring owner reads everything already posted first: a reload that brings the
+        # model back (`Respec`) may be queued behind the report that settled it.
+        waiting = self._loads or any(not a.reply.done() for a in self._waiting)
+        return self._retiring is not None and not waiting and self._inbox.empty()
+
+    def _end(self) -> None:
+        """The owner task's last act: answer its closer or retirer, and whatever is still posted.
+
+        Nothing posted after this is read (`_new_reply` refuses once the task is done, in this
+        same step of the loop), so nobody is left waiting on an owner that is gone.
+        """
+        if self._closing is not None:
+            _reply(self._closing, None)
+        if self._retiring is not None:
+            _reply(self._retiring, "shut down" if self._closing is not None else "retired")
+        gone = ModelUnavailable(
+            "the server is shutting down"
+            if self._closing is not None
+            else f"model {self.spec.name!r} was removed from the configuration"
+        )
+        while not self._inbox.empty():
+            match self._inbox.get_nowait():
+                case Close(reply=reply):
+                    _reply(reply, None)
+                case Acquire(reply=reply) | Load(reply=reply) | Status(reply=reply):
+                    _reply(reply, error=gone)
+                case Unload(reply=reply):
+                    _reply(reply, "not loaded")
+                case Retire(reply=reply) | Respec(reply=reply):
+                    _reply(reply, "shut down" if self._closing is not None else "retired")
+                case _:
+                    pass  # reports and releases: there is nobody left to tell
 
     def _ask_leases_back(self) -> None:
         if (notice := self._wind_down.get(self._generation)) is not None:
             notice.set()
 
     def _resume(self) -> None:
-        """After a worker ended: start the next one if requests or loads are waiting for it."""
-        if self._closing is None and (self._loads or any(not a.reply.done() for a in self._waiting)):
+        """After a worker ended: start the next one if requests or loads are waiting for it,
+        or a reload is replacing it."""
+        wanted = self._loads or any(not a.reply.done() for a in self._waiting)
+        if self._closing is None and (wanted or (self._restart and self._retiring is None)):
             self._start_if_stopped()
 
     def _answer_unloads(self, how: str) -> None:

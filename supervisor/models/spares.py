@@ -86,17 +86,32 @@ class SparePool:
             return None
         return spare
 
+    async def reconfigure(self, enabled: bool, backends: Iterable[str]) -> None:
+        """A reload: keep a spare for each of `backends` (when enabled), end the others' spares."""
+        wanted = dict.fromkeys(backends)
+        self._enabled = enabled
+        dropped = [place for backend, place in self._places.items() if backend not in wanted or not enabled]
+        self._places = {backend: self._places.get(backend) or _Place(backend) for backend in wanted}
+        await self._empty(dropped)
+        for place in self._places.values():
+            if place.spare is None:
+                self._refill(place, delay=0.0)
+
     async def close(self) -> None:
         self._closed = True
-        tasks = [place.task for place in self._places.values() if place.task is not None]
+        await self._empty(list(self._places.values()))
+
+    async def _empty(self, places: list[_Place]) -> None:
+        """Stop making spares for `places` and end the ones they hold."""
+        tasks = [place.task for place in places if place.task is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        spares = [place.spare for place in self._places.values() if place.spare is not None]
-        for place in self._places.values():
-            place.spare = None
+        spares = [place.spare for place in places if place.spare is not None]
+        for place in places:
+            place.spare, place.task = None, None
         await asyncio.gather(*(spare.stop() for spare in spares))
 
     def _refill(self, place: _Place, delay: float) -> None:

@@ -1,5 +1,5 @@
-"""Admin API: load and unload models by hand (what `asrctl models load|unload` calls), and
-switch the server-wide default model.
+"""Admin API: load and unload models by hand (what `asrctl models load|unload` calls),
+switch the server-wide default model, and reload the configuration (`asrctl reload`).
 
 Kept on the path `seeds/whisper-server-ttl.md` named, `POST /v1/model/unload?model=`,
 with `load` beside it. The default-model switch is here too: it changes what every other
@@ -18,11 +18,12 @@ from pydantic import BaseModel
 
 from supervisor.config import MAX_TTL
 from supervisor.interfaces.http.auth import require_admin_key
-from supervisor.interfaces.http.errors import api_error, bad_request
+from supervisor.interfaces.http.errors import APIError, api_error, bad_request
 from supervisor.interfaces.http.schemas import DefaultModelChoice, LoadedModel, UnloadReport, UnloadResult
 from supervisor.models import downloads
 from supervisor.models.owner import ModelUnavailable
 from supervisor.models.registry import ModelRegistry, UnknownModel
+from supervisor.reload import Reloader, ReloadFailed, ReloadReport
 
 router = APIRouter(dependencies=[Depends(require_admin_key)])
 
@@ -106,3 +107,16 @@ async def set_default_model(request: Request, choice: ModelChoice) -> DefaultMod
     except UnknownModel as exc:
         raise api_error(exc) from None
     return DefaultModelChoice(model=name)
+
+
+@router.post("/v1/admin/reload", responses={422: {"description": "the file is invalid: nothing was changed"}})
+async def reload_config(request: Request) -> ReloadReport:
+    """Read the configuration file again and apply it, as SIGHUP does (`systemctl reload`).
+
+    An invalid file changes nothing: 422 with the reason, code `invalid_config`.
+    """
+    reloader: Reloader = request.app.state.reloader
+    try:
+        return await reloader.reload()
+    except ReloadFailed as exc:
+        raise APIError(422, f"the configuration was not reloaded: {exc}", code="invalid_config") from None

@@ -14,6 +14,7 @@ from supervisor.interfaces.http.startup import QuietStartupFailure, StartupError
 from supervisor.interfaces.http.upload_limit import UploadLimit
 from supervisor.interfaces.wyoming.server import WyomingService
 from supervisor.models.registry import ModelRegistry
+from supervisor.reload import Reloader
 from supervisor.service import TranscriptionService
 from supervisor.workers import runtime_dir
 
@@ -83,6 +84,10 @@ async def _start(app: FastAPI, settings: Settings, started: contextlib.AsyncExit
     app.state.registry = registry
     app.state.service = service
     app.state.wyoming = wyoming  # the HTTP server drains it at shutdown, beside its own connections
+    # SIGHUP reloads asr.toml (so does POST /v1/admin/reload); closed before the workers stop.
+    app.state.reloader = Reloader(app, registry)
+    app.state.reloader.install_signal_handler()
+    started.push_async_callback(app.state.reloader.close)
     if wyoming is not None and server.zeroconf and not server.wyoming_uri:
         from supervisor.interfaces.wyoming.discovery import Announcer  # only then: zeroconf is not free to import
 
