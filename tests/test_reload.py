@@ -6,17 +6,25 @@ replaced once idle, an invalid file changes nothing, and no request in flight fa
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import json
 import signal
 import textwrap
 import threading
 import time
+import wave
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import psutil
-from conftest import ASSETS, Server, make_long_clip, record_figure, wait_for, worker_pids
+from conftest import ASSETS, Server, key_words_found, make_long_clip, record_figure, wait_for, worker_pids
+from websockets.asyncio.client import connect
+from wyoming.asr import Transcribe, Transcript
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.client import AsyncTcpClient
+from wyoming.error import Error
 
 ONE = """
 [server]
@@ -224,3 +232,66 @@ def test_no_request_fails_across_reloads_under_load(make_server: Callable[..., S
     record_figure("reload", "requests across 5 reloads (3 clients), all 200", len(statuses))
     record_figure("reload", "admin reload call, slowest (s)", f"{max(reload_seconds):.3f}")
     assert psutil.pid_exists(server.pid)
+
+
+def _pcm(name: str) -> bytes:
+    with wave.open(str(ASSETS / f"{name}.wav"), "rb") as clip:
+        return clip.readframes(clip.getnframes())
+
+
+def test_wyoming_and_live_sessions_in_flight_go_on_across_a_reload(make_server: Callable[..., Server]) -> None:
+    """A Wyoming utterance on a model whose worker the reload replaces gets its whole transcript; a
+    live WebSocket session on a model whose only change is the supervisor's keys goes on untouched."""
+    # A session asked to wind down would get 0.5 s to finish, then 1012: far less than it lasts.
+    one = ONE.replace("[server]", "[server]\nsession_drain_timeout = 0.5")
+    server = make_server(one + SECOND)
+    assert _transcribe(server, "tiny.en").status_code == 200 and _transcribe(server, "second").status_code == 200
+    old_pid = server.model()["pid"]
+    fox, silence = _pcm("fox"), b"\0\0" * 16000
+    changed = one.replace('source = "bundled"', 'source = "bundled"\ncompute_type = "float32"') + SECOND.replace(
+        'source = "bundled"', 'source = "bundled"\nttl = 600'
+    )
+
+    async def live_session() -> tuple[list[dict[str, str]], int | None]:
+        messages = []
+        url = server.url.replace("http://", "ws://") + "/v1/audio/transcriptions/stream?model=second"
+        async with connect(url) as ws:
+            for audio in (fox + silence, _pcm("short") + silence):  # two utterances, paced: it spans the reload
+                for i in range(0, len(audio), 3200):
+                    await ws.send(audio[i : i + 3200])
+                    await asyncio.sleep(0.05)
+            await ws.send(json.dumps({"type": "end"}))
+            async for message in ws:
+                messages.append(json.loads(message))
+        return messages, ws.close_code
+
+    async def scenario() -> tuple[list[dict[str, str]], int | None, str, httpx.Response]:
+        talking = asyncio.create_task(live_session())
+        await asyncio.to_thread(wait_for, lambda: server.model("second")["in_flight"] == 1, 30, 0.05, "the session")
+        async with AsyncTcpClient("127.0.0.1", server.wyoming_port) as client:
+            await client.write_event(Transcribe(language="en").event())
+            await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
+            half = len(fox) // 2 // 2048 * 2048
+            for i in range(0, half, 2048):
+                await client.write_event(AudioChunk(rate=16000, width=2, channels=1, audio=fox[i : i + 2048]).event())
+            await asyncio.to_thread(wait_for, lambda: server.model()["in_flight"] == 1, 30, 0.05, "the utterance")
+            reloaded = await asyncio.to_thread(_reload, server, changed)
+            for i in range(half, len(fox), 2048):
+                await client.write_event(AudioChunk(rate=16000, width=2, channels=1, audio=fox[i : i + 2048]).event())
+            await client.write_event(AudioStop().event())
+            while (event := await asyncio.wait_for(client.read_event(), 60)) is not None:
+                if Transcript.is_type(event.type) or Error.is_type(event.type):
+                    break
+            assert event is not None and Transcript.is_type(event.type), event
+            text = Transcript.from_event(event).text
+        messages, close_code = await talking
+        return messages, close_code, text, reloaded
+
+    messages, close_code, text, reloaded = asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert reloaded.json()["changed_models"] == {"tiny.en": "replaced once idle", "second": "applied"}, reloaded.text
+    assert key_words_found(text, ["quick", "brown", "fox", "lazy"]) == ["quick", "brown", "fox", "lazy"], text
+    finals = [m for m in messages if m["type"] == "final"]
+    assert len(finals) == 2 and not [m for m in messages if m["type"] == "error"], messages
+    assert close_code == 1000
+    wait_for(lambda: server.model()["pid"] not in (None, old_pid), 30, what="tiny.en's new worker")
+    assert server.model()["compute_type"] == "float32" and server.model("second")["ttl"] == 600
