@@ -406,6 +406,21 @@ def models_unload(
             console.print(Text(f"{r.model}: worker {r.pid} ended by {r.ended_by}, freed {r.freed_rss_mb} MB RSS"))
 
 
+@app.command("reload")
+def reload_config(ctx: typer.Context, url: UrlOption = None, api_key: KeyOption = None) -> None:
+    """Read the server's config file again and apply it, as `systemctl reload` does (an admin key)."""
+    report = _request("POST", _target(ctx, url, api_key), "/v1/admin/reload", timeout=120).json()
+    if not report["changed"]:
+        console.print(Text(f"{report['config'] or 'built-in defaults'}: nothing changed"))
+    for key, label in (("added", "added"), ("removed", "removed (after their requests)"), ("applied", "applied")):
+        if report[key]:
+            console.print(Text(f"{label}: {', '.join(report[key])}"))
+    for name, how in report["changed_models"].items():
+        console.print(Text(f"changed {name}: {how}"))
+    if report["needs_restart"]:
+        console.print(Text(f"needs a restart: {', '.join(report['needs_restart'])}", style="yellow"))
+
+
 @app.command()
 def transcribe(
     ctx: typer.Context,

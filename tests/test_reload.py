@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import os
 import signal
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -56,6 +59,13 @@ def _model_ids(server: Server, key: str | None = None) -> list[str]:
     response = server.client.get("/v1/models", headers=headers)
     assert response.status_code == 200, response.text
     return [m["id"] for m in response.json()["data"]]
+
+
+def _asrctl(*args: str, url: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("ASR_URL", "ASR_API_KEY")} | {"ASR_URL": url}
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor.ctl", *args], capture_output=True, text=True, timeout=60, env=env
+    )
 
 
 def _transcribe(server: Server, model: str, key: str | None = None) -> httpx.Response:
@@ -150,6 +160,17 @@ def test_an_invalid_file_changes_nothing_and_says_why(make_server: Callable[...,
         assert expected[what] in server.log(), what
     assert _model_ids(server) == ["tiny.en"]
     assert _transcribe(server, "tiny.en").status_code == 200 and server.model()["pid"] == pid
+
+    # asrctl says the same, in one line and a non-zero exit; and what a good file changed.
+    refused = _asrctl("reload", url=server.url)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    reason = f"{server.config_path}: models.local.source = '/nonexistent/model': no such directory"
+    assert refused.stderr.strip().splitlines() == [
+        f"asrctl: the configuration was not reloaded: {reason} (/nonexistent/model) (HTTP 422)"
+    ]
+    server.config_path.write_text(textwrap.dedent(ONE + SECOND))
+    done = _asrctl("reload", url=server.url)
+    assert done.returncode == 0 and done.stdout.strip() == "added: second", done
 
 
 def test_keys_aliases_and_the_default_apply_live_and_listeners_wait_for_a_restart(
