@@ -11,11 +11,13 @@ import concurrent.futures
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import uuid
 import wave
 from collections.abc import Callable
 from pathlib import Path
@@ -198,10 +200,28 @@ def test_keys_aliases_and_the_default_apply_live_and_listeners_wait_for_a_restar
     assert server.health()["default_model"] == "tiny.en" and _model_ids(server) == ["tiny.en", "second"]
 
 
+def _datagrams(sock: socket.socket, until: str, timeout: float = 20) -> list[str]:
+    """Lines systemd would read from $NOTIFY_SOCKET, up to the datagram that has `until`."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while until not in lines:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        lines += sock.recv(4096).decode().splitlines()  # TimeoutError past the deadline
+    return lines
+
+
 def test_sighup_reloads_and_a_bad_file_keeps_the_server_up(make_server: Callable[..., Server]) -> None:
-    server = make_server(ONE)
-    server.config_path.write_text(textwrap.dedent(ONE + SECOND))
-    server.proc.send_signal(signal.SIGHUP)
+    address = f"@asr-reload-{uuid.uuid4().hex}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind("\0" + address[1:])
+        server = make_server(ONE, env={"NOTIFY_SOCKET": address})
+        _datagrams(systemd, "READY=1")  # started
+        server.config_path.write_text(textwrap.dedent(ONE + SECOND))
+        server.proc.send_signal(signal.SIGHUP)
+        # `systemctl reload` waits for the reload's end: RELOADING=1 (with the time), then READY=1.
+        lines = _datagrams(systemd, "READY=1")
+        assert "RELOADING=1" in lines and any(line.startswith("MONOTONIC_USEC=") for line in lines), lines
+        assert lines.index("RELOADING=1") < lines.index("READY=1")
     wait_for(lambda: "second" in _model_ids(server), 20, what="SIGHUP to add the model")
     assert "SIGHUP: reloading the configuration" in server.log()
     assert "reload of" in server.log() and "added second" in server.log()

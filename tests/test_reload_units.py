@@ -1,7 +1,6 @@
-"""A reload as one model's owner sees it: new keys (`respec`) and removal (`retire`), through its inbox.
-
-Driven with the fake launcher and clock (no processes, no sleeps); tests/test_reload.py does
-the same with the real server.
+"""A reload's decisions, without processes: one model's owner given new keys (`respec`) or
+removed (`retire`) through its inbox, with the fake launcher and clock; the diff of two
+configurations; reloads one at a time. tests/test_reload.py does it all with the real server.
 """
 
 from __future__ import annotations
@@ -9,15 +8,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from fastapi import FastAPI
 from owner_doubles import FakeClock, FakeLauncher, spec
 
-from supervisor.config import ModelSpec
+from supervisor.config import ModelSpec, Overrides, load_settings
 from supervisor.models.owner import ModelOwner, ModelUnavailable
 from supervisor.models.snapshot import ModelSnapshot
+from supervisor.reload import RESTART_SERVER_KEYS, Reloader, diff, in_force
 
 
 @pytest.fixture
@@ -170,3 +172,64 @@ async def test_a_model_brought_back_before_it_ended_keeps_serving(owners: list[M
     assert await busy == 1000
     assert await _use(owner) == 1000 and owner.running  # the same worker: nothing changed for it
     assert (await owner.status()).state == "ready"
+
+
+CONFIG = """
+[server]
+default_model = "tiny.en"
+[models."tiny.en"]
+source = "bundled"
+"""
+
+
+class _SlowRegistry:
+    """Stands in for the registry: each reload's settling waits for `proceed`."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.at_once = 0
+        self.most_at_once = 0
+        self.proceed = asyncio.Event()
+
+    def reconfigure(self, new: object) -> Any:
+        self.calls += 1
+        return self._settle()
+
+    async def _settle(self) -> dict[str, str]:
+        self.at_once += 1
+        self.most_at_once = max(self.most_at_once, self.at_once)
+        await self.proceed.wait()
+        self.at_once -= 1
+        return {}
+
+
+async def test_reloads_asked_during_one_are_answered_by_one_more(tmp_path: Path) -> None:
+    config = tmp_path / "asr.toml"
+    config.write_text(CONFIG)
+    app = FastAPI()
+    app.state.settings = load_settings(config)
+    registry = _SlowRegistry()
+    reloader = Reloader(app, registry)  # type: ignore[arg-type]
+    first = asyncio.create_task(reloader.reload())
+    while registry.calls == 0:
+        await asyncio.sleep(0)
+    later = [asyncio.create_task(reloader.reload()) for _ in range(3)]  # three SIGHUPs meanwhile
+    await asyncio.sleep(0)
+    registry.proceed.set()
+    reports = await asyncio.gather(first, *later)
+    assert registry.calls == 2 and registry.most_at_once == 1  # the first, then one for the three
+    assert reports[1] is reports[2] is reports[3]
+
+
+def test_server_keys_that_need_a_restart_keep_their_running_values(tmp_path: Path) -> None:
+    config = tmp_path / "asr.toml"
+    config.write_text(CONFIG)
+    old = load_settings(config, Overrides(port=5555))
+    config.write_text(CONFIG.replace("[server]", '[server]\nport = 6000\nhost = "0.0.0.0"\napi_keys = ["k"]'))
+    new = load_settings(config, Overrides(port=5555))
+    found = diff(old, new)
+    assert found.needs_restart == ["host"]  # the flag --port still wins over the file
+    assert found.applied == ["api_keys"]
+    kept = in_force(old, new)
+    assert kept.server.host == "127.0.0.1" and kept.api_keys == ("k",)
+    assert "host" in RESTART_SERVER_KEYS and "api_keys" not in RESTART_SERVER_KEYS
