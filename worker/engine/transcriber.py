@@ -88,13 +88,24 @@ class Transcriber:
             return request_id not in self._cancelled
 
         self._active.add(request_id)
+        # The supervisor's request line carries the same id: `grep ID` finds both sides.
+        where = {"request_id": request_id}
+        started = time.monotonic()
         try:
             result = await self._lanes.run(self._transcribe, data, params, on_segment)
+            log.debug(
+                "request=%s decoded audio_s=%.2f in %.3f s",
+                request_id,
+                result.duration,
+                time.monotonic() - started,
+                extra=where,
+            )
             return Result(id=request_id, result=result)
         except RequestError as exc:
+            log.info("request=%s refused (%s): %s", request_id, exc.code, exc, extra=where)
             return Error(id=request_id, code=exc.code, message=str(exc))
         except Exception as exc:
-            log.exception("transcription failed")
+            log.exception("request=%s transcription failed", request_id, extra=where)
             return Error(
                 id=request_id, code=ErrorCode.INTERNAL, message=f"transcription failed: {type(exc).__name__}: {exc}"
             )
