@@ -14,11 +14,18 @@
     ready      unload (admin), eviction       stopping   once in-flight requests have finished
     ready      worker exited (crash)          unloaded   in-flight requests get 503
     ready      server shutdown                stopping   at once
+    ready      reload: new worker options     stopping   once in-flight requests have finished
+                                                         (new ones queue); then a worker with the
+                                                         new options starts, request or not
+    ready      reload: model removed          stopping   once nothing is in flight; then the
+                                                         owner ends
+    starting   reload: new worker options     stopping   cancel the start; start again with them
     stopping   stop/start task: reaped        unloaded   requests that came meanwhile start a
                                                          fresh worker
     failed     request / load after backoff   starting
     failed     request / load during backoff  failed     the request gets the load error (503)
     failed     unload                         unloaded   forget the error
+    failed     reload: new worker options     unloaded   forget the error and the back-off
 
 Only `owner.ModelOwner`'s task moves a model between states, through
 `ModelOwner._set_state`, which checks every move against `ALLOWED`. Starting and
