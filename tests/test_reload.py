@@ -181,11 +181,15 @@ def test_keys_aliases_and_the_default_apply_live_and_listeners_wait_for_a_restar
     server = make_server(ONE + SECOND)
     assert server.client.post("/v1/settings/model", json={"model_id": "second"}).status_code == 200
     config = (
-        ONE.replace("[defaults]", 'api_keys = ["k1"]\nmax_upload_mb = 5\n\n[aliases]\nfast = "tiny.en"\n\n[defaults]')
+        ONE.replace(
+            "[defaults]",
+            'api_keys = ["k1"]\nmax_loaded_models = 2\nmax_upload_mb = 5\n\n[aliases]\nfast = "tiny.en"\n\n[defaults]',
+        )
         + SECOND
     )
     report = _reload(server, config).json()
-    assert set(report["applied"]) == {"api_keys", "aliases"}, report
+    assert set(report["applied"]) == {"api_keys", "aliases", "max_loaded_models"}, report
+    assert server.health()["capacity"]["max_loaded_models"] == 2
     assert report["needs_restart"] == ["max_upload_mb"]
     assert "server.max_upload_mb changed (200.0 → 5.0) but needs a restart; 200.0 stays in force" in server.log()
     assert server.client.get("/v1/models").status_code == 401  # the new key is asked for at once
