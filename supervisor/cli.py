@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -62,6 +63,9 @@ def serve(
         bool, typer.Option("--download-only", help="download every configured model, then exit")
     ] = False,
 ) -> None:
+    # SIGHUP means "reload": until the reloader's handler is installed (once the app has
+    # started), one must not kill the server, which is SIGHUP's default action.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     overrides = Overrides(
         models=tuple(model or ()),
         default_model=default_model,
