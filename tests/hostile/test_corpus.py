@@ -9,13 +9,16 @@ counts are printed under "reliability figures" for the README.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
+import socket
 import wave
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 from conftest import ASSETS, Server, record_figure, server_fixture
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -188,3 +191,37 @@ def test_live_corpus_gets_errors_and_no_internal_closes(corpus_server: Server) -
     assert bad == {}, bad
     assert not crashed
     assert "Traceback" not in corpus_server.log()
+
+
+MB = 1 << 20
+
+
+def _send_then_read(port: int, request: bytes) -> bytes:
+    """Send all of `request` without reading, then read the answer to the end."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a reset shows in the answer
+            sock.sendall(request)
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+        return answer
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_an_upload_over_the_limit_gets_its_413_while_still_sending(corpus_server: Server, framing: str) -> None:
+    """The server answers 413 before reading the body (with Content-Length) or once it has
+    counted too much (chunked). A client still sending must then read that answer, not a
+    connection reset: a socket closed with unread bytes is reset by the kernel, and the
+    reset destroys what the client had not read yet."""
+    # Far more than the socket buffers hold: the client is mid-send when the answer comes.
+    part = b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n' + b"\0" * 24_000_000
+    head = "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+    if framing == "content-length":
+        request = f"{head}Content-Length: {len(part)}\r\n\r\n".encode() + part
+    else:
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in (part[i : i + MB] for i in range(0, len(part), MB)))
+        request = f"{head}Transfer-Encoding: chunked\r\n\r\n".encode() + chunks + b"0\r\n\r\n"
+    answer = _send_then_read(corpus_server.port, request)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "file_too_large"

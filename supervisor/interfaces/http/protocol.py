@@ -13,6 +13,11 @@ are plain text. This subclass adds, per connection:
   (and `Retry-After`) and the connection closes.
 - malformed HTTP (`Content-Length: -1`, a bad request line, a bad chunk) answered in
   OpenAI's JSON error shape, like every other error of this server.
+- a lingering close: a connection closed while its client is still sending a body (a 413
+  for an upload over `max_upload_mb`, a 503 over the cap) is half-closed, and what the
+  client goes on sending is read and dropped for a few seconds. Closed at once, the
+  kernel answers the unread bytes with a reset, which can destroy the answer before the
+  client reads it (nginx's `lingering_close` exists for the same reason).
 
 The body is timed in the app (`body_timeout.BodyTimeout`), where it is read: the clock must
 only run while the server waits for the client, not while the app is busy.
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 import h11
 from starlette.types import Receive, Scope, Send
@@ -37,6 +42,9 @@ log = logging.getLogger("asr.http")
 
 #: The longest request head (line and headers) accepted: h11's default, stated here so it stays put.
 MAX_HEAD_BYTES = 16 * 1024
+#: A lingering close ends when the client has sent nothing for this long, or at the limit.
+LINGER_IDLE_S = 1.0
+LINGER_MAX_S = 5.0
 
 
 def protocol_class(server: ServerTable) -> type[H11Protocol]:
@@ -89,10 +97,14 @@ class GuardedH11Protocol(H11Protocol):
     # -- the header timeout -----------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        self._lingering: _LingeringClose | None = None
+        super().connection_made(cast(asyncio.Transport, _Transport(transport, self)))
         self._arm_head_timer()
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering is not None:
+            self._lingering.heard()  # the rest of a body nobody will read: dropped
+            return
         super().data_received(data)  # cancels uvicorn's keep-alive timer
         if self.transport.get_protocol() is not self:
             return  # upgraded to a WebSocket: the connection is no longer HTTP's to time out
@@ -101,7 +113,20 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
+        if self._lingering is not None:
+            self._lingering.cancel()
         super().connection_lost(exc)
+
+    def close_transport(self, transport: asyncio.Transport) -> None:
+        """Every close of uvicorn's goes through here: linger while a body is still coming."""
+        if self._lingering is not None or transport.is_closing():
+            return
+        sending_body = self.conn.their_state is h11.SEND_BODY
+        if not sending_body or not transport.can_write_eof():
+            transport.close()
+            return
+        self._disarm_head_timer()
+        self._lingering = _LingeringClose(transport, self.loop)
 
     def head_received(self) -> None:
         """A request head is complete: stop its clock, and pick who answers it."""
@@ -152,6 +177,47 @@ class GuardedH11Protocol(H11Protocol):
         code = "headers_too_large" if status == 431 else "invalid_http"
         self.transport.write(APIError(status, f"Malformed HTTP request: {detail}.", code=code).raw())
         self.transport.close()
+
+
+class _LingeringClose:
+    """Half-closed (our answer is sent, then FIN), reading and dropping the client's bytes
+    until it goes quiet for `LINGER_IDLE_S`, hangs up, or `LINGER_MAX_S` passes."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        transport.write_eof()  # after what is buffered: the answer goes out whole
+        transport.resume_reading()  # uvicorn may have paused it while the app was not reading
+        self._idle = loop.call_later(LINGER_IDLE_S, transport.close)
+        self._limit = loop.call_later(LINGER_MAX_S, transport.close)
+
+    def heard(self) -> None:
+        self._idle.cancel()
+        self._idle = self._loop.call_later(LINGER_IDLE_S, self._transport.close)
+
+    def cancel(self) -> None:
+        self._idle.cancel()
+        self._limit.cancel()
+
+
+class _Transport:
+    """The socket's transport as uvicorn's code sees it: the same, except that `close()`
+    asks the protocol (which may linger) and `is_closing()` is true from then on."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedH11Protocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._closed = False
+
+    def close(self) -> None:
+        self._closed = True
+        self._protocol.close_transport(self._transport)
+
+    def is_closing(self) -> bool:
+        return self._closed or self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 async def _over_capacity(scope: Scope, receive: Receive, send: Send) -> None:
