@@ -8,8 +8,9 @@ the load thread is abandoned, and `__main__` exits with os._exit, which does not
 for it. Otherwise stopping a loading worker would take the supervisor's SIGKILL phase.
 
 How it ends, and what the supervisor hears:
-- SHUTDOWN or SIGTERM, in any phase: nothing more (open live sessions end without their
-  finals: the supervisor drains them first if it wants them); exit code 0.
+- SHUTDOWN or SIGTERM, in any phase: a last heartbeat once a model is loaded (its work
+  totals, for the metrics), nothing more (open live sessions end without their finals: the
+  supervisor drains them first if it wants them); exit code 0.
 - the model cannot be loaded: DYING with the reason; exit code 1.
 - a fatal error (the receiver, the sender or the heartbeat task failing, or a request
   task escaping its own error handling): DYING with the reason, written straight to the
@@ -37,6 +38,7 @@ import zmq.asyncio
 
 from worker.backends import Backend, LoadError, create_backend, warm_up
 from worker.engine.sessions import Sessions
+from worker.engine.tally import Tally
 from worker.engine.transcriber import Transcriber
 from worker.engine.vitals import Vitals
 from worker.protocol import (
@@ -96,6 +98,7 @@ class WorkerServer:
         self._transcriber: Transcriber | None = None
         self._sessions: Sessions | None = None
         self._vitals = Vitals(cuda=False)  # replaced once the model's device is known
+        self._tally = Tally()  # what it did, for the heartbeat: counters for the supervisor's metrics
         # Every outgoing message goes through one queue and one sender task: segments
         # posted from inference threads, results and heartbeats keep their order.
         self._outbox: asyncio.Queue[FromWorker] = asyncio.Queue()
@@ -123,6 +126,7 @@ class WorkerServer:
                 self._fail(f"{type(exc).__name__}: {exc}")
             await self._stop_tasks()
             if self._fatal is None:
+                await self._say_goodbye(sock)
                 return 0
             await self._say_dying(sock, self._fatal)
             return 1
@@ -152,7 +156,7 @@ class WorkerServer:
             self._fail(f"{type(exc).__name__}: {exc}")
             return
         # Phase 3: serve. The receiver task answers requests from here on.
-        self._transcriber = Transcriber(backend, info, self._post)
+        self._transcriber = Transcriber(backend, info, self._post, self._tally)
         # Live sessions decode on the transcriber's lanes: one pool of model copies, shared fairly.
         self._sessions = Sessions(
             backend,
@@ -161,6 +165,7 @@ class WorkerServer:
             self._post,
             self._start,
             beam_size=options.beam_size,
+            tally=self._tally,
         )
         self._vitals = Vitals(cuda=info.device == "cuda")
         self._post(Ready(info=info))
@@ -291,7 +296,16 @@ class WorkerServer:
             last_inference_at=max(inferences, default=None),
             time=time.time(),
             sessions=sessions.count,
+            work=self._tally.totals(),
         )
+
+    async def _say_goodbye(self, sock: zmq.asyncio.Socket) -> None:
+        """A last heartbeat on a clean exit: the work since the previous one (a request that
+        ended just before an unload) is in the model's totals too. Best effort, like DYING."""
+        if self._transcriber is None:
+            return
+        with contextlib.suppress(TimeoutError, zmq.ZMQError):
+            await asyncio.wait_for(sock.send_multipart(encode(self._beat())), _DYING_SEND_S)
 
     async def _say_dying(self, sock: zmq.asyncio.Socket, reason: str) -> None:
         """Best effort: straight onto the socket, since the sender may be what failed."""

@@ -59,7 +59,7 @@ import concurrent.futures
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from worker.audio.decode import AudioError
@@ -67,11 +67,14 @@ from worker.audio.stream import PcmStream
 from worker.backends import Backend
 from worker.engine.lanes import Lanes
 from worker.engine.live import DecodeJob, LiveSession, StreamingVad
+from worker.engine.tally import Arrivals, Tally
 from worker.protocol import (
     Error,
     ErrorCode,
+    Final,
     FromWorker,
     LiveEvent,
+    Partial,
     Payload,
     ReadyInfo,
     Segment,
@@ -82,6 +85,7 @@ from worker.protocol import (
     SessionEnded,
     SessionEvent,
     SessionOpen,
+    SpeechStarted,
     SpeechStopped,
 )
 
@@ -113,6 +117,8 @@ class _Live:
     taken_seq: int = -1  # the last frame the engine took
     acked_seq: int = -1  # the last frame acknowledged to the supervisor
     unacked_s: float = 0.0  # seconds of audio taken since that ack
+    arrivals: Arrivals = field(default_factory=Arrivals)  # when its audio came, for the latency figures
+    speech_from: float | None = None  # session time the utterance began, until its first partial
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,9 +142,12 @@ class Sessions:
         start: Callable[[Coroutine[Any, Any, None], str], None],
         *,
         beam_size: int,
+        tally: Tally | None = None,
     ) -> None:
         """`post` queues a message for the supervisor; `start` runs a coroutine as one of the
-        worker's tasks (its failure is fatal). Both are called on the event loop only."""
+        worker's tasks (its failure is fatal). Both are called on the event loop only.
+        `tally` gets the decodes' time and the latencies a speaker waits, for the heartbeat."""
+        self._tally = tally or Tally()
         self._backend = backend
         self._info = info
         self._lanes = lanes
@@ -234,6 +243,7 @@ class Sessions:
             )
             return
         live.next_seq += 1
+        live.arrivals.add(len(data) / (2 * live.stream.rate), time.monotonic())
         try:
             samples = live.stream.convert(data)
         except AudioError as exc:
@@ -284,7 +294,24 @@ class Sessions:
 
     def _emit(self, live: _Live, events: list[LiveEvent]) -> None:
         for event in events:
+            self._time(live, event)
             self._post(SessionEvent(id=live.id, event=event))
+
+    def _time(self, live: _Live, event: LiveEvent) -> None:
+        """The latencies a speaker waits, measured from when the audio in question arrived."""
+        if isinstance(event, SpeechStarted):
+            live.speech_from = event.at
+            return
+        if not isinstance(event, (Partial, Final)):
+            return
+        now = time.monotonic()
+        # An utterance's first words: a partial, or its final (not an earlier utterance's final).
+        if live.speech_from is not None and (isinstance(event, Partial) or event.start >= live.speech_from - 0.01):
+            if (arrived := live.arrivals.arrived(live.speech_from)) is not None:
+                self._tally.first_partial(now - arrived)
+            live.speech_from = None
+        if isinstance(event, Final) and (arrived := live.arrivals.arrived(event.end)) is not None:
+            self._tally.final_after_speech(now - arrived)
 
     def _end_if_finished(self, live: _Live) -> None:
         if live.closing and not live.dropped and live.engine.finished:
@@ -373,6 +400,7 @@ class Sessions:
     def _decoded(self, decoded: _Decoded) -> None:
         live, job = decoded.live, decoded.job
         live.jobs_out -= 1
+        self._tally.live_inference(decoded.seconds)
         log.debug("session %s: %s job of %.2fs decoded in %.3fs", live.id, job.kind, job.duration, decoded.seconds)
         if live.dropped:
             return

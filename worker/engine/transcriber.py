@@ -17,6 +17,7 @@ from collections.abc import Callable
 from worker.audio import decode as audio
 from worker.backends import Backend, OnSegment
 from worker.engine.lanes import Lanes
+from worker.engine.tally import Tally
 from worker.protocol import (
     Error,
     ErrorCode,
@@ -43,9 +44,13 @@ class RequestError(Exception):
 
 
 class Transcriber:
-    def __init__(self, backend: Backend, info: ReadyInfo, post: Callable[[FromWorker], None]) -> None:
-        """`post` queues a message for the supervisor; it is called on the event loop only."""
+    def __init__(
+        self, backend: Backend, info: ReadyInfo, post: Callable[[FromWorker], None], tally: Tally | None = None
+    ) -> None:
+        """`post` queues a message for the supervisor; it is called on the event loop only.
+        `tally` counts the lanes' time in the model, for the heartbeat."""
         self._backend = backend
+        self._tally = tally or Tally()
         self._info = info
         self._post = post
         # With a model copy per lane, only lane 0's is loaded by READY: the others open in
@@ -134,7 +139,10 @@ class Transcriber:
             raise RequestError(ErrorCode.BAD_AUDIO, str(exc)) from exc
         except audio.AudioTooLong as exc:
             raise RequestError(ErrorCode.AUDIO_TOO_LONG, str(exc)) from exc
+        started = time.perf_counter()
         try:
-            return self._backend.transcribe(samples, params, on_segment, lane)
+            result = self._backend.transcribe(samples, params, on_segment, lane)
         finally:
             self.last_inference_at = time.time()  # a float store: safe from this thread
+        self._tally.inference(time.perf_counter() - started, result.duration)
+        return result

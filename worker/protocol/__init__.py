@@ -21,12 +21,14 @@ from __future__ import annotations
 from worker.protocol.codec import Frame, Payload, ProtocolError, decode, encode
 from worker.protocol.live import Final, LiveEvent, LiveParams, Partial, SpeechStarted, SpeechStopped
 from worker.protocol.messages import (
+    LATENCY_BUCKETS,
     Cancel,
     Dying,
     Error,
     ErrorCode,
     FromWorker,
     Heartbeat,
+    Latencies,
     Load,
     Message,
     Ready,
@@ -48,6 +50,7 @@ from worker.protocol.messages import (
     TranscribeParams,
     TranscribeResult,
     Word,
+    WorkTotals,
     kind_of,
 )
 from worker.protocol.options import ModelOptions
@@ -56,6 +59,7 @@ from worker.protocol.options import ModelOptions
 WORKER_IDENTITY = b"worker"
 
 __all__ = [
+    "LATENCY_BUCKETS",
     "WORKER_IDENTITY",
     "Cancel",
     "Dying",
@@ -65,6 +69,7 @@ __all__ = [
     "Frame",
     "FromWorker",
     "Heartbeat",
+    "Latencies",
     "LiveEvent",
     "LiveParams",
     "Load",
@@ -94,6 +99,7 @@ __all__ = [
     "TranscribeParams",
     "TranscribeResult",
     "Word",
+    "WorkTotals",
     "decode",
     "encode",
     "kind_of",

@@ -107,6 +107,39 @@ class ReadyInfo(msgspec.Struct, frozen=True):
     footprint_mb: float = 0.0
 
 
+#: Upper bounds (seconds) of the live latency histograms a heartbeat carries, shared by
+#: both sides so the supervisor can sum any worker's counts; +Inf is the last bucket.
+LATENCY_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+
+class Latencies(msgspec.Struct, frozen=True):
+    """A latency histogram as plain counters: how many observations fell in each bucket of
+    `LATENCY_BUCKETS` (one more count for +Inf), and their sum in seconds. Counters only
+    grow, so the supervisor can add up those of every worker a model has had."""
+
+    counts: tuple[int, ...] = (0,) * (len(LATENCY_BUCKETS) + 1)
+    sum: float = 0.0
+
+
+class WorkTotals(msgspec.Struct, frozen=True):
+    """What a worker has done since it started; only it can see these. Every field is a
+    counter that restarts with the process (the supervisor banks a worker's last figures
+    when it ends, so a model's totals never go backwards)."""
+
+    #: Seconds its lanes spent in the model on file requests (not decoding the audio file
+    #: nor waiting for a lane), and the seconds of audio those requests held.
+    inference_seconds: float = 0.0
+    audio_seconds: float = 0.0
+    #: Seconds its lanes spent in the model on live sessions' partials and finals.
+    live_inference_seconds: float = 0.0
+    #: Live sessions: from the audio where speech started reaching the worker to the first
+    #: partial (or final) of that utterance going out...
+    first_partial: Latencies = Latencies()
+    #: ... and from the audio of an utterance's last voiced sample reaching the worker to its
+    #: final going out (the `end_silence_ms` wait for the pause included, as a speaker feels it).
+    final_after_speech: Latencies = Latencies()
+
+
 # The live vocabulary (`LiveParams`, the `LiveEvent`s) is declared in `worker.protocol.live`,
 # which builds on `Segment` above: imported here, once the data types exist, for the session kinds.
 from worker.protocol.live import LiveEvent, LiveParams
@@ -209,6 +242,7 @@ class Heartbeat(_Kind, tag="heartbeat", frozen=True):
     last_inference_at: float | None  # wall time the last inference finished; None before the first
     time: float  # wall time it was sent
     sessions: int = 0  # live sessions open (not counted in in_flight); their decodes count in lanes_busy
+    work: WorkTotals = WorkTotals()  # counters since the process started (the model's metrics)
 
 
 class SegmentDecoded(_Kind, tag="segment", frozen=True):
