@@ -61,6 +61,7 @@ class FakeWorker:
         self.info = ReadyInfo(pid=pid, backend="fake", device="cpu", compute_type="int8", load_seconds=0.0)
         self.exit_code: int | None = None
         self.death_reason: str | None = None
+        self.hung = False
         self.last_heartbeat: Heartbeat | None = None  # a fake worker sends none
         self.stopping = asyncio.Event()
         self.stopped = asyncio.Event()

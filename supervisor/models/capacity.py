@@ -79,6 +79,8 @@ class Capacity:
         self._holders: set[str] = set()  # models with a worker (starting, ready or stopping)
         self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
+        self.waits = 0  # reservations that had to wait for a busy model to become idle (metrics)
+        self.refusals = 0  # reservations that gave up after capacity_wait (CapacityFull)
 
     @property
     def enabled(self) -> bool:
@@ -94,6 +96,7 @@ class Capacity:
                 await self._make_room(tenant)
                 self._holders.add(tenant.name)
         except TimeoutError:
+            self.refusals += 1
             raise CapacityFull(
                 f"cannot load model {tenant.name!r}: every loaded model is busy "
                 f"({self.limits.describe()}); retry shortly",
@@ -117,6 +120,7 @@ class Capacity:
         return {t.name: t for t in self._tenants() if t.name in self._holders and t.name != name}
 
     async def _make_room(self, tenant: Tenant) -> None:
+        waited = False
         while True:
             others = self._others(tenant.name)
             residents = [_resident(t) for t in others.values()]
@@ -127,6 +131,9 @@ class Capacity:
                 log.info("evicting model=%s (least recently used, idle) to load model=%s", victim, tenant.name)
                 await others[victim].unload(reason="evicted")
                 continue
+            if not waited:
+                waited = True
+                self.waits += 1
             self._changed.clear()
             await self._changed.wait()
 

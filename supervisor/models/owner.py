@@ -54,6 +54,7 @@ from supervisor.models.commands import (
 from supervisor.models.policy import backoff_seconds
 from supervisor.models.snapshot import ModelSnapshot
 from supervisor.models.states import State, check_transition
+from supervisor.models.tally import ModelTally
 from supervisor.workers import devices
 from supervisor.workers.process import WorkerError, WorkerProcess
 
@@ -138,6 +139,7 @@ class ModelOwner:
         self._start_task: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
         self._stats = _Stats()
+        self.tally = ModelTally()  # its workers' starts and work, read by the metrics at scrape time
         self._task: asyncio.Task[None] | None = None
         #: Per worker generation: set when that worker is wanted back (see `Lease`).
         self._wind_down: dict[int, asyncio.Event] = {}
@@ -476,7 +478,7 @@ class ModelOwner:
             reason = f"{reason}: {command.worker.death_reason}"
         log.warning("model=%s pid=%d %s; the next request starts a new one", self.spec.name, command.worker.pid, reason)
         self._stats.last_error = reason
-        self._forget_worker("crash")
+        self._forget_worker("hung" if command.worker.hung else "crash")
         self._set_state(State.UNLOADED, reason)
         self._gate.release(self)
         self._answer_unloads("crashed")
@@ -600,6 +602,7 @@ class ModelOwner:
 
     def _adopt(self, worker: WorkerProcess, now: float) -> None:
         self._worker = worker
+        self.tally.adopted(worker)
         self._generation += 1
         self._wind_down[self._generation] = asyncio.Event()
         self._idle_since = now
@@ -608,6 +611,7 @@ class ModelOwner:
             self._footprint_mb = worker.info.footprint_mb
 
     def _forget_worker(self, why: str) -> None:
+        self.tally.forgotten()
         self._ask_leases_back()
         self._wind_down.pop(self._generation, None)
         self._worker = None

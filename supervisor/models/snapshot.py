@@ -46,5 +46,7 @@ class ModelSnapshot(BaseModel):
     load_seconds: float | None
     last_used: float | None = Field(description="unix time the last request ended")
     last_error: str | None
-    unloads: dict[str, int] = Field(description="worker ends by reason: ttl, unload, evicted, crash, shutdown")
+    unloads: dict[str, int] = Field(
+        description="worker ends by reason: ttl, unload, evicted, crash, hung, shutdown, reload, removed"
+    )
     retry_in: float | None = Field(description="seconds until a failed model may be tried again")

@@ -155,6 +155,7 @@ class WorkerProcess:
         self._answer_after = float("inf")
         self._answered: asyncio.Future[None] = loop.create_future()
         self._death_reason: str | None = None
+        self.hung = False  # killed by the supervisor for falling silent
         self._tasks = [
             asyncio.create_task(self._read_loop(), name=f"worker-{self.pid}-read"),
             asyncio.create_task(self._watch_exit(), name=f"worker-{self.pid}-exit"),
@@ -282,15 +283,18 @@ class WorkerProcess:
                     return item
         raise WorkerCrashed(self._crash_message())  # unreachable: stream() ends with a result or raises
 
-    async def stream(self, audio: bytes, params: TranscribeParams) -> AsyncGenerator[Segment | TranscribeResult, None]:
+    async def stream(
+        self, audio: bytes, params: TranscribeParams, request_id: str | None = None
+    ) -> AsyncGenerator[Segment | TranscribeResult, None]:
         """Segments as the worker decodes them (when `params.stream`), then the result.
 
         If the consumer stops early (its client went away), the worker is told to stop
-        decoding, so an abandoned long file does not hold the model busy.
+        decoding, so an abandoned long file does not hold the model busy. `request_id` is the
+        caller's (the service's), so both sides' log lines carry the same id.
         """
         if self._exited.is_set():
             raise WorkerCrashed(self._crash_message())
-        request_id = uuid.uuid4().hex
+        request_id = request_id or uuid.uuid4().hex
         inbox: asyncio.Queue[_Reply] = asyncio.Queue()
         self._pending[request_id] = inbox
         finished = False
@@ -532,6 +536,7 @@ class WorkerProcess:
                     "model=%s pid=%d no heartbeat for %.0fs: killing it", self.name, self.pid, self._timeouts.heartbeat
                 )
                 self._death_reason = f"worker sent no heartbeat for {self._timeouts.heartbeat:.0f}s and was killed"
+                self.hung = True
                 self.kill()
                 return
             self._beat.clear()

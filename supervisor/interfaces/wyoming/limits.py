@@ -61,6 +61,8 @@ class WyomingLimits:
     max_utterance_bytes: int  # one utterance, whether buffered or streamed to a live session
     idle_timeout: float  # a connection silent this long is closed
     connections: int = 0
+    accepted: int = 0  # connections let in since start (metrics)
+    refused: int = 0  # connections turned away at the limit
 
     @classmethod
     def from_settings(cls, server: ServerTable) -> WyomingLimits:
@@ -74,12 +76,14 @@ class WyomingLimits:
     def enter(self) -> None:
         """Take a connection slot, or refuse (`too_many_connections`)."""
         if self.connections >= self.max_connections:
+            self.refused += 1
             raise Refusal(
                 "too_many_connections",
                 f"the server has {self.connections} Wyoming connections, its limit "
                 "(server.wyoming_max_connections); try again later",
             )
         self.connections += 1
+        self.accepted += 1
 
     def leave(self) -> None:
         self.connections -= 1
