@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Self
@@ -57,6 +58,10 @@ class LiveStream:
         self.params = params
         self.pid: int | None = None
         self.wind_down = asyncio.Event()  # replaced by the lease's own notice on open()
+        # What the service's "request finished" record says of it (`supervisor.observe`).
+        self.leased_at: float | None = None  # time.monotonic() its model's worker was leased
+        self.audio_seconds = 0.0  # of audio sent or queued for the worker
+        self.failure: ServiceError | None = None  # the first failure it raised
         self._owner = owner
         self._stack = contextlib.AsyncExitStack()
         self._worker: WorkerProcess | None = None
@@ -75,8 +80,9 @@ class LiveStream:
         try:
             lease = await self._stack.enter_async_context(self._owner.lease())
         except ModelUnavailable as exc:
-            raise classify(exc) from None
+            raise self._failed(classify(exc)) from None
         self._worker, self.pid, self.wind_down = lease.worker, lease.worker.pid, lease.wind_down
+        self.leased_at = time.monotonic()
 
     async def wanted_back(self) -> None:
         """Return once the model is wanted back (unload, eviction, shutdown) and the speaker has
@@ -94,23 +100,27 @@ class LiveStream:
     async def send_audio(self, pcm: bytes) -> None:
         """The next frame (s16le mono PCM); returns once the worker has room for it."""
         session = await self._sendable()
-        await _guarded(session.send_audio(pcm))
+        await self._guarded(session.send_audio(pcm))
+        self.audio_seconds += len(pcm) / (2 * self.params.sample_rate)
 
     async def queue_audio(self, pcm: bytes) -> None:
         """The next frame, without waiting: it is held until the worker has room. ServiceError
         (`audio_too_fast`) once more than `MAX_AHEAD_S` of audio would be held."""
         session = await self._opened()
         if self._pump_failure is not None:
-            raise self._pump_failure
+            raise self._failed(self._pump_failure)
         limit = int(MAX_AHEAD_S * self.params.sample_rate) * 2
         if self._held_bytes + len(pcm) > limit:
-            raise ServiceError(
-                FailureKind.BAD_PARAMETER,
-                f"audio arrives faster than model {self.model!r} transcribes it: the session is more than "
-                f"{MAX_AHEAD_S:g} s of audio ahead. Send audio in real time (or transcribe a recording "
-                "with POST /v1/audio/transcriptions).",
-                "audio_too_fast",
+            raise self._failed(
+                ServiceError(
+                    FailureKind.BAD_PARAMETER,
+                    f"audio arrives faster than model {self.model!r} transcribes it: the session is more than "
+                    f"{MAX_AHEAD_S:g} s of audio ahead. Send audio in real time (or transcribe a recording "
+                    "with POST /v1/audio/transcriptions).",
+                    "audio_too_fast",
+                )
             )
+        self.audio_seconds += len(pcm) / (2 * self.params.sample_rate)
         self._held.append(pcm)
         self._held_bytes += len(pcm)
         self._held_changed.set()
@@ -118,11 +128,11 @@ class LiveStream:
             self._pump = asyncio.create_task(self._send_held(session), name=f"live-pump-{session.id}")
 
     async def commit(self) -> None:
-        await _guarded((await self._sendable()).commit())
+        await self._guarded((await self._sendable()).commit())
 
     async def finish(self) -> None:
         """No more audio: the remaining final(s) come, then the events end."""
-        await _guarded((await self._sendable()).close())
+        await self._guarded((await self._sendable()).close())
 
     def __aiter__(self) -> LiveStream:
         return self
@@ -133,7 +143,7 @@ class LiveStream:
         try:
             return await anext(self._session)
         except WorkerError as exc:
-            raise classify(exc) from None
+            raise self._failed(classify(exc)) from None
 
     async def aclose(self) -> None:
         """Drop the stream (abort the worker's session if it is still on) and give the lease back."""
@@ -166,7 +176,7 @@ class LiveStream:
             try:
                 self._session = await self._worker.open_session(self.params)
             except WorkerError as exc:
-                raise classify(exc) from None
+                raise self._failed(classify(exc)) from None
             self._session_open.set()
         return self._session
 
@@ -177,7 +187,7 @@ class LiveStream:
             self._held_changed.clear()
             await self._held_changed.wait()
         if self._pump_failure is not None:
-            raise self._pump_failure
+            raise self._failed(self._pump_failure)
         return session
 
     async def _send_held(self, session: WorkerSession) -> None:
@@ -203,9 +213,14 @@ class LiveStream:
         self._held_bytes = 0
         self._held_changed.set()
 
+    async def _guarded(self, call: Awaitable[None]) -> None:
+        try:
+            await call
+        except WorkerError as exc:
+            raise self._failed(classify(exc)) from None
 
-async def _guarded(call: Awaitable[None]) -> None:
-    try:
-        await call
-    except WorkerError as exc:
-        raise classify(exc) from None
+    def _failed(self, failure: ServiceError) -> ServiceError:
+        """Remember the stream's first failure (for its record) and return it, to be raised."""
+        if self.failure is None:
+            self.failure = failure
+        return failure

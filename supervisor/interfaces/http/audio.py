@@ -134,7 +134,7 @@ async def _serve(
     if not audio:
         raise bad_request("The uploaded file is empty.", param="file", code="empty_file")
 
-    transcription = service.stream(model, audio, params)
+    transcription = service.stream(model, audio, params, interface="http")
     try:
         # Errors before the first byte become proper HTTP statuses.
         first = await _unless_client_leaves(request.receive, transcription)

@@ -87,7 +87,7 @@ class LiveConnection:
     async def run(self) -> None:
         try:
             params, model = self._check_request()
-            async with self._service.live(model, params) as stream:
+            async with self._service.live(model, params, interface="stream") as stream:
                 await self._send({"type": "ready", "model": stream.model, "sample_rate": params.sample_rate})
                 await self._serve(stream)
         except Close as close:

@@ -330,7 +330,9 @@ class WyomingHandler(AsyncEventHandler):
     ) -> tuple[TranscribeResult, bool]:
         """Relay segments as transcript chunks while the worker decodes; return the result."""
         streamed = False
-        async with contextlib.aclosing(self._service.stream(model, audio, params)) as transcription:
+        async with contextlib.aclosing(
+            self._service.stream(model, audio, params, interface="wyoming")
+        ) as transcription:
             async for item in transcription:
                 if isinstance(item, TranscribeResult):
                     return item, streamed

@@ -63,7 +63,7 @@ class LiveUtterance:
         except msgspec.ValidationError:  # a rate outside what live sessions take
             return None
         try:
-            stream = service.live(model, params)
+            stream = service.live(model, params, interface="wyoming")
         except ServiceError:
             return None
         try:
