@@ -51,6 +51,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(health.router)
     app.include_router(docs.router)
+    if settings.server.metrics:  # imported only then: --no-metrics leaves prometheus_client out
+        from supervisor.metrics import route as metrics_route
+
+        app.include_router(metrics_route.router)
     return app
 
 
@@ -84,6 +88,10 @@ async def _start(app: FastAPI, settings: Settings, started: contextlib.AsyncExit
     app.state.registry = registry
     app.state.service = service
     app.state.wyoming = wyoming  # the HTTP server drains it at shutdown, beside its own connections
+    if server.metrics:
+        from supervisor.metrics import Metrics
+
+        app.state.metrics = Metrics(registry, service, wyoming)
     # SIGHUP reloads asr.toml (so does POST /v1/admin/reload); closed before the workers stop.
     app.state.reloader = Reloader(app, registry)
     app.state.reloader.install_signal_handler()
