@@ -15,6 +15,7 @@ from supervisor.interfaces.http.upload_limit import UploadLimit
 from supervisor.interfaces.wyoming.server import WyomingService
 from supervisor.models.registry import ModelRegistry
 from supervisor.reload import Reloader
+from supervisor.request_log import RequestLog
 from supervisor.service import TranscriptionService
 from supervisor.workers import runtime_dir
 
@@ -88,6 +89,7 @@ async def _start(app: FastAPI, settings: Settings, started: contextlib.AsyncExit
     app.state.registry = registry
     app.state.service = service
     app.state.wyoming = wyoming  # the HTTP server drains it at shutdown, beside its own connections
+    service.observers.add(RequestLog())  # one log line per request, every interface
     if server.metrics:
         from supervisor.metrics import Metrics
 

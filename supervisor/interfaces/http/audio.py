@@ -149,7 +149,11 @@ async def _serve(
             transcription.pid,
         )
         return Response(status_code=499)  # nobody reads it: the client closed the request
-    headers = {"X-ASR-Model": transcription.model, "X-ASR-Worker-PID": str(transcription.pid)}
+    headers = {
+        "X-ASR-Model": transcription.model,
+        "X-ASR-Worker-PID": str(transcription.pid),
+        "X-Request-Id": transcription.id,  # the id of this request's log lines, the worker's included
+    }
     if params.stream:
         return StreamingResponse(
             _sse(first, transcription), media_type="text/event-stream", headers=headers | {"Cache-Control": "no-cache"}
