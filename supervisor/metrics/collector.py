@@ -26,6 +26,7 @@ from worker.protocol import LATENCY_BUCKETS, Latencies
 if TYPE_CHECKING:
     from supervisor.interfaces.wyoming.server import WyomingService
     from supervisor.models.registry import ModelRegistry
+    from supervisor.models.snapshot import ModelSnapshot
     from supervisor.service import TranscriptionService
 
 _MIB = 1_048_576
@@ -40,15 +41,16 @@ class ServerCollector(Collector):
         self._wyoming = wyoming
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._models()
-        yield from self._workers()
+        snapshots = self._registry.snapshot()  # once per scrape: each reads its worker's RSS from /proc
+        yield from self._models(snapshots)
+        yield from self._workers(snapshots)
         yield from self._requests()
         yield from self._capacity()
         if self._wyoming is not None:
             yield from self._wyoming_listener(self._wyoming)
         yield _build_info()
 
-    def _models(self) -> Iterator[Metric]:
+    def _models(self, snapshots: dict[str, ModelSnapshot]) -> Iterator[Metric]:
         loaded = GaugeMetricFamily(
             "whisper_model_loaded", "1 while the model's worker is loaded and serving, else 0.", labels=["model"]
         )
@@ -73,7 +75,7 @@ class ServerCollector(Collector):
             "Requests waiting for the model's worker to start (or for its owner to hear them).",
             labels=["model"],
         )
-        for name, snap in self._registry.snapshot().items():
+        for name, snap in snapshots.items():
             loaded.add_metric([name], 1.0 if snap.state == State.READY.value else 0.0)
             for each in State:
                 state.add_metric([name, each.value], 1.0 if snap.state == each.value else 0.0)
@@ -84,7 +86,7 @@ class ServerCollector(Collector):
             queued.add_metric([name], snap.queued)
         yield from (loaded, state, load_time, ttl, queued)
 
-    def _workers(self) -> Iterator[Metric]:
+    def _workers(self, snapshots: dict[str, ModelSnapshot]) -> Iterator[Metric]:
         rss = GaugeMetricFamily(
             "asr_worker_resident_memory_bytes", "The model's worker process's resident memory.", labels=["model"]
         )
@@ -135,9 +137,8 @@ class ServerCollector(Collector):
             "Live streams: from the audio of an utterance's last voiced sample reaching the worker to its final "
             "going out (the end_silence_ms pause included).",
         )
-        for name in self._registry.names():
+        for name, snap in snapshots.items():
             owner = self._registry.get(name)
-            snap = owner.snapshot()
             beat = owner.tally.heartbeat
             if snap.rss_mb is not None:
                 rss.add_metric([name], snap.rss_mb * _MIB)
