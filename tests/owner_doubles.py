@@ -12,6 +12,8 @@ import dataclasses
 from collections.abc import Callable
 
 from supervisor.config import ModelSpec
+from supervisor.models.owner import ModelOwner
+from supervisor.models.snapshot import ModelSnapshot
 from supervisor.workers.process import WorkerLoadError
 from worker.protocol import Heartbeat, ModelOptions, ReadyInfo
 
@@ -119,3 +121,11 @@ class FakeLauncher:
         self.alive.add(worker.pid)
         self.most_alive = max(self.most_alive, len(self.alive))
         return worker
+
+
+async def until(owner: ModelOwner, predicate: Callable[[ModelSnapshot], bool]) -> ModelSnapshot:
+    """The owner's status once `predicate` holds: each status() lets other tasks post their commands."""
+    for _ in range(1000):
+        if predicate(status := await owner.status()):
+            return status
+    raise AssertionError(f"never true: {status}")

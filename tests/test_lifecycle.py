@@ -11,13 +11,12 @@ from collections.abc import AsyncIterator, Callable
 
 import msgspec
 import pytest
-from owner_doubles import FakeClock, FakeLauncher, FakeWorker, spec
+from owner_doubles import FakeClock, FakeLauncher, FakeWorker, spec, until
 
 from supervisor.config import ModelSpec
 from supervisor.models.capacity import Capacity
 from supervisor.models.owner import ModelOwner, ModelUnavailable
 from supervisor.models.policy import Limits, Resident, backoff_seconds, choose_victim, fits
-from supervisor.models.snapshot import ModelSnapshot
 from supervisor.models.states import IllegalTransition, State, check_transition
 
 
@@ -49,14 +48,6 @@ async def _use(owner: ModelOwner, hold: asyncio.Event | None = None, leased: asy
         pid = lease.worker.pid
     await owner.status()
     return pid
-
-
-async def _until(owner: ModelOwner, predicate: Callable[[ModelSnapshot], bool]) -> ModelSnapshot:
-    """The owner's status once `predicate` holds: each status() lets other tasks post their commands."""
-    for _ in range(1000):
-        if predicate(status := await owner.status()):
-            return status
-    raise AssertionError(f"never true: {status}")
 
 
 # -- pure decisions -------------------------------------------------------------
@@ -137,7 +128,7 @@ async def test_request_during_stop_gets_a_fresh_worker(owners: list[ModelOwner])
     assert await _use(owner) == 1000
     await launcher.workers[0].stopping.wait()
     late = asyncio.create_task(_use(owner))
-    status = await _until(owner, lambda s: s.queued == 1)
+    status = await until(owner, lambda s: s.queued == 1)
     assert status.state == "stopping"
     launcher.stops_proceed.set()
     assert await late == 1001
@@ -151,7 +142,7 @@ async def test_unload_drains_then_serves_later_requests_with_a_new_worker(owners
     await leased.wait()
     unload = asyncio.create_task(owner.unload())
     late = asyncio.create_task(_use(owner))
-    await _until(owner, lambda s: s.queued == 1)  # the unload is draining; the late request waits
+    await until(owner, lambda s: s.queued == 1)  # the unload is draining; the late request waits
     assert not unload.done() and not launcher.workers[0].stopping.is_set()  # the busy request is not cut off
     hold.set()
     assert await busy == 1000
@@ -243,7 +234,7 @@ async def test_unload_during_a_load_stops_a_worker_that_started_anyway(owners: l
     load = asyncio.create_task(owner.load())
     await launcher.launching.wait()
     unload = asyncio.create_task(owner.unload())
-    await _until(owner, lambda s: s.state == "stopping")
+    await until(owner, lambda s: s.state == "stopping")
     launcher.proceed.set()
     assert (await unload)["ended_by"] == "shutdown"
     assert launcher.workers[0].stopped.is_set() and not launcher.alive
@@ -257,7 +248,7 @@ async def test_requests_during_a_load_queue_for_it(owners: list[ModelOwner]) -> 
     load = asyncio.create_task(owner.load())
     await launcher.launching.wait()
     requests = [asyncio.create_task(_use(owner)) for _ in range(3)]
-    await _until(owner, lambda s: s.queued == 3)
+    await until(owner, lambda s: s.queued == 3)
     launcher.proceed.set()
     await load
     assert await asyncio.gather(*requests) == [1000, 1000, 1000] and launcher.calls == 1
@@ -373,7 +364,7 @@ async def test_a_full_busy_server_refuses_then_serves_once_a_place_frees(owners:
     busy2 = asyncio.create_task(_use(fleet2["a"], hold2, leased2))
     await leased2.wait()
     waiting = asyncio.create_task(_use(fleet2["b"]))
-    await _until(fleet2["b"], lambda s: s.state == "starting")
+    await until(fleet2["b"], lambda s: s.state == "starting")
     assert launcher2.calls == 1  # b waits for a place: it has not launched
     hold2.set()
     assert await waiting == 1001

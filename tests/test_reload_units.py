@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 from fastapi import FastAPI
-from owner_doubles import FakeClock, FakeLauncher, spec
+from owner_doubles import FakeClock, FakeLauncher, spec, until
 
 from supervisor.config import ModelSpec, Overrides, load_settings
 from supervisor.models.owner import ModelOwner, ModelUnavailable
-from supervisor.models.snapshot import ModelSnapshot
 from supervisor.reload import RESTART_SERVER_KEYS, Reloader, diff, in_force
 
 
@@ -50,13 +49,6 @@ async def _use(owner: ModelOwner, hold: asyncio.Event | None = None, leased: asy
     return pid
 
 
-async def _until(owner: ModelOwner, predicate: Callable[[ModelSnapshot], bool]) -> ModelSnapshot:
-    for _ in range(1000):
-        if predicate(status := await owner.status()):
-            return status
-    raise AssertionError(f"never true: {status}")
-
-
 async def test_supervisor_keys_apply_to_the_running_worker(owners: list[ModelOwner]) -> None:
     launcher = FakeLauncher()
     owner = _owner(owners, launcher)
@@ -77,7 +69,7 @@ async def test_new_options_wait_for_the_request_in_flight_then_replace_the_worke
     new = _new_options(owner, beam_size=1)
     assert await owner.respec(new, 0.0) == "replaced once idle"
     late = asyncio.create_task(_use(owner))
-    status = await _until(owner, lambda s: s.queued == 1)  # new requests wait for the new options
+    status = await until(owner, lambda s: s.queued == 1)  # new requests wait for the new options
     assert status.state == "ready" and status.pid == 1000 and not launcher.workers[0].stopping.is_set()
     hold.set()
     assert await busy == 1000  # finished on the worker it started on
@@ -91,7 +83,7 @@ async def test_new_options_replace_an_idle_worker_at_once(owners: list[ModelOwne
     owner = _owner(owners, launcher)
     await _use(owner)
     assert await owner.respec(_new_options(owner, beam_size=2), 0.0) == "replacing"
-    status = await _until(owner, lambda s: s.state == "ready" and s.pid == 1001)  # loaded, with no request
+    status = await until(owner, lambda s: s.state == "ready" and s.pid == 1001)  # loaded, with no request
     assert status.unloads == {"reload": 1} and launcher.alive == {1001}
 
 
@@ -119,7 +111,7 @@ async def test_new_options_during_a_load_restart_it_with_them(owners: list[Model
     request = asyncio.create_task(_use(owner))
     await launcher.launching.wait()
     assert await owner.respec(_new_options(owner, beam_size=3), 0.0) == "replacing"
-    await _until(owner, lambda s: launcher.aborted == 1)
+    await until(owner, lambda s: launcher.aborted == 1)
     launcher.proceed.set()
     assert await request == 1000  # served by the start with the new options
     assert launcher.calls == 2 and owner.spec.options.beam_size == 3
