@@ -196,7 +196,10 @@ def test_sigterm_lets_an_http_request_in_flight_finish_then_exits_0(make_server,
     elapsed = time.monotonic() - started
     kept_alive.close()
     assert response.status_code == 200, response.text
-    assert key_words_found(response.json()["text"], ["quick", "brown", "fox"])
+    # The whole clip's transcript, not a cut one. (tiny.en hears the fox clip badly when it
+    # follows the weather clip: "The Wic Drown Fuck Stump", so words from every part count.)
+    expected = ["morning", "weather", "garden", "lazy", "dog", "kitchen", "lights"]
+    assert len(key_words_found(response.json()["text"], expected)) >= 4, response.json()["text"]
     assert code == 0, server.log()
     record_figure(SECTION, "SIGTERM to exit, a 29 s clip in flight (tiny.en, CPU)", f"{elapsed:.2f} s")
     _no_workers_left(server.pid)
