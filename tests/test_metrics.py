@@ -204,9 +204,12 @@ def test_a_ttl_unload_flips_loaded_and_the_totals_survive_it(server: Server) -> 
     first = scrape(server)
     assert value(first, "asr_worker_starts_total", **brief) >= 1
     # `brief` has a 1 s TTL: its worker ends, and the metrics say so.
-    wait_for(lambda: value(scrape(server), "whisper_model_loaded", **brief) == 0, 20, what="the TTL unload")
+    # (`loaded` is 0 from the moment the worker starts stopping: wait for it to be gone.)
+    wait_for(
+        lambda: value(scrape(server), "asr_model_state", **brief, state="unloaded") == 1, 20, what="the TTL unload"
+    )
     unloaded = scrape(server)
-    assert value(unloaded, "asr_model_state", **brief, state="unloaded") == 1
+    assert value(unloaded, "whisper_model_loaded", **brief) == 0
     assert value(unloaded, "asr_worker_exits_total", **brief, reason="ttl") >= 1
     assert not has(unloaded, "whisper_model_ttl_remaining_seconds", **brief)
     assert not has(unloaded, "asr_worker_resident_memory_bytes", **brief)
