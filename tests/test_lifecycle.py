@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import msgspec
 import pytest
@@ -386,3 +387,26 @@ async def test_a_long_lease_is_asked_back_when_its_worker_is_wanted(owners: list
     assert (await unload)["ended_by"] == "shutdown"
     async with owner.lease() as fresh:  # the next worker's leases start with no notice
         assert fresh.worker.pid == 1001 and not fresh.wind_down.is_set()
+
+
+async def test_a_bug_in_a_handler_fails_that_call_and_the_owner_goes_on(
+    owners: list[ModelOwner], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception in the owner's handler once ended its task, and every caller after it
+    waited forever. Now the caller whose command hit it gets an error, and the next is served."""
+    owner = _owner(owners, FakeLauncher())
+    original = owner._on_acquire
+    calls = 0
+
+    def buggy_once(command: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise KeyError("a bug")
+        original(command)
+
+    monkeypatch.setattr(owner, "_on_acquire", buggy_once)
+    with pytest.raises(ModelUnavailable, match="internal error"):
+        await asyncio.wait_for(_use(owner), 5)
+    assert await asyncio.wait_for(_use(owner), 5) > 0
+    assert owner.running

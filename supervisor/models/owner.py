@@ -303,7 +303,12 @@ class ModelOwner:
             if command is None:
                 self._begin_stop("ttl")
             else:
-                self._handle(command)
+                try:
+                    self._handle(command)
+                except Exception as exc:  # a bug of ours: it must not end the owner, or every caller hangs
+                    log.exception("model=%s the owner failed handling %s", self.spec.name, type(command).__name__)
+                    if isinstance(reply := getattr(command, "reply", None), asyncio.Future):
+                        _reply(reply, error=ModelUnavailable(f"internal error in model {self.spec.name!r}: {exc}"))
             if self._retiring is not None:
                 self._retire_if_idle()
             if self._finished():
