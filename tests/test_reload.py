@@ -99,10 +99,14 @@ def test_an_added_model_serves_and_a_removed_one_finishes_its_request(
         assert not pending.done()  # the reload did not wait for it, nor end it
         refused = _transcribe(server, "second")
         assert refused.status_code == 404 and refused.json()["error"]["code"] == "model_not_found", refused.text
-        assert "second" not in _model_ids(server) and "second" not in server.health()["models"]
+        assert "second" not in _model_ids(server)
+        # /health still shows its worker, whose memory and PID are real until it ends.
+        retiring = server.health()["models"]["second"]
+        assert retiring["retiring"] is True and retiring["pid"] == pid and retiring["in_flight"] == 1
         assert pid in worker_pids(server.pid)  # still decoding the request it took on
         assert pending.result().status_code == 200, pending.result().text
     wait_for(lambda: pid not in worker_pids(server.pid), 20, what="the removed model's worker to end")
+    wait_for(lambda: "second" not in server.health()["models"], 10, what="the removed model to leave /health")
     assert "removed by a reload: retired" in server.log()
     assert _transcribe(server, "tiny.en").status_code == 200
 

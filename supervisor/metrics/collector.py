@@ -41,7 +41,7 @@ class ServerCollector(Collector):
         self._wyoming = wyoming
 
     def collect(self) -> Iterator[Metric]:
-        snapshots = self._registry.snapshot()  # once per scrape: each reads its worker's RSS from /proc
+        snapshots = self._registry.snapshot(retiring=True)  # once per scrape: each reads its worker's RSS from /proc
         yield from self._models(snapshots)
         yield from self._workers(snapshots)
         yield from self._requests()

@@ -260,6 +260,7 @@ class ModelOwner:
         info = worker.info if worker else None
         return ModelSnapshot(
             state=self._state.value,
+            retiring=self._retiring is not None,
             backend=self.spec.backend,
             source=self.spec.source,
             description=self.spec.description,

@@ -114,8 +114,11 @@ class ModelRegistry:
     def names(self) -> list[str]:
         return list(self._owners)
 
-    def snapshot(self) -> dict[str, ModelSnapshot]:
-        return {name: owner.snapshot() for name, owner in self._owners.items()}
+    def snapshot(self, *, retiring: bool = False) -> dict[str, ModelSnapshot]:
+        """Every configured model; with `retiring`, also those a reload removed whose workers
+        still finish their requests (their memory and PIDs are real until then)."""
+        owners = {**self._retiring, **self._owners} if retiring else self._owners
+        return {name: owner.snapshot() for name, owner in owners.items()}
 
     def retiring(self) -> list[str]:
         """Models a reload removed whose workers are still finishing requests."""

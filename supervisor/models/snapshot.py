@@ -14,6 +14,9 @@ class ModelSnapshot(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     state: str = Field(description="unloaded, starting, ready, stopping or failed")
+    retiring: bool = Field(
+        False, description="removed by a reload: serves the requests it had, then its worker ends and it goes"
+    )
     backend: str
     source: str
     description: str

@@ -31,7 +31,7 @@ _HOLDING = ("starting", "ready", "stopping")
 async def health(request: Request) -> Health:
     """The sidecar contract (`status`, `current_model`, `device`) plus every model's detail."""
     registry: ModelRegistry = request.app.state.registry
-    models = registry.snapshot()
+    models = registry.snapshot(retiring=True)
     if any(m.device == "cuda" for m in models.values()):
         vram = await asyncio.to_thread(devices.cuda_memory_by_pid) or {}
         models = {
@@ -40,7 +40,8 @@ async def health(request: Request) -> Health:
         }
     loaded = {name: m for name, m in models.items() if m.state == "ready"}
     # The most recently used loaded model; with none loaded, the one requests go to.
-    current = max(loaded, key=lambda n: loaded[n].last_used or 0, default=None)
+    serving = [name for name in loaded if not loaded[name].retiring]
+    current = max(serving, key=lambda n: loaded[n].last_used or 0, default=None)
     return Health(
         default_model=registry.default_model,
         current_model=current or registry.default_model,
