@@ -356,17 +356,31 @@ def _convert(raw: dict[str, Any], into: type[_T], labels: dict[str, str]) -> _T:
             raise _KeyProblem(message) from None
         key = found.group(1)
         label = labels.get(key, key)
-        choices = _choices(into, key)
-        detail = f"expected one of {', '.join(map(repr, choices))}" if choices else message[: found.start()]
+        allowed = _allowed(into, key)
+        detail = f"expected {allowed}" if allowed else message[: found.start()]
         raise _KeyProblem(f"{label}{' ' if label.startswith('--') else ' = '}{raw.get(key)!r}: {detail}") from None
 
 
-def _choices(struct: type[Any], key: str) -> tuple[Any, ...] | None:
-    """The allowed values of a Literal field, for a message that lists them."""
+def _allowed(struct: type[Any], key: str) -> str | None:
+    """What a field takes, in words, for a message that says it: its Literal values, and a
+    number's range when it may be either ("'auto' or a whole number from 0 to 64")."""
     info = msgspec.inspect.type_info(struct)
     for f in getattr(info, "fields", ()):
-        if f.name == key and isinstance(f.type, msgspec.inspect.LiteralType):
-            return tuple(f.type.values)
+        if f.name != key:
+            continue
+        kinds = f.type.types if isinstance(f.type, msgspec.inspect.UnionType) else (f.type,)
+        words = [_describe(kind) for kind in kinds]
+        if all(words) and any(isinstance(kind, msgspec.inspect.LiteralType) for kind in kinds):
+            return " or ".join(word for word in words if word)
+    return None
+
+
+def _describe(kind: msgspec.inspect.Type) -> str | None:
+    if isinstance(kind, msgspec.inspect.LiteralType):
+        values = [repr(v) for v in kind.values]
+        return values[0] if len(values) == 1 else f"one of {', '.join(values)}"
+    if isinstance(kind, msgspec.inspect.IntType) and kind.ge is not None and kind.le is not None:
+        return f"a whole number from {kind.ge} to {kind.le}"
     return None
 
 

@@ -81,6 +81,20 @@ def test_invalid_config_names_the_key(tmp_path: Path, text: str, key: str) -> No
     assert key in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "allowed"),
+    [
+        ('[models."x"]\nconcurrency = "lots"\n', "expected a whole number from 0 to 64 or 'auto'"),
+        ('[models."x"]\nconcurrency = -3\n', "expected a whole number from 0 to 64 or 'auto'"),
+        ('[models."x"]\nlane_weights = "x"\n', "expected one of 'auto', 'copy', 'shared'"),
+    ],
+)
+def test_a_bad_value_is_answered_with_what_the_key_takes(tmp_path: Path, text: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(_write(tmp_path, text))
+    assert str(err.value).endswith(allowed)
+
+
 def test_invalid_config_exits_2_with_one_line(tmp_path: Path) -> None:
     path = _write(tmp_path, "[defaults]\nttl = -5\n")
     out = subprocess.run(
