@@ -19,7 +19,7 @@ from collections.abc import Callable
 import pytest
 from conftest import ASSETS, Server, server_fixture, wait_for
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 limited = server_fixture("""
 [server]
@@ -200,11 +200,21 @@ def test_connections_over_max_connections_get_503_json(make_server: Callable[...
         assert reply.status == 503
         assert b"retry-after: 1" in reply.data.lower()
         assert reply.error()["code"] == "too_many_connections"
+        # A WebSocket handshake over the cap is refused the same way (uvicorn once let it by).
+        with pytest.raises(InvalidStatus) as refused:
+            asyncio.run(_open_websocket(server))
+        assert refused.value.response.status_code == 503
+        assert json.loads(refused.value.response.body or b"{}")["error"]["code"] == "too_many_connections"
     finally:
         for sock in held:
             sock.close()
     # The cap is a ceiling, not a lock-out: with the others gone, a request is served.
     wait_for(lambda: _health_status(server) == 200, BOUND, what="a request under the cap to be served")
+
+
+async def _open_websocket(server: Server) -> None:
+    async with connect(f"ws://127.0.0.1:{server.port}/v1/audio/transcriptions/stream", open_timeout=BOUND):
+        pass
 
 
 def _health_status(server: Server) -> int:

@@ -57,7 +57,7 @@ class APIError(Exception):
             "content-type: application/json",
             f"content-length: {len(body)}",
             "connection: close",
-            *(f"{name}: {value}" for name, value in (self.headers or {}).items()),
+            *(f"{name}: {value}" for name, value in (self.headers or {}).items() if name.lower() != "connection"),
         ]
         return "\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body
 

@@ -136,6 +136,15 @@ class GuardedH11Protocol(H11Protocol):
         if over:
             log.warning("refused a request: %d HTTP connections open (server.max_connections)", len(self.connections))
 
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        """uvicorn builds the WebSocket's protocol with the app from its config, not ours: a
+        handshake over the cap is answered here, or every WebSocket would bypass it."""
+        if self.app is _over_capacity:
+            self.transport.write(_too_many_connections().raw())
+            self.transport.close()
+            return
+        super().handle_websocket_upgrade(event)
+
     def _between_requests(self) -> bool:
         return self.cycle is None or self.cycle.response_complete
 
@@ -220,12 +229,15 @@ class _Transport:
         return getattr(self._transport, name)
 
 
-async def _over_capacity(scope: Scope, receive: Receive, send: Send) -> None:
-    error = APIError(
+def _too_many_connections() -> APIError:
+    return APIError(
         503,
         "The server has as many connections open as it allows (server.max_connections); try again shortly.",
         type="server_error",
         code="too_many_connections",
         headers={"Retry-After": "1", "Connection": "close"},
     )
-    await error.response()(scope, receive, send)
+
+
+async def _over_capacity(scope: Scope, receive: Receive, send: Send) -> None:
+    await _too_many_connections().response()(scope, receive, send)
