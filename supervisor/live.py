@@ -130,6 +130,10 @@ class LiveStream:
     async def commit(self) -> None:
         await self._guarded((await self._sendable()).commit())
 
+    async def clear(self) -> None:
+        """Drop the utterance being heard and its audio (no final for it)."""
+        await self._guarded((await self._sendable()).commit(drop=True))
+
     async def finish(self) -> None:
         """No more audio: the remaining final(s) come, then the events end."""
         await self._guarded((await self._sendable()).close())

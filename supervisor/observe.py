@@ -25,10 +25,11 @@ from typing import Literal, Protocol
 log = logging.getLogger("asr.observe")
 
 #: Where a request came from: the OpenAI HTTP routes (uploads, SSE streaming included), the
-#: Wyoming TCP server, or the live WebSocket (`/v1/audio/transcriptions/stream`).
-Interface = Literal["http", "wyoming", "stream"]
+#: Wyoming TCP server, the live WebSocket (`/v1/audio/transcriptions/stream`), or the OpenAI
+#: Realtime transcription WebSocket (`/v1/realtime?intent=transcription`).
+Interface = Literal["http", "wyoming", "stream", "realtime"]
 FILE_INTERFACES: tuple[Interface, ...] = ("http", "wyoming")  # where file requests come from
-LIVE_INTERFACES: tuple[Interface, ...] = ("stream", "wyoming")  # where live streams come from
+LIVE_INTERFACES: tuple[Interface, ...] = ("stream", "realtime", "wyoming")  # where live streams come from
 
 #: "file": the audio arrived whole and was decoded once; "live": it was decoded while it came.
 Mode = Literal["file", "live"]

@@ -169,7 +169,8 @@ class ServerCollector(Collector):
         )
         sessions = GaugeMetricFamily(
             "asr_live_sessions",
-            "Live streams open, by model and interface (stream: the WebSocket; wyoming: an utterance decoded "
+            "Live streams open, by model and interface (stream: the WebSocket; realtime: the OpenAI Realtime "
+            "WebSocket; wyoming: an utterance decoded "
             "while spoken).",
             labels=["model", "interface"],
         )

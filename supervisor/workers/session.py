@@ -107,11 +107,12 @@ class WorkerSession:
         self._unacked_bytes += len(pcm)
         await self._send(SessionAudio(id=self.id, seq=seq), pcm)
 
-    async def commit(self) -> None:
-        """End the current utterance now: its final is decoded next (ignored once closing or ended)."""
+    async def commit(self, drop: bool = False) -> None:
+        """End the current utterance now: its final is decoded next (ignored once closing or ended).
+        With `drop`, the utterance and its audio are dropped instead: no final for it."""
         if self._closing or (self._over and not self._gone):
             return
-        await self._send(SessionCommit(id=self.id), None)
+        await self._send(SessionCommit(id=self.id, drop=drop), None)
 
     async def close(self, abort: bool = False) -> None:
         """No more audio. Without `abort`, the worker decodes the final(s) for what was heard,

@@ -31,7 +31,8 @@ worker's one outbox):
   1 MiB; otherwise ERROR (bad_audio for the frame, internal for a lost frame) and the
   session is dropped: an ERROR ends a session, no SESSION_ENDED follows. Audio for an id
   that is not open (one just dropped, say) is ignored.
-- commit: the utterance ends now; its final is the session's next decode.
+- commit: the utterance ends now; its final is the session's next decode. With `drop` (a
+  client's clear), the utterance and its audio are dropped instead, no final.
 - close: the resampler's tail and `finish()`; the last final(s) go out as their decodes
   come back, then SESSION_ENDED. With `abort`, SESSION_ENDED at once, and a decode still on
   a lane is stopped at its next segment and its result dropped. Closing an id that is not
@@ -181,9 +182,9 @@ class Sessions:
                     self._audio(live, message.seq, payload)
                 else:
                     log.debug("audio for session %s, which is not open: ignored", session_id)
-            case SessionCommit(id=session_id):
+            case SessionCommit(id=session_id, drop=drop):
                 if (live := self._live.get(session_id)) is not None and not live.closing:
-                    self._guarded(live, live.engine.commit, owes_final=True)
+                    self._guarded(live, live.engine.clear if drop else live.engine.commit, owes_final=not drop)
             case SessionClose(id=session_id, abort=abort):
                 if (live := self._live.get(session_id)) is None:
                     self._post(SessionEnded(id=session_id))
@@ -223,7 +224,11 @@ class Sessions:
             return
         try:
             stream = PcmStream(params.sample_rate)
-            vad = StreamingVad(end_silence_ms=params.end_silence_ms)
+            vad = StreamingVad(
+                end_silence_ms=params.end_silence_ms,
+                threshold=params.vad_threshold,
+                neg_threshold=max(0.01, params.vad_threshold - 0.15),
+            )
             engine = LiveSession(params, vad, beam_size=self._beam_size)
         except Exception as exc:
             log.exception("session %s could not be opened", session_id)

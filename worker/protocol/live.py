@@ -8,7 +8,7 @@ Times are seconds of session audio, counted from the session's first sample.
 
 from __future__ import annotations
 
-from typing import Annotated, TypeAlias
+from typing import Annotated, Literal, TypeAlias
 
 import msgspec
 
@@ -26,14 +26,24 @@ class LiveParams(msgspec.Struct, frozen=True, kw_only=True):
     end_silence_ms: Annotated[int, msgspec.Meta(ge=100, le=5000)] = 500
     #: Word timings in finals (partials always use them internally).
     word_timestamps: bool = False
+    #: Who ends an utterance: the VAD's end-of-speech silence, or only the client's commits
+    #: ("manual": one utterance from the first speech to each commit, pauses included).
+    turns: Literal["vad", "manual"] = "vad"
+    #: The VAD's speech probability threshold (Silero's score; the pause threshold follows it).
+    vad_threshold: Annotated[float, msgspec.Meta(ge=0.05, le=0.99)] = 0.5
+    #: A Final for every utterance, even one that decoded to no text (and one per commit,
+    #: even with no speech heard): for clients that wait on an answer per commit (Realtime).
+    empty_finals: bool = False
 
 
 class SpeechStarted(msgspec.Struct, frozen=True, tag="speech_started"):
     at: float
+    utterance: int = 0  # the index of the utterance it opens / ends (counts up from 0 per session)
 
 
 class SpeechStopped(msgspec.Struct, frozen=True, tag="speech_stopped"):
     at: float
+    utterance: int = 0  # the index of the utterance it opens / ends (counts up from 0 per session)
 
 
 class Partial(msgspec.Struct, frozen=True, tag="partial"):
@@ -43,6 +53,7 @@ class Partial(msgspec.Struct, frozen=True, tag="partial"):
     seq: int  # per session, counts up across partials and finals
     text: str
     committed: str
+    utterance: int = 0  # which utterance (counts up from 0 per session)
 
 
 class Final(msgspec.Struct, frozen=True, tag="final"):
@@ -53,6 +64,7 @@ class Final(msgspec.Struct, frozen=True, tag="final"):
     start: float
     end: float
     segments: list[Segment]
+    utterance: int = 0
 
 
 LiveEvent: TypeAlias = SpeechStarted | SpeechStopped | Partial | Final

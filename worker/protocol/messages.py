@@ -205,9 +205,11 @@ class SessionAudio(_Kind, tag="session_audio", frozen=True):
 
 
 class SessionCommit(_Kind, tag="session_commit", frozen=True):
-    """End session `id`'s current utterance now: its final is the next decode."""
+    """End session `id`'s current utterance now: its final is the next decode. With `drop`,
+    the utterance's audio is dropped instead (no final): the client cleared its buffer."""
 
     id: str
+    drop: bool = False
 
 
 class SessionClose(_Kind, tag="session_close", frozen=True):

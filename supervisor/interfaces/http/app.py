@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from supervisor.config import Settings
-from supervisor.interfaces.http import admin, audio, docs, errors, health, live, models
+from supervisor.interfaces.http import admin, audio, docs, errors, health, live, models, realtime
 from supervisor.interfaces.http.body_timeout import BodyTimeout
 from supervisor.interfaces.http.startup import QuietStartupFailure, StartupError, reason
 from supervisor.interfaces.http.upload_limit import UploadLimit
@@ -48,6 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(QuietStartupFailure)
     app.include_router(audio.router)
     app.include_router(live.router)
+    app.include_router(realtime.router)
     app.include_router(models.router)
     app.include_router(admin.router)
     app.include_router(health.router)

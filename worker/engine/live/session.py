@@ -112,6 +112,7 @@ class LiveSession:
         self._final_out: DecodeJob | None = None  # a final that overtook the partial out
         self._job_ids = itertools.count()
         self._utterance_ids = itertools.count()
+        self._last_index = -1  # the last utterance opened
         self._seq = itertools.count()
         self._said = params.prompt or ""  # what the prompts are cut from
         self._finishing = False
@@ -192,16 +193,35 @@ class LiveSession:
 
     def commit(self) -> list[LiveEvent]:
         """End the current utterance now: its final becomes the next job. Speech that goes on
-        is the next utterance's."""
+        is the next utterance's. With `empty_finals`, a commit with no utterance open still
+        owes a Final (of the pre-roll: usually empty), so every commit is answered."""
         u = self._utterance
-        if self._finishing or u is None:
+        if self._finishing or (u is None and not self.params.empty_finals):
             return []
+        if u is None:  # nothing heard: the final decodes the pre-roll, and no speech goes on
+            end = self._buffer.end
+            self._open(end, preroll=True)
+            return self._close(end, end)
         if u.pause_at is not None:
             return self._close(u.pause_at, self._pause_audio_end(u.pause_at))
         end = self._buffer.end
         events = self._close(end, end)
-        self._open(end, preroll=False)
+        if self.params.turns == "vad" or self._vad.phase in ("speech", "pause"):
+            self._open(end, preroll=False)
         return events
+
+    def clear(self) -> list[LiveEvent]:
+        """Drop the current utterance and its audio (no final): the client cleared its buffer.
+        Speech that goes on is a new utterance's; finals already owed still come."""
+        u = self._utterance
+        if self._finishing or u is None:
+            return []
+        self._utterance = None
+        end = self._buffer.end
+        if self._vad.phase == "speech":
+            self._open(end, preroll=False)
+        self._buffer.drop_before(self._keep_from())
+        return []
 
     def finish(self) -> list[LiveEvent]:
         """End of stream: SpeechStopped if speech was going on, and the final for what was heard
@@ -209,10 +229,10 @@ class LiveSession:
         if self._finishing:
             return []
         events: list[LiveEvent] = []
+        u = self._utterance
         if self._vad.phase in ("speech", "pause"):
             at = self._vad.pause_at if self._vad.pause_at is not None else self._buffer.end
-            events.append(SpeechStopped(at=_seconds(at)))
-        u = self._utterance
+            events.append(SpeechStopped(at=_seconds(at), utterance=u.index if u is not None else self._last_index))
         if u is not None and u.pause_at is not None:
             events += self._close(u.pause_at, self._pause_audio_end(u.pause_at))
         elif u is not None:
@@ -225,12 +245,13 @@ class LiveSession:
 
     def _on_vad(self, event: VadEvent) -> list[LiveEvent]:
         u = self._utterance
+        manual = self.params.turns == "manual"  # only commits end utterances: pauses are just audio
         if event.kind == "start":
             if u is None:
-                self._open(event.sample, preroll=True)
-            return [SpeechStarted(at=_seconds(event.sample))]
+                u = self._open(event.sample, preroll=True)
+            return [SpeechStarted(at=_seconds(event.sample), utterance=u.index)]
         if event.kind == "pause":
-            if u is not None:
+            if u is not None and not manual:
                 u.pause_at = event.sample
             return []
         if event.kind == "resume":
@@ -239,8 +260,9 @@ class LiveSession:
             else:
                 u.pause_at, u.speculative = None, None  # a speculative final out is now stale
             return []
-        events: list[LiveEvent] = [SpeechStopped(at=_seconds(event.sample))]
-        if u is not None:
+        index = u.index if u is not None else self._last_index
+        events: list[LiveEvent] = [SpeechStopped(at=_seconds(event.sample), utterance=index)]
+        if u is not None and not manual:
             end = event.sample if u.pause_at is None else u.pause_at  # later than the VAD's after a cut
             events += self._close(end, self._pause_audio_end(end))
         return events
@@ -255,7 +277,7 @@ class LiveSession:
         want = at - self._ms(self._tuning.preroll_ms) if preroll else at
         audio_from = max(self._buffer.start, want)
         agreement = LocalAgreement(hold_back_s=self._tuning.hold_back_s, history=history)
-        index = next(self._utterance_ids)
+        index = self._last_index = next(self._utterance_ids)
         lead = audio_from - want
         self._utterance = Utterance(index, at, audio_from, lead, agreement, partial_mark=at)
         return self._utterance
@@ -316,6 +338,8 @@ class LiveSession:
         u = self._utterance
         if u is None or u.pause_at is not None:
             return None
+        if self.params.turns == "manual" and self._vad.phase not in ("speech", "pause"):
+            return None  # the silence after speech, before the client's commit: nothing new to show
         if self._buffer.end - u.partial_mark >= self._tuning.partial_step_s * SAMPLE_RATE:
             u.partial_mark = self._buffer.end
             return self._job("partial", u, self._buffer.end, 1)
@@ -372,7 +396,7 @@ class LiveSession:
         if not shown[0] or shown == u.shown:
             return []
         u.shown = shown
-        return [Partial(seq=next(self._seq), text=shown[0], committed=shown[1])]
+        return [Partial(seq=next(self._seq), text=shown[0], committed=shown[1], utterance=u.index)]
 
     def _drain_finals(self) -> list[LiveEvent]:
         """Finals whose decode is back, in utterance order; an utterance left with no text has none."""
@@ -389,12 +413,14 @@ class LiveSession:
         keep_words = self.params.word_timestamps
         segments = [_shift(s, pending.job.offset, i, keep_words) for i, s in enumerate(pending.segments)]
         text = "".join(s.text for s in segments).strip()
-        if not text:
+        if not text and not self.params.empty_finals:
             return None
         if pending.adds_context:
             self._add_said(text)
         start, end = _seconds(pending.start), _seconds(pending.end)
-        return Final(seq=next(self._seq), text=text, start=start, end=end, segments=segments)
+        return Final(
+            seq=next(self._seq), text=text, start=start, end=end, segments=segments, utterance=pending.job.utterance
+        )
 
     @staticmethod
     def _ms(ms: int) -> int:

@@ -1,0 +1,469 @@
+"""`WS /v1/realtime?intent=transcription`: OpenAI Realtime transcription sessions.
+
+An app written for OpenAI's Realtime transcription API works here by changing its base
+URL. This module only speaks that wire: the session is the service's `LiveStream` (the
+same lease, TTL, capacity and drain rules as `/v1/audio/transcriptions/stream`), and the
+words come from the worker's live engine.
+
+Items are the engine's utterances: utterance n of a session is item `item_<token><n>`.
+Deltas are true deltas: while the speaker talks, each `…delta` carries the words the
+engine has newly *committed* (LocalAgreement-2: two passes agreed), which are never
+retracted, so the deltas of an item concatenate to a prefix of its transcript. When the
+utterance ends, its final (decoded whole, with the full beam) extends that prefix in all
+but rare cases: the rest goes out as a last delta and `…completed` carries the final's
+text. In the rare case where the final disagrees with what was already sent, no last
+delta is sent and `…completed` carries the final anyway (the better transcript): a client
+that concatenates deltas keeps the committed words, one that reads `completed` gets the
+final. Unlike OpenAI, deltas start while the speaker is still talking, so they come before
+the item's `input_audio_buffer.committed` (sent when the VAD ends the utterance, or with
+its final after a manual commit).
+
+Bad client events are answered with an `error` event and the session goes on. The
+connection closes (after an `error` event, when it is not a normal end) for: a bad key or
+intent (1008), a session past `max_session_seconds` or audio far faster than real time
+(1008), a model that cannot serve now (1013) or failed (1011, after `…failed` for the items
+in flight), the model being unloaded or the server stopping (1012, after
+`session_drain_timeout` seconds and the finals of what was heard), or no event for
+`session_idle_timeout` seconds (1000, after the finals).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import itertools
+import json
+import logging
+import math
+import secrets
+from typing import Any
+
+import msgspec
+import pydantic
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from supervisor.config import Settings
+from supervisor.failures import ServiceError
+from supervisor.interfaces.http import g711
+from supervisor.interfaces.http.auth import bearer_token, key_matches
+from supervisor.interfaces.http.live import Close
+from supervisor.interfaces.http.realtime_events import (
+    CLIENT_EVENT_TYPES,
+    Append,
+    BetaSessionUpdate,
+    Clear,
+    ClientEvent,
+    Commit,
+    SessionConfig,
+    SessionUpdate,
+)
+from supervisor.live import LiveStream
+from supervisor.service import TranscriptionService
+from worker.protocol.live import Final, LiveEvent, LiveParams, Partial, SpeechStarted, SpeechStopped
+
+log = logging.getLogger("asr.realtime")
+
+router = APIRouter()
+
+#: The largest client event: OpenAI's own limit is 15 MiB; a base64 append of this size
+#: carries about 60 s of 24 kHz audio, which is more than the 30 s a session may be ahead.
+MAX_EVENT_BYTES = 4 * 1024 * 1024
+#: Decoded audio is passed to the stream in pieces of at most this many bytes.
+PIECE_BYTES = 256 * 1024
+#: OpenAI refuses to commit less audio than this.
+MIN_COMMIT_MS = 100
+#: OpenAI's transcription model names: they mean the default model unless configured as aliases.
+OPENAI_MODELS = frozenset(
+    {"gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o-transcribe-latest", "gpt-4o-mini-transcribe-latest"}
+)
+SUBPROTOCOL_KEY = "openai-insecure-api-key."
+
+_EVENTS: pydantic.TypeAdapter[SessionUpdate | BetaSessionUpdate | Append | Commit | Clear] = pydantic.TypeAdapter(
+    ClientEvent
+)
+
+
+class BadEvent(Exception):
+    """A client event that is refused with an `error` event; the session goes on."""
+
+    def __init__(self, code: str, message: str, param: str | None = None, event_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.param, self.event_id = code, message, param, event_id
+
+
+@router.websocket("/v1/realtime")
+async def realtime_transcription(websocket: WebSocket) -> None:
+    offered = websocket.scope.get("subprotocols", [])
+    await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
+    await RealtimeConnection(websocket, websocket.app.state.service, websocket.app.state.settings).run()
+
+
+class RealtimeConnection:
+    """One client's Realtime session: its events in, the engine's events out as OpenAI's."""
+
+    def __init__(self, websocket: WebSocket, service: TranscriptionService, settings: Settings) -> None:
+        self._ws = websocket
+        self._service = service
+        self._settings = settings
+        self._config = SessionConfig()
+        self._session_id = "sess_" + secrets.token_hex(10)
+        self._token = secrets.token_hex(6)
+        self._event_ids = itertools.count()
+        self._stack = contextlib.AsyncExitStack()
+        self._stream: LiveStream | None = None  # leased at the first audio
+        self._opened = asyncio.Event()
+        self._seconds = 0.0  # of audio received
+        self._uncommitted = 0.0  # seconds of audio since the last commit or clear
+        self._said: dict[int, str] = {}  # per utterance: the text its deltas carried so far
+        self._committed: set[int] = set()  # utterances whose `committed` was sent
+        self._last_item: str | None = None
+        self._ending: Close | None = None
+
+    async def run(self) -> None:
+        try:
+            self._check_request()
+            await self._send({"type": "session.created", "session": self._config.ga(self._session_id)})
+            async with self._stack:
+                await self._serve()
+        except Close as close:
+            await self._close(close)
+        except ServiceError as exc:
+            await self._close(Close.for_failure(exc))
+        except (WebSocketDisconnect, OSError):
+            pass  # the client went away: the stream was aborted on the way out
+
+    def _check_request(self) -> None:
+        token = bearer_token(self._ws.headers.get("authorization", ""))
+        for protocol in self._ws.scope.get("subprotocols", []):
+            if protocol.startswith(SUBPROTOCOL_KEY):
+                token = token or protocol.removeprefix(SUBPROTOCOL_KEY)
+        if not key_matches(token, self._settings.api_keys):
+            raise Close(
+                1008,
+                "invalid_api_key",
+                "Incorrect API key provided: send 'Authorization: Bearer <key>' or, from a browser, "
+                f"the subprotocol '{SUBPROTOCOL_KEY}<key>'.",
+            )
+        if self._ws.query_params.get("intent") != "transcription":
+            raise Close(
+                1008,
+                "unsupported_intent",
+                "this server runs transcription sessions only: connect to /v1/realtime?intent=transcription",
+            )
+
+    async def _serve(self) -> None:
+        relay = asyncio.create_task(self._relay())
+        receiver = asyncio.create_task(self._receive())
+        watcher = asyncio.create_task(self._watch_wind_down())
+        try:
+            done, _ = await asyncio.wait({relay, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            if receiver in done and receiver.result() == "disconnected":
+                return
+            await relay  # the last final(s), then the stream's end
+            await self._close(self._ending or Close(1000))
+        finally:
+            for task in (relay, receiver, watcher):
+                task.cancel()
+            await asyncio.gather(relay, receiver, watcher, return_exceptions=True)
+
+    # -- the client's events -----------------------------------------------------------------
+
+    async def _receive(self) -> str:
+        """Take the client's events until it goes away ("disconnected") or the session ends ("finishing")."""
+        idle = self._settings.server.session_idle_timeout
+        while True:
+            try:
+                async with asyncio.timeout(idle):
+                    message = await self._ws.receive()
+            except TimeoutError:
+                ending = Close(1000, "idle_timeout", f"no event for {idle:g} s: the session ended")
+                if await self._finish(ending):
+                    return "finishing"
+                raise ending from None
+            if message["type"] == "websocket.disconnect":
+                return "disconnected"
+            try:
+                event = self._parse(message.get("text"))
+                try:
+                    if await self._dispatch(event):
+                        return "finishing"
+                except BadEvent as bad:
+                    bad.event_id = event.event_id
+                    raise
+            except BadEvent as bad:
+                await self._send_error(bad.code, bad.message, bad.param, bad.event_id)
+
+    def _parse(self, text: str | None) -> SessionUpdate | BetaSessionUpdate | Append | Commit | Clear:
+        if text is None:
+            raise BadEvent("invalid_event", "client events are JSON text messages, not binary ones")
+        if len(text) > MAX_EVENT_BYTES:
+            raise BadEvent("event_too_large", f"a client event may be at most {MAX_EVENT_BYTES} bytes")
+        try:
+            body = json.loads(text)
+        except ValueError:
+            raise BadEvent("invalid_json", "the event is not valid JSON") from None
+        kind = body.get("type") if isinstance(body, dict) else None
+        event_id = body.get("event_id") if isinstance(body, dict) else None
+        event_id = event_id if isinstance(event_id, str) else None
+        if kind not in CLIENT_EVENT_TYPES:
+            raise BadEvent(
+                "invalid_event_type",
+                f"unsupported event type {kind!r}; this server takes: {', '.join(CLIENT_EVENT_TYPES)}",
+                "type",
+                event_id,
+            )
+        try:
+            return _EVENTS.validate_python(body)
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            param = ".".join(str(part) for part in first["loc"][1:])
+            raise BadEvent(
+                "invalid_value", f"invalid {param or 'event'}: {first['msg']}", param or None, event_id
+            ) from None
+
+    async def _dispatch(self, event: SessionUpdate | BetaSessionUpdate | Append | Commit | Clear) -> bool:
+        """One valid event; True once the session is over its length limit (and finishing)."""
+        match event:
+            case SessionUpdate():
+                self._configure(self._config.updated_ga(event.session))
+                await self._send({"type": "session.updated", "session": self._config.ga(self._session_id)})
+            case BetaSessionUpdate():
+                self._configure(self._config.updated_beta(event.session))
+                await self._send(
+                    {"type": "transcription_session.updated", "session": self._config.beta(self._session_id)}
+                )
+            case Append():
+                return await self._append(event.audio)
+            case Commit():
+                if self._uncommitted * 1000 < MIN_COMMIT_MS:
+                    raise BadEvent(
+                        "input_audio_buffer_commit_empty",
+                        f"buffer too small: expected at least {MIN_COMMIT_MS} ms of audio, "
+                        f"but it holds {self._uncommitted * 1000:.0f} ms",
+                    )
+                assert self._stream is not None  # there was audio
+                self._uncommitted = 0.0
+                await self._stream.commit()
+            case Clear():
+                self._uncommitted = 0.0
+                if self._stream is not None:
+                    await self._stream.clear()
+                await self._send({"type": "input_audio_buffer.cleared"})
+        return False
+
+    def _configure(self, config: SessionConfig) -> None:
+        """Take `config` if it is valid and, once audio has started, changes only what may change then."""
+        params, model = self._params(config), self._model(config.model)
+        if self._stream is not None and (
+            params != self._stream.params or self._service.resolve(model) != self._stream.model
+        ):
+            raise BadEvent(
+                "session_update_too_late",
+                "the session's audio has started: its model, format, language, prompt and turn detection "
+                "are fixed from the first input_audio_buffer.append on",
+                "session",
+            )
+        self._config = config
+
+    def _params(self, config: SessionConfig) -> LiveParams:
+        fields: dict[str, Any] = {
+            "language": config.language,
+            "prompt": config.prompt,
+            "sample_rate": config.rate,
+            "turns": "vad" if config.vad is not None else "manual",
+            "empty_finals": True,
+            "word_timestamps": config.logprobs,
+        }
+        if config.vad is not None:
+            if config.vad.silence_duration_ms is not None:
+                fields["end_silence_ms"] = config.vad.silence_duration_ms
+            if config.vad.threshold is not None:
+                fields["vad_threshold"] = config.vad.threshold
+        try:
+            return msgspec.convert(fields, LiveParams)
+        except msgspec.ValidationError as exc:
+            raise BadEvent("invalid_value", f"invalid session: {exc}", "session") from None
+
+    def _model(self, name: str) -> str | None:
+        """The configured model `name` means (None: the default)."""
+        if self._service.knows(name):
+            return name
+        if name in OPENAI_MODELS:
+            return None
+        raise BadEvent(
+            "invalid_value",
+            f"model {name!r} is not served here; models: {', '.join(self._service.registry.names())}",
+            "session.audio.input.transcription.model",
+        )
+
+    async def _append(self, audio: str) -> bool:
+        try:
+            data = base64.b64decode(audio, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadEvent("invalid_value", "audio is not valid base64", "audio") from None
+        if self._config.encoding != "pcm":
+            data = g711.to_pcm16(data, self._config.encoding)
+        elif len(data) % 2:
+            raise BadEvent("invalid_value", "audio/pcm is 16-bit samples: an even number of bytes", "audio")
+        if not data:
+            return False
+        stream = await self._open()
+        seconds = len(data) / (2 * self._config.rate)
+        self._seconds += seconds
+        limit = self._settings.server.max_session_seconds
+        if self._seconds > limit:
+            await self._finish(Close(1008, "session_too_long", f"a realtime session may last {limit:g} s"))
+            return True
+        self._uncommitted += seconds
+        for at in range(0, len(data), PIECE_BYTES):
+            await stream.queue_audio(data[at : at + PIECE_BYTES])  # never waits; refuses a client far ahead
+        return False
+
+    async def _open(self) -> LiveStream:
+        """The stream, leased at the first audio (the model is the session's then)."""
+        if self._stream is None:
+            params, model = self._params(self._config), self._model(self._config.model)
+            self._stream = await self._stack.enter_async_context(
+                self._service.live(model, params, interface="realtime")
+            )
+            self._opened.set()
+        return self._stream
+
+    # -- the engine's events ------------------------------------------------------------------
+
+    async def _relay(self) -> None:
+        await self._opened.wait()
+        assert self._stream is not None
+        try:
+            async for event in self._stream:
+                await self._on_event(event)
+        except ServiceError as exc:
+            for utterance in sorted(self._said):
+                await self._send(
+                    {
+                        "type": "conversation.item.input_audio_transcription.failed",
+                        "item_id": self._item(utterance),
+                        "content_index": 0,
+                        "error": {"type": "server_error", "code": exc.code, "message": exc.message, "param": None},
+                    }
+                )
+            raise
+
+    async def _on_event(self, event: LiveEvent) -> None:
+        vad = self._config.vad is not None
+        match event:
+            case SpeechStarted() if vad:
+                await self._send(
+                    {
+                        "type": "input_audio_buffer.speech_started",
+                        "audio_start_ms": round(event.at * 1000),
+                        "item_id": self._item(event.utterance),
+                    }
+                )
+            case SpeechStopped() if vad:
+                await self._send(
+                    {
+                        "type": "input_audio_buffer.speech_stopped",
+                        "audio_end_ms": round(event.at * 1000),
+                        "item_id": self._item(event.utterance),
+                    }
+                )
+                await self._commit_item(event.utterance)
+            case Partial():
+                said = self._said.setdefault(event.utterance, "")
+                if event.committed.startswith(said) and len(event.committed) > len(said):
+                    await self._delta(event.utterance, event.committed[len(said) :])
+                    self._said[event.utterance] = event.committed
+            case Final():
+                await self._completed(event)
+
+    async def _completed(self, final: Final) -> None:
+        await self._commit_item(final.utterance)
+        said = self._said.pop(final.utterance, "")
+        if final.text.startswith(said):
+            if rest := final.text[len(said) :]:
+                await self._delta(final.utterance, rest)
+        else:
+            log.debug(
+                "item %s: the final %r does not extend the deltas %r", self._item(final.utterance), final.text, said
+            )
+        body: dict[str, Any] = {
+            "type": "conversation.item.input_audio_transcription.completed",
+            "item_id": self._item(final.utterance),
+            "content_index": 0,
+            "transcript": final.text,
+            "usage": {"type": "duration", "seconds": round(max(0.0, final.end - final.start), 3)},
+        }
+        if self._config.logprobs:
+            body["logprobs"] = [
+                {
+                    "token": word.word,
+                    "logprob": math.log(max(word.probability, 1e-12)),
+                    "bytes": list(word.word.encode()),
+                }
+                for segment in final.segments
+                for word in segment.words or []
+            ]
+        await self._send(body)
+
+    async def _delta(self, utterance: int, text: str) -> None:
+        await self._send(
+            {
+                "type": "conversation.item.input_audio_transcription.delta",
+                "item_id": self._item(utterance),
+                "content_index": 0,
+                "delta": text,
+            }
+        )
+
+    async def _commit_item(self, utterance: int) -> None:
+        if utterance in self._committed:
+            return
+        self._committed.add(utterance)
+        item = self._item(utterance)
+        await self._send({"type": "input_audio_buffer.committed", "item_id": item, "previous_item_id": self._last_item})
+        self._last_item = item
+
+    def _item(self, utterance: int) -> str:
+        return f"item_{self._token}{utterance:04d}"
+
+    # -- endings ------------------------------------------------------------------------------
+
+    async def _watch_wind_down(self) -> None:
+        """The model is wanted back: give the speaker `session_drain_timeout` s, then end with the finals."""
+        await self._opened.wait()
+        assert self._stream is not None
+        await self._stream.wanted_back()
+        await self._finish(Close(1012, "model_unloading", f"model {self._stream.model!r} is being unloaded"))
+
+    async def _finish(self, ending: Close) -> bool:
+        """End the stream with its finals, then close with `ending`; False when there is no stream."""
+        if self._stream is None:
+            return False
+        if self._ending is None:
+            self._ending = ending
+        await self._stream.finish()
+        return True
+
+    async def _send(self, body: dict[str, Any]) -> None:
+        await self._ws.send_json({"event_id": f"event_{self._token}{next(self._event_ids)}", **body})
+
+    async def _send_error(self, code: str, message: str, param: str | None = None, event_id: str | None = None) -> None:
+        kind = "invalid_request_error" if code not in ("internal_error", "model_crashed") else "server_error"
+        await self._send(
+            {
+                "type": "error",
+                "error": {"type": kind, "code": code, "message": message, "param": param, "event_id": event_id},
+            }
+        )
+
+    async def _close(self, close: Close) -> None:
+        if self._ws.client_state is not WebSocketState.CONNECTED:
+            return
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            if close.error is not None:
+                await self._send_error(close.error, close.message)
+            await self._ws.close(close.code)
