@@ -167,6 +167,44 @@ def test_commit_makes_the_final_the_next_job_and_speech_goes_on_as_a_new_utteran
     assert all(j.prompt == final.text for _, j in run.offered if j.offset >= 2.5)
 
 
+def realtime_session(turns: str) -> LiveSession:
+    params = LiveParams(language="en", turns=turns, empty_finals=True)  # type: ignore[arg-type]
+    return LiveSession(params, StreamingVad(scorer=EnergyScorer()), beam_size=5)
+
+
+def commit_and_decode(session: LiveSession, decoder: ScriptedDecoder) -> list[Final]:
+    """The finals a commit owes, once its jobs are decoded."""
+    events = session.commit()
+    while (job := session.next_job()) is not None:
+        events += session.done(job, decoder(job))
+    return [e for e in events if isinstance(e, Final)]
+
+
+def test_manual_turns_keep_one_utterance_across_pauses_until_the_commit() -> None:
+    words = script(0.55, 1.5) + script(3.05, 4.0)
+    decoder = ScriptedDecoder(words)
+    session = realtime_session("manual")
+    run = drive(session, np.concatenate([silence(0.5), speech(1.0), silence(1.5), speech(1.0), silence(1.0)]), decoder)
+    assert run.of(Final) == [] and len(run.of(SpeechStopped)) == 2  # the VAD heard two turns; no final
+    assert {p.utterance for p in run.of(Partial)} == {0}
+    (final,) = commit_and_decode(session, decoder)
+    assert final.text == joined(words) and final.utterance == 0  # both turns, one item
+    # A commit with nothing heard since is still answered: an empty final, the next utterance's.
+    drive(session, silence(0.5), decoder, run=run)
+    assert [(f.text, f.utterance) for f in commit_and_decode(session, decoder)] == [("", 1)]
+
+
+def test_clear_drops_the_utterance_being_heard_and_what_was_owed_still_comes() -> None:
+    words = script(0.55, 1.5) + script(2.55, 3.5)
+    decoder = ScriptedDecoder(words)
+    session = realtime_session("manual")
+    run = drive(session, np.concatenate([silence(0.5), speech(1.0), silence(0.5)]), decoder)
+    assert session.clear() == []
+    run = drive(session, np.concatenate([silence(0.5), speech(1.0), silence(0.5)]), decoder, run=run)
+    (final,) = commit_and_decode(session, decoder)
+    assert final.text == joined(script(2.55, 3.5)) and final.utterance == 1
+
+
 def test_finish_mid_speech_gives_a_final_and_then_finished() -> None:
     words = script(0.55, 2.5)
     decoder = ScriptedDecoder(words)
