@@ -275,3 +275,27 @@ def test_beta_shape_with_telephone_audio(realtime_server: Server) -> None:
     updated, completed = run(scenario())
     assert updated["session"]["input_audio_format"] == "g711_ulaw" and updated["session"]["turn_detection"] is None
     assert key_words_found(completed["transcript"], ["weather", "garden"]) == ["weather", "garden"], completed
+
+
+def test_a_session_over_max_live_sessions_is_told_to_come_back_later(make_server: Any) -> None:
+    """The Realtime endpoint shares the live sessions' cap: the place is taken at the first
+    audio, and a session over the cap gets an `error` event, then close 1013."""
+    server: Server = make_server('[server]\nmax_live_sessions = 1\n[models."tiny.en"]\nsource = "bundled"\nttl = -1\n')
+    append = {"type": "input_audio_buffer.append", "audio": b64(SILENCE[:CHUNK])}
+
+    async def scenario() -> tuple[dict[str, Any], int | None]:
+        async with raw(server) as first, raw(server) as second:
+            await next_of(first, "session.created")
+            await first.send(json.dumps(append))
+            await first.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            await next_of(first, "input_audio_buffer.committed")  # the first holds the only place now
+            await next_of(second, "session.created")
+            await second.send(json.dumps(append))
+            error = await next_of(second, "error")
+            with pytest.raises(ConnectionClosed):
+                await next_of(second, "never")
+            return error, second.close_code
+
+    error, code = run(scenario())
+    assert error["error"]["code"] == "too_many_sessions", error
+    assert code == 1013
