@@ -12,6 +12,7 @@ import pytest
 from supervisor.config import ConfigError, load_settings
 from supervisor.models import files
 from supervisor.models.policy import Limits, Resident, room_mb
+from worker.backends import describe
 from worker.engine.lane_plan import RAM_SHARE, plan, requested_lanes
 from worker.engine.lanes import Lanes
 
@@ -91,9 +92,9 @@ def test_the_estimate_before_a_first_load_counts_every_copy_that_will_be_taken(t
     one = files.memory_estimate_mb(_spec(tmp_path, 'concurrency = 3\nlane_weights = "shared"'))
     three = files.memory_estimate_mb(_spec(tmp_path, 'concurrency = 3\nlane_weights = "copy"'))
     auto = files.memory_estimate_mb(_spec(tmp_path, "concurrency = 3"))
-    weights = one - files.RUNTIME_OVERHEAD_MB
+    weights = one - describe("faster-whisper").runtime_mb
     assert weights > 50  # tiny.en's files
-    assert three == pytest.approx(files.RUNTIME_OVERHEAD_MB + 3 * weights, abs=0.2)
+    assert three == pytest.approx(describe("faster-whisper").runtime_mb + 3 * weights, abs=0.2)
     assert auto == one  # auto takes copies only within the room the budget leaves: one must fit
 
 

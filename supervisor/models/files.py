@@ -31,7 +31,7 @@ def installed_path(spec: ModelSpec) -> Path | None:
 
 
 def _is_local(spec: ModelSpec) -> bool:
-    return spec.source == BUNDLED_SOURCE or spec.source.startswith(("/", ".", "~")) or Path(spec.source).is_dir()
+    return spec.source == BUNDLED_SOURCE or spec.source.startswith(("/", ".", "~")) or Path(spec.source).exists()
 
 
 def repo_id(spec: ModelSpec) -> str | None:
@@ -69,24 +69,24 @@ def _local_path(spec: ModelSpec) -> Path | None:
             return None
         return Path(next(iter(found.submodule_search_locations))) / "model"
     path = Path(spec.source).expanduser()
-    return path if path.is_dir() else None
+    return path if path.is_dir() or describe(spec.backend).files.is_model_file(path) else None
 
 
 @lru_cache(maxsize=64)
 def disk_size(path: Path) -> int:
+    if path.is_file():  # a one-file model (.nemo)
+        return path.stat().st_size
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def languages_guess(spec: ModelSpec) -> list[str] | None:
     """Before a model has loaded once, its name is the best hint: `*.en` models are English-only."""
     known = catalog.lookup(spec.source, spec.backend) or catalog.lookup(spec.name, spec.backend)
+    if known and known.language_codes:
+        return list(known.language_codes)
     if (known and known.english_only) or spec.name.endswith(".en") or spec.source.endswith(".en"):
         return ["en"]
     return None
-
-
-#: What a worker needs besides its weights: interpreter, CTranslate2, FFmpeg, buffers.
-RUNTIME_OVERHEAD_MB = 250.0
 
 
 def memory_estimate_mb(spec: ModelSpec) -> float:
@@ -102,4 +102,5 @@ def memory_estimate_mb(spec: ModelSpec) -> float:
     size = disk_size(path) / 1_048_576 if path else (known.size_mb if known else 0.0)
     options = spec.options
     copies = lane_plan.requested_lanes(options.concurrency, options.device, os.cpu_count())
-    return round(size * (copies if options.lane_weights == "copy" else 1) + RUNTIME_OVERHEAD_MB, 1)
+    runtime = describe(spec.backend).runtime_mb  # interpreter, the ML library, buffers
+    return round(size * (copies if options.lane_weights == "copy" else 1) + runtime, 1)

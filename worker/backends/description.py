@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 
 
@@ -31,17 +32,24 @@ class ModelFiles:
     Both are glob patterns, relative to the model directory: `required` each match at
     least one file in a usable directory; `download` are the hub's allow patterns (a repo
     may hold other formats that the backend does not read, and that we should not fetch).
+    A model that is one file (NeMo's `.nemo`: `one_file`) has one required pattern, and
+    that file may also be given on its own, outside any directory.
     """
 
     required: tuple[str, ...]
     download: tuple[str, ...]
+    one_file: bool = False
 
     def missing(self, directory: Path) -> list[str]:
         """The required patterns that match nothing in `directory`."""
         return [pattern for pattern in self.required if next(directory.glob(pattern), None) is None]
 
-    def complete(self, directory: Path) -> bool:
-        return directory.is_dir() and not self.missing(directory)
+    def is_model_file(self, path: Path) -> bool:
+        """Whether `path` is, by itself, a whole model: a file the sole required pattern names."""
+        return self.one_file and path.is_file() and fnmatch(path.name, self.required[0])
+
+    def complete(self, path: Path) -> bool:
+        return (path.is_dir() and not self.missing(path)) or self.is_model_file(path)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,6 +63,8 @@ class KnownModel:
     english_only: bool
     languages: int  # how many languages it transcribes (1 when English-only)
     description: str
+    #: Its languages' ISO 639-1 codes, where the model's own files do not say (Whisper's do).
+    language_codes: tuple[str, ...] = ()
 
     @property
     def languages_label(self) -> str:
@@ -76,6 +86,9 @@ class BackendDescription:
     aliases: Mapping[str, str] = field(default_factory=dict)
     #: The pip extra that installs the backend's libraries; None when the base install has them.
     extra: str | None = None
+    #: What a worker holds besides its weights (interpreter, the ML library, buffers), in MB:
+    #: counted for `memory_budget_mb` before a model has ever loaded.
+    runtime_mb: float = 250.0
 
     @property
     def install_hint(self) -> str:

@@ -13,6 +13,7 @@ import psutil
 
 from worker.audio import pieces
 from worker.audio.resample import SAMPLE_RATE
+from worker.audio.speech import speech
 from worker.backends.base import LoadError, OnSegment
 from worker.backends.faster_whisper import DESCRIPTION
 from worker.engine import lane_plan
@@ -217,7 +218,7 @@ class FasterWhisperBackend:
         language = params.language or (None if model.model.is_multilingual else "en")
         prompt, history = params.prompt or None, params.prompt or ""
         segments: list[Segment] = []
-        for window in pieces.plan(audio, _speech):
+        for window in pieces.plan(audio, speech):
             clips = (
                 {} if window.whole or params.vad_filter else {"clip_timestamps": [t for c in window.clips for t in c]}
             )
@@ -253,13 +254,6 @@ def _weights_mb(path: Path) -> float:
     weights = path / "model.bin"
     files = [weights] if weights.is_file() else [f for f in path.rglob("*") if f.is_file()]
     return sum(f.stat().st_size for f in files) / _MB
-
-
-def _speech(samples: np.ndarray) -> list[tuple[int, int]]:
-    """Where quiet audio holds speech, by faster-whisper's own Silero VAD (about 3 ms a second of audio)."""
-    from faster_whisper.vad import get_speech_timestamps
-
-    return [(t["start"], t["end"]) for t in get_speech_timestamps(samples)]
 
 
 #: Text carried into the next window's prompt: more than Whisper's 223 prompt tokens hold.

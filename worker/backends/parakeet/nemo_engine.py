@@ -1,0 +1,170 @@
+"""parakeet-nemo: a `.nemo` Parakeet model run by NeMo and torch (worker only).
+
+NeMo's `transcribe()` sets the model up for each call (a data loader, the decoding's
+timestamp mode) and keeps that state on the model, so two threads may not share one:
+this backend has one lane. The gigabytes torch and NeMo take are why a Parakeet worker's
+end matters: the TTL ends the process, and all of it goes back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from worker.backends.base import LoadError, OnSegment
+from worker.backends.parakeet import NEMO, sources, windows
+from worker.protocol import ModelOptions, ReadyInfo, TranscribeParams, TranscribeResult
+
+log = logging.getLogger("worker")
+_MB = 1_048_576
+
+
+def warm_up(inference: bool) -> None:
+    """Import NeMo's ASR collection: 12-15 s on 2 cores, which a spare pays before any request.
+
+    No throwaway inference: there is no bundled Parakeet model to run one with.
+    """
+    import nemo.collections.asr  # noqa: F401
+
+    _quiet_nemo()
+
+
+def create(options: ModelOptions) -> NemoBackend:
+    return NemoBackend(options)
+
+
+class NemoBackend:
+    def __init__(self, options: ModelOptions) -> None:
+        self._options = options
+        self.max_audio_seconds = options.max_audio_seconds
+        self._model: Any = None
+        self._device = "cpu"
+        self._dtype: Any = None  # autocast's type on CUDA; None runs in float32
+        self._languages: list[str] = []
+
+    def load(self, room_mb: float | None = None) -> ReadyInfo:
+        started = time.perf_counter()
+        try:
+            import torch
+            from nemo.collections.asr.models import ASRModel
+        except ImportError as exc:
+            raise LoadError(f"parakeet-nemo needs NeMo and torch ({exc}); {NEMO.install_hint}") from exc
+        _quiet_nemo()
+        path = _nemo_file(sources.resolve(self._options.source, self._options.cache_dir, NEMO))
+        self._device = _device(self._options.device, torch)
+        compute_type = _compute_type(self._options.compute_type, self._device, torch)
+        self._dtype = getattr(torch, compute_type) if compute_type != "float32" else None
+        if self._device == "cpu" and self._options.cpu_threads:
+            torch.set_num_threads(self._options.cpu_threads)
+        process = psutil.Process()
+        base = process.memory_info().rss / _MB
+        try:
+            model = ASRModel.restore_from(str(path), map_location=torch.device(self._device))
+        except Exception as exc:  # NeMo raises anything from a bad archive: the message is what helps
+            raise LoadError(f"NeMo could not load {path}: {type(exc).__name__}: {exc}") from exc
+        model.eval()
+        self._model = model
+        self._languages = sources.languages(self._options.source, NEMO)
+        if self._options.concurrency not in ("auto", 0, 1):
+            log.warning(
+                "parakeet-nemo decodes one request at a time: concurrency = %s ignored", self._options.concurrency
+            )
+        rss = process.memory_info().rss / _MB
+        return ReadyInfo(
+            pid=os.getpid(),
+            backend=NEMO.name,
+            device=self._device,
+            compute_type=compute_type,
+            load_seconds=round(time.perf_counter() - started, 3),
+            languages=self._languages,
+            multilingual=len(self._languages) != 1,
+            concurrency=1,
+            copies=1,
+            lane_weights="copy",
+            lanes_reason="NeMo's transcribe() keeps per-call state on the model: one lane",
+            copy_mb=round(max(rss - base, path.stat().st_size / _MB), 1),
+            footprint_mb=round(rss, 1),
+        )
+
+    def load_lane(self, lane: int) -> None:
+        """One lane only (see the module's docstring): nothing to load."""
+
+    def transcribe(
+        self, audio: np.ndarray, params: TranscribeParams, on_segment: OnSegment, lane: int = 0
+    ) -> TranscribeResult:
+        assert self._model is not None, "transcribe() before load()"
+        language = params.language or (self._languages[0] if len(self._languages) == 1 else None)
+        return windows.transcribe(audio, self._decode, on_segment, language, params.word_timestamps)
+
+    def _decode(self, samples: np.ndarray) -> list[windows.TimedWord]:
+        import torch
+
+        autocast = (
+            torch.autocast(device_type=self._device, dtype=self._dtype)
+            if self._dtype is not None
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), autocast:
+            out = self._model.transcribe([samples], batch_size=1, timestamps=True, verbose=False)
+        hypothesis = (out[0] if isinstance(out, tuple) else out)[0]  # RNNT models once returned (best, all)
+        stamps = (getattr(hypothesis, "timestamp", None) or {}).get("word") or []
+        if stamps:
+            return [windows.TimedWord(str(w["word"]), float(w["start"]), float(w["end"])) for w in stamps]
+        # No word timings (a model without them): the words, spread over the audio.
+        text = str(getattr(hypothesis, "text", hypothesis))
+        return _spread(text.split(), samples.size / 16000)
+
+
+def _spread(words: list[str], seconds: float) -> list[windows.TimedWord]:
+    step = seconds / max(len(words), 1)
+    return [windows.TimedWord(w, i * step, (i + 1) * step) for i, w in enumerate(words)]
+
+
+def _nemo_file(path: Path) -> Path:
+    """The `.nemo` archive itself, when `path` is the directory (a hub snapshot) holding it."""
+    if path.is_file():
+        return path
+    found = sorted(path.glob("*.nemo"))
+    if not found:
+        raise LoadError(f"{path} holds no .nemo file")
+    return found[0]
+
+
+def _device(device: str, torch: Any) -> str:
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    if device == "auto":
+        return "cuda" if cuda else "mps" if mps else "cpu"
+    if device == "cuda" and not cuda:
+        raise LoadError('device \'cuda\' was asked for but torch sees no CUDA device (set device = "cpu" or "auto")')
+    if device == "mps" and not mps:
+        raise LoadError('device \'mps\' was asked for but torch has no Apple MPS here (set device = "cpu" or "auto")')
+    return device
+
+
+def _compute_type(compute_type: str, device: str, torch: Any) -> str:
+    """float32 on CPU and MPS; on CUDA bfloat16 where the card has it, else float16 (autocast)."""
+    if compute_type in ("auto", "default"):
+        if device != "cuda":
+            return "float32"
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    if compute_type not in ("float32", "float16", "bfloat16"):
+        raise LoadError(f"parakeet-nemo computes in float32, float16 or bfloat16, not {compute_type!r}")
+    if compute_type != "float32" and device != "cuda":
+        raise LoadError(f"compute_type {compute_type!r} needs CUDA; on {device} use float32 (or auto)")
+    return compute_type
+
+
+def _quiet_nemo() -> None:
+    """NeMo logs every restore and call at INFO (and a progress bar per call): the worker's log is not for that."""
+    with contextlib.suppress(ImportError):
+        from nemo.utils import logging as nemo_logging
+
+        nemo_logging.setLevel(logging.WARNING)

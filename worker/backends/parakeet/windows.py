@@ -1,0 +1,123 @@
+"""What both Parakeet engines share: audio cut into windows, words grouped into segments.
+
+Parakeet's encoder attends over its whole input, so its memory grows with the square of
+the audio's length: an hour given at once does not fit a CPU box, and NeMo's own answer
+(local attention) changes the model's output. Audio is read instead the way Whisper's is
+(worker.audio.pieces): windows of at most `WINDOW_SECONDS`, cut at the quietest moment,
+long silences never decoded. Each decoded stretch yields timed words; segments are then
+made from words, the same way for both engines, so that NeMo and onnx-asr give the same
+segments for the same words: a segment ends at a sentence's end, at a pause, or when it
+grows long (subtitles read badly past `MAX_SEGMENT_SECONDS`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from worker.audio import pieces
+from worker.audio.resample import SAMPLE_RATE
+from worker.audio.speech import speech
+from worker.backends.base import OnSegment
+from worker.protocol import Segment, TranscribeResult, Word
+
+#: The longest audio given to the encoder at once: its attention over 2 minutes
+#: (1,500 frames after 8x subsampling) takes tens of MB per layer.
+WINDOW_SECONDS = 120
+#: A pause at least this long between two words ends a segment.
+PAUSE_SECONDS = 0.8
+MAX_SEGMENT_SECONDS = 20.0
+_SENTENCE_END = (".", "?", "!", "。", "？", "！")
+
+
+@dataclass(frozen=True, slots=True)
+class TimedWord:
+    """A word as a Parakeet decoder gives it: text without its leading space, times in seconds."""
+
+    text: str
+    start: float
+    end: float
+    #: The mean log-probability of its tokens, where the engine reports them.
+    logprob: float | None = None
+
+
+#: Decodes one stretch of 16 kHz mono audio into words timed from its own start.
+Decode = Callable[[np.ndarray], list[TimedWord]]
+
+
+def transcribe(
+    audio: np.ndarray, decode: Decode, on_segment: OnSegment, language: str | None, with_words: bool
+) -> TranscribeResult:
+    """Decode `audio` stretch by stretch, sending each segment as soon as its stretch is done.
+
+    Segments carry their words only `with_words` (a request's word timestamps), as Whisper's do.
+    """
+    segments: list[Segment] = []
+    for window in pieces.plan(audio, speech, window_seconds=WINDOW_SECONDS):
+        for clip_start, clip_end in window.clips:
+            first = window.start + round(clip_start * SAMPLE_RATE)
+            last = window.start + round(clip_end * SAMPLE_RATE)
+            offset = first / SAMPLE_RATE
+            words = [_shifted(w, offset) for w in decode(audio[first:last])]
+            for segment in group(words, first_id=len(segments), with_words=with_words):
+                segments.append(segment)
+                if not on_segment(segment):
+                    return _result(segments, language, audio)
+    return _result(segments, language, audio)
+
+
+def group(words: Sequence[TimedWord], first_id: int = 0, with_words: bool = True) -> list[Segment]:
+    """Consecutive words as segments, each ended by a sentence's end, a pause or its length."""
+    segments: list[Segment] = []
+    current: list[TimedWord] = []
+    for i, word in enumerate(words):
+        current.append(word)
+        following = words[i + 1] if i + 1 < len(words) else None
+        if (
+            following is None
+            or word.text.endswith(_SENTENCE_END)
+            or following.start - word.end >= PAUSE_SECONDS
+            or following.end - current[0].start > MAX_SEGMENT_SECONDS
+        ):
+            segments.append(_segment(first_id + len(segments), current, with_words))
+            current = []
+    return segments
+
+
+def _segment(index: int, words: list[TimedWord], with_words: bool) -> Segment:
+    logprobs = [w.logprob for w in words if w.logprob is not None]
+    return Segment(
+        id=index,
+        start=round(words[0].start, 3),
+        end=round(words[-1].end, 3),
+        text="".join(" " + w.text for w in words),
+        avg_logprob=round(sum(logprobs) / len(logprobs), 4) if logprobs else 0.0,
+        words=None
+        if not with_words
+        else [
+            Word(
+                start=round(w.start, 3),
+                end=round(w.end, 3),
+                word=" " + w.text,
+                # Parakeet's decoders give no word confidence unless asked for token scores.
+                probability=round(math.exp(w.logprob), 4) if w.logprob is not None else 1.0,
+            )
+            for w in words
+        ],
+    )
+
+
+def _shifted(word: TimedWord, offset: float) -> TimedWord:
+    return TimedWord(word.text, word.start + offset, word.end + offset, word.logprob)
+
+
+def _result(segments: list[Segment], language: str | None, audio: np.ndarray) -> TranscribeResult:
+    return TranscribeResult(
+        text="".join(s.text for s in segments).strip(),
+        language=language,
+        duration=round(audio.size / SAMPLE_RATE, 3),
+        segments=segments,
+    )
