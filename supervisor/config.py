@@ -289,6 +289,22 @@ def _given(overrides: Overrides, keys: Iterable[str]) -> dict[str, Any]:
     }
 
 
+def _catalogue_backend(name: str, table: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """`{"backend": B}` when the model's source is a catalogue name of backend B alone.
+
+    So `--model parakeet-tdt-0.6b-v2` needs no `backend` key: the name says it. A table's
+    own `backend`, or a name the `[defaults]` backend also knows, is left as it is.
+    """
+    source = table.get("source", name)
+    if "backend" in table or not isinstance(source, str):
+        return {}
+    default = DESCRIPTIONS.get(str(defaults.get("backend", ModelOptions().backend)))
+    if default is not None and default.lookup(source) is not None:
+        return {}
+    known = next((d.name for d in DESCRIPTIONS.values() if d.lookup(source) is not None), None)
+    return {"backend": known} if known else {}
+
+
 def _check_defaults(defaults: dict[str, Any]) -> None:
     """`[defaults]` on its own: a bad value there is a mistake even when every model overrides it."""
     _check_keys(defaults, DEFAULT_KEYS, "defaults")
@@ -309,6 +325,7 @@ def _resolve(name: str, table: dict[str, Any], defaults: dict[str, Any], cli: Ov
     layers = [
         ({"source": BUNDLED_SOURCE if name == DEFAULT_MODEL else name}, f"models.{name}."),
         (defaults, "defaults."),
+        (_catalogue_backend(name, table, defaults), f"models.{name}."),
         (table, f"models.{name}."),
         (_given(cli, MODEL_KEYS), "--"),
     ]

@@ -134,3 +134,20 @@ def test_cli_flags_reach_the_running_server(make_server) -> None:  # type: ignor
 
     model = cast(dict[str, Any], wait_for(lambda: (m := server.model())["state"] == "ready" and m, 30, what="preload"))
     assert model["ttl"] == 7 and 0 < model["ttl_remaining"] <= 7
+
+
+def test_a_catalogue_name_brings_its_backend() -> None:
+    """`--model parakeet-tdt-0.6b-v2` needs no backend key: the catalogue says NeMo; an
+    explicit backend still wins, and Whisper names stay Whisper's."""
+    settings = load_settings(None, Overrides(models=("parakeet-tdt-0.6b-v2", "parakeet-tdt-0.6b-v3-onnx", "large-v3")))
+    assert {m.name: m.backend for m in settings.models.values()} == {
+        "parakeet-tdt-0.6b-v2": "parakeet-nemo",
+        "parakeet-tdt-0.6b-v3-onnx": "parakeet-onnx",
+        "large-v3": "faster-whisper",
+    }
+
+
+def test_an_explicit_backend_beats_the_catalogue(tmp_path: Path) -> None:
+    config = tmp_path / "asr.toml"
+    config.write_text('[models.parakeet]\nbackend = "parakeet-onnx"\nsource = "parakeet-tdt-0.6b-v2-onnx"\n')
+    assert load_settings(config).models["parakeet"].backend == "parakeet-onnx"

@@ -6,15 +6,58 @@ size), random weights, a SentencePiece tokenizer trained on a few lines. It is s
 `OUT_DIR/tiny-parakeet.nemo` and exported for onnx-asr into `OUT_DIR/onnx/` (encoder and
 decoder+joint graphs, onnx-asr's `vocab.txt` of "token id" lines ending in `<blk>`, and a
 config.json naming the model type). Its words are nonsense, and the same nonsense through
-NeMo and onnx-asr. Run in its own process (it imports NeMo); tests/conftest.py caches the
-result by this file's contents and the NeMo version.
+NeMo and onnx-asr. It runs in its own process (it imports NeMo): `cached()` builds it
+once per version of this file and of NeMo, under ~/.cache/asr-supervisor/tiny-parakeet/.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
+import os
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+
+#: Set to 1 to skip the Parakeet tests where the NeMo stack cannot be installed.
+SKIP_ENV = "ASR_TEST_NO_PARAKEET"
+
+
+@dataclass(frozen=True)
+class TinyParakeet:
+    nemo: Path  # the .nemo file (backend parakeet-nemo)
+    onnx: Path  # its export, a directory in onnx-asr's layout (backend parakeet-onnx)
+    parameters: int
+
+
+def stack_missing() -> str | None:
+    """Why the Parakeet stack cannot be used by this interpreter's workers; None when it can."""
+    for package in ("nemo-toolkit", "torch", "onnx-asr", "onnxruntime"):
+        try:
+            importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return f"{package} is not installed: scripts/test installs the Parakeet stack (scripts/_stack.sh)"
+    return None
+
+
+def cached() -> TinyParakeet:
+    """The tiny model, built now (about 10 s) unless this version of it is in the cache."""
+    key = hashlib.sha256(Path(__file__).read_bytes() + importlib.metadata.version("nemo-toolkit").encode())
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "asr-supervisor" / "tiny-parakeet"
+    out = cache / key.hexdigest()[:16]
+    done = out / "model.json"
+    if not done.is_file():
+        staging = out.with_name(out.name + f".{os.getpid()}")
+        built = subprocess.run([sys.executable, __file__, str(staging)], capture_output=True, text=True)
+        if built.returncode != 0:
+            raise RuntimeError(f"building the tiny Parakeet model failed:\n{built.stdout[-3000:]}{built.stderr[-3000:]}")
+        (staging / "model.json").write_text(built.stdout.strip().splitlines()[-1])
+        if not out.exists():  # another run may have built it meanwhile: theirs is as good
+            staging.rename(out)
+    info = json.loads(done.read_text())
+    return TinyParakeet(nemo=out / "tiny-parakeet.nemo", onnx=out / "onnx", parameters=int(info["parameters"]))
 
 LINES = [
     "the quick brown fox jumps over the lazy dog",
@@ -149,7 +192,7 @@ def main(out: Path) -> None:
         json.dumps({"model_type": "nemo-conformer-tdt", "features_size": 80, "subsampling_factor": 8})
     )
     params = sum(p.numel() for p in model.parameters())
-    print(json.dumps({"nemo": str(out / "tiny-parakeet.nemo"), "onnx": str(onnx), "parameters": params}))
+    print(json.dumps({"parameters": params}))
 
 
 if __name__ == "__main__":

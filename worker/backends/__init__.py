@@ -65,10 +65,11 @@ def warm_up(name: str, inference: bool = False) -> None:
     """
     try:
         module = _implementation(name)
+        module.warm_up(inference)
     except LoadError as exc:
         log.warning("no warm-up: %s", exc)
-        return
-    module.warm_up(inference)
+    except ImportError as exc:  # the implementation imports its library only here
+        log.warning("no warm-up: backend %r is not installed here (%s); %s", name, exc, describe(name).install_hint)
 
 
 def create_backend(options: ModelOptions) -> Backend:
