@@ -31,6 +31,7 @@ def warm_up(inference: bool) -> None:
 
     No throwaway inference: there is no bundled Parakeet model to run one with.
     """
+    _quiet_nemo()
     import nemo.collections.asr  # noqa: F401
 
     _quiet_nemo()
@@ -51,6 +52,7 @@ class NemoBackend:
 
     def load(self, room_mb: float | None = None) -> ReadyInfo:
         started = time.perf_counter()
+        _quiet_nemo()
         try:
             import torch
             from nemo.collections.asr.models import ASRModel
@@ -163,7 +165,9 @@ def _compute_type(compute_type: str, device: str, torch: Any) -> str:
 
 
 def _quiet_nemo() -> None:
-    """NeMo logs every restore and call at INFO (and a progress bar per call): the worker's log is not for that."""
+    """NeMo logs every restore and call at INFO, and its telemetry warns at import that it is
+    off: the worker's log is not for that. Called before the import and again after it."""
+    logging.getLogger("nv_one_logger").setLevel(logging.ERROR)
     with contextlib.suppress(ImportError):
         from nemo.utils import logging as nemo_logging
 
