@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import shutil
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,9 @@ import psutil
 import pytest
 import tiny_parakeet
 from conftest import ASSETS, Server, make_long_clip, start_server, wait_for, worker_pids
+from hub_standin import HubStandIn
 from test_asrctl import asrctl
+from test_downloads import hub_env
 from test_live import pcm, run, talk
 from test_wyoming import ha_transcribe, transcript
 from wyoming.asr import Transcribe
@@ -87,7 +90,9 @@ def clip_seconds(name: str) -> float:
 def test_both_backends_transcribe_with_the_same_words_and_timings_inside_the_audio(server: Server) -> None:
     results = {}
     for name in MODELS:
-        response = transcribe(server, name, response_format="verbose_json", **{"timestamp_granularities[]": ["word", "segment"]})
+        response = transcribe(
+            server, name, response_format="verbose_json", **{"timestamp_granularities[]": ["word", "segment"]}
+        )
         assert response.status_code == 200, response.text
         results[name] = response.json()
     seconds = clip_seconds("weather.wav")
@@ -263,3 +268,44 @@ def test_the_supervisor_maps_no_ml_library_after_serving_parakeet(server: Server
     # The workers do hold them: the check above can see what it looks for.
     nemo_worker = psutil.Process(server.model("pk-nemo")["pid"])
     assert any("libtorch" in Path(m.path).name for m in nemo_worker.memory_maps())
+
+
+def test_catalogue_models_download_through_the_hub_client(model: tiny_parakeet.TinyParakeet, tmp_path: Path) -> None:
+    """`--model parakeet-tdt-0.6b-v2` (its backend from the catalogue): fetched by `asrctl models
+    download` from a loopback stand-in for the hub, then served; the onnx export is fetched by
+    its first request. Their catalogue entries give their languages."""
+    nemo_repo = tmp_path / "nemo-repo"
+    nemo_repo.mkdir()
+    shutil.copy(model.nemo, nemo_repo / "parakeet-tdt-0.6b-v2.nemo")
+    repos = {"nvidia/parakeet-tdt-0.6b-v2": nemo_repo, "istupakov/parakeet-tdt-0.6b-v2-onnx": model.onnx}
+    with HubStandIn(repos) as hub:
+        config = f'[defaults]\nttl = -1\ncache_dir = "{tmp_path / "cache"}"\n'
+        server = start_server(
+            tmp_path,
+            config,
+            "--model",
+            "parakeet-tdt-0.6b-v2",
+            "--model",
+            "parakeet-tdt-0.6b-v2-onnx",
+            env=hub_env(hub, tmp_path),
+        )
+        try:
+            listed = {m["id"]: m for m in server.client.get("/v1/models").json()["data"]}
+            assert listed["parakeet-tdt-0.6b-v2"]["backend"] == "parakeet-nemo"
+            assert listed["parakeet-tdt-0.6b-v2"]["installed"] is False
+            assert listed["parakeet-tdt-0.6b-v2"]["languages"] == ["en"]
+
+            out = asrctl("models", "download", "parakeet-tdt-0.6b-v2", url=server.url)
+            assert out.returncode == 0 and "downloaded" in out.stdout, out.stdout + out.stderr
+            assert list((tmp_path / "cache").glob("models--nvidia--parakeet-tdt-0.6b-v2/snapshots/*/*.nemo"))
+            requests = len(hub.requests)
+            assert transcribe(server, "parakeet-tdt-0.6b-v2").status_code == 200
+            assert len(hub.requests) == requests, "loading a downloaded model touched the network"
+
+            response = transcribe(server, "parakeet-tdt-0.6b-v2-onnx", response_format="verbose_json")
+            assert response.status_code == 200, response.text
+            assert response.json()["language"] == "en"  # an English-only model says so
+            refused = transcribe(server, "parakeet-tdt-0.6b-v2-onnx", language="fr")
+            assert refused.status_code == 400 and "'fr' is not supported" in refused.json()["error"]["message"]
+        finally:
+            server.stop()
