@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from supervisor.config import ConfigError, Overrides, Settings, find_config, load_settings
+from supervisor.config import ConfigError, Overrides, ServerTable, Settings, find_config, load_settings
 from supervisor.models.sources import check_sources
 
 cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -42,6 +42,13 @@ def serve(
     metrics: Annotated[
         bool | None, typer.Option("--metrics/--no-metrics", help="serve Prometheus metrics at /metrics")
     ] = None,
+    ui: Annotated[
+        bool | None, typer.Option("--ui/--no-ui", help="serve the web page (dictation, files, models) at /")
+    ] = None,
+    ssl_certfile: Annotated[
+        str | None, typer.Option(help="serve HTTPS with this PEM certificate (browsers give the mic only to https)")
+    ] = None,
+    ssl_keyfile: Annotated[str | None, typer.Option(help="the certificate's private key, PEM")] = None,
     wyoming: Annotated[
         bool | None, typer.Option("--wyoming/--no-wyoming", help="serve Home Assistant's Wyoming protocol")
     ] = None,
@@ -79,6 +86,9 @@ def serve(
         log_level=log_level,
         log_format=log_format,
         metrics=metrics,
+        ui=ui,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
         wyoming=wyoming,
         wyoming_port=wyoming_port,
         wyoming_uri=wyoming_uri,
@@ -88,6 +98,7 @@ def serve(
     try:
         settings = load_settings(find_config(config), overrides)
         source_warnings = check_sources(settings)
+        check_certificate(settings.server)
     except ConfigError as exc:
         typer.echo(f"asr-supervisor: invalid configuration: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -123,6 +134,8 @@ def serve(
             # Pinned, not "auto": the limits live in this protocol class, and installing
             # httptools later must not silently swap them out.
             http=protocol_class(server_settings),
+            ssl_certfile=server_settings.ssl_certfile or None,
+            ssl_keyfile=server_settings.ssl_keyfile or None,
             timeout_keep_alive=server_settings.http_keepalive_timeout,  # type: ignore[arg-type]  # a float works
             log_level=server_settings.log_level,
             log_config=None,  # uvicorn's lines go through our handler, in server.log_format
@@ -140,6 +153,27 @@ def serve(
         reason = getattr(app.state, "startup_error", "start-up failed (see the log above)")
         typer.echo(f"asr-supervisor: {reason}", err=True)
         raise typer.Exit(1)
+
+
+def check_certificate(server: ServerTable) -> None:
+    """Load the HTTPS certificate and key once now: uvicorn would fail on them after the
+    socket is bound, with a traceback instead of a line naming the key."""
+    if not server.ssl_certfile or not server.ssl_keyfile:
+        return
+    import ssl
+
+    for key, path in (("ssl_certfile", server.ssl_certfile), ("ssl_keyfile", server.ssl_keyfile)):
+        try:
+            Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"server.{key} = {path!r}: cannot read it: {exc.strerror or exc}") from None
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(server.ssl_certfile, server.ssl_keyfile)
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"server.ssl_certfile = {server.ssl_certfile!r}, server.ssl_keyfile = {server.ssl_keyfile!r}: "
+            f"not a PEM certificate and its private key ({exc.reason or exc})"
+        ) from None
 
 
 def download_all(settings: Settings) -> int:

@@ -69,6 +69,11 @@ class ServerTable(_Table):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per log line")
     metrics: bool = Field(True, description="serve Prometheus metrics at /metrics on the HTTP port")
+    ui: bool = Field(True, description="serve the web page (live dictation, files, models) at / on the HTTP port")
+    ssl_certfile: str | None = Field(
+        None, description="serve HTTPS with this PEM certificate (with ssl_keyfile): browsers give the mic to https"
+    )
+    ssl_keyfile: str | None = Field(None, description="the private key of ssl_certfile, PEM")
     drain_timeout: float = Field(
         30.0, ge=0, description="seconds in-flight requests get to finish on SIGTERM before workers are ended"
     )
@@ -193,6 +198,9 @@ class Overrides:
     log_level: str | None = None
     log_format: str | None = None
     metrics: bool | None = None
+    ui: bool | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
     wyoming: bool | None = None
     wyoming_port: int | None = None
     wyoming_uri: str | None = None
@@ -222,6 +230,8 @@ def load_settings(path: Path | None, overrides: Overrides = Overrides()) -> Sett
         parsed = ConfigFile.model_validate({**raw, "server": server_raw})
     except ValidationError as exc:
         raise ConfigError(f"{where}: {_first_error(exc)}") from None
+
+    _check_tls(parsed.server, where)
 
     tables = dict(parsed.models) or {DEFAULT_MODEL: {"source": BUNDLED_SOURCE}}
     names = list(overrides.models) or list(tables)
@@ -261,6 +271,13 @@ def load_settings(path: Path | None, overrides: Overrides = Overrides()) -> Sett
         model_defaults={**parsed.defaults, **_given(overrides, MODEL_KEYS)},
         overrides=overrides,
     )
+
+
+def _check_tls(server: ServerTable, where: str) -> None:
+    """A certificate without its key (or the reverse) would serve plain HTTP: say so instead."""
+    if bool(server.ssl_certfile) != bool(server.ssl_keyfile):
+        given, missing = ("ssl_certfile", "ssl_keyfile") if server.ssl_certfile else ("ssl_keyfile", "ssl_certfile")
+        raise ConfigError(f"{where}: server.{given} is set but server.{missing} is not: HTTPS needs both")
 
 
 def unconfigured_spec(settings: Settings, name: str, **table: Any) -> ModelSpec:

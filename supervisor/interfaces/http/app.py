@@ -57,6 +57,10 @@ def create_app(settings: Settings) -> FastAPI:
         from supervisor.metrics import route as metrics_route
 
         app.include_router(metrics_route.router)
+    if settings.server.ui:
+        from supervisor.interfaces.http import ui
+
+        app.include_router(ui.router)
     return app
 
 
