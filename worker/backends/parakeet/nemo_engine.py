@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,10 @@ from typing import Any
 import numpy as np
 import psutil
 
-from worker.backends.base import LoadError, OnSegment
+from worker.backends.base import LoadError
 from worker.backends.parakeet import NEMO, sources, windows
-from worker.protocol import ModelOptions, ReadyInfo, TranscribeParams, TranscribeResult
+from worker.backends.parakeet.backend import ParakeetBackend
+from worker.protocol import ModelOptions, ReadyInfo
 
 log = logging.getLogger("worker")
 _MB = 1_048_576
@@ -41,14 +41,12 @@ def create(options: ModelOptions) -> NemoBackend:
     return NemoBackend(options)
 
 
-class NemoBackend:
+class NemoBackend(ParakeetBackend):
     def __init__(self, options: ModelOptions) -> None:
-        self._options = options
-        self.max_audio_seconds = options.max_audio_seconds
+        super().__init__(options)
         self._model: Any = None
         self._device = "cpu"
         self._dtype: Any = None  # autocast's type on CUDA; None runs in float32
-        self._languages: list[str] = []
 
     def load(self, room_mb: float | None = None) -> ReadyInfo:
         started = time.perf_counter()
@@ -73,39 +71,25 @@ class NemoBackend:
             raise LoadError(f"NeMo could not load {path}: {type(exc).__name__}: {exc}") from exc
         model.eval()
         self._model = model
-        self._languages = sources.languages(self._options.source, NEMO)
         if self._options.concurrency not in ("auto", 0, 1):
             log.warning(
                 "parakeet-nemo decodes one request at a time: concurrency = %s ignored", self._options.concurrency
             )
         rss = process.memory_info().rss / _MB
-        return ReadyInfo(
-            pid=os.getpid(),
+        return self._ready(
             backend=NEMO.name,
+            languages=sources.languages(self._options.source, NEMO),
             device=self._device,
             compute_type=compute_type,
-            load_seconds=round(time.perf_counter() - started, 3),
-            languages=self._languages,
-            multilingual=len(self._languages) != 1,
-            concurrency=1,
-            copies=1,
+            started=started,
+            lanes=1,
             lane_weights="copy",
-            lanes_reason="NeMo's transcribe() keeps per-call state on the model: one lane",
-            copy_mb=round(max(rss - base, path.stat().st_size / _MB), 1),
-            footprint_mb=round(rss, 1),
+            reason="NeMo's transcribe() keeps per-call state on the model: one lane",
+            copy_mb=max(rss - base, path.stat().st_size / _MB),
+            rss_mb=rss,
         )
 
-    def load_lane(self, lane: int) -> None:
-        """One lane only (see the module's docstring): nothing to load."""
-
-    def transcribe(
-        self, audio: np.ndarray, params: TranscribeParams, on_segment: OnSegment, lane: int = 0
-    ) -> TranscribeResult:
-        assert self._model is not None, "transcribe() before load()"
-        language = params.language or (self._languages[0] if len(self._languages) == 1 else None)
-        return windows.transcribe(audio, self._decode, on_segment, language, params.word_timestamps)
-
-    def _decode(self, samples: np.ndarray) -> list[windows.TimedWord]:
+    def decode(self, samples: np.ndarray) -> list[windows.TimedWord]:
         import torch
 
         autocast = (

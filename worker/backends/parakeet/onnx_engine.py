@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 import psutil
 
-from worker.backends.base import LoadError, OnSegment
+from worker.backends.base import LoadError
 from worker.backends.parakeet import ONNX, sources, windows
+from worker.backends.parakeet.backend import ParakeetBackend
 from worker.engine import lane_plan
-from worker.protocol import ModelOptions, ReadyInfo, TranscribeParams, TranscribeResult
+from worker.protocol import ModelOptions, ReadyInfo
 
 log = logging.getLogger("worker")
 _MB = 1_048_576
@@ -39,12 +40,10 @@ def create(options: ModelOptions) -> OnnxBackend:
     return OnnxBackend(options)
 
 
-class OnnxBackend:
+class OnnxBackend(ParakeetBackend):
     def __init__(self, options: ModelOptions) -> None:
-        self._options = options
-        self.max_audio_seconds = options.max_audio_seconds
+        super().__init__(options)
         self._model: Any = None
-        self._languages: list[str] = []
 
     def load(self, room_mb: float | None = None) -> ReadyInfo:
         started = time.perf_counter()
@@ -71,35 +70,21 @@ class OnnxBackend:
         except Exception as exc:  # onnx-asr and onnxruntime raise many types: the message is what helps
             raise LoadError(f"onnx-asr could not load {path}: {type(exc).__name__}: {exc}") from exc
         self._model = model.with_timestamps()
-        self._languages = sources.languages(self._options.source, ONNX)
         rss = process.memory_info().rss / _MB
-        return ReadyInfo(
-            pid=os.getpid(),
+        return self._ready(
             backend=ONNX.name,
+            languages=sources.languages(self._options.source, ONNX),
             device=device,
             compute_type=quantization or "float32",
-            load_seconds=round(time.perf_counter() - started, 3),
-            languages=self._languages,
-            multilingual=len(self._languages) != 1,
-            concurrency=lanes,
-            copies=1,
+            started=started,
+            lanes=lanes,
             lane_weights="shared",
-            lanes_reason="onnxruntime sessions run from several threads at once: the lanes share one model",
-            copy_mb=round(rss - base, 1),
-            footprint_mb=round(rss, 1),
+            reason="onnxruntime sessions run from several threads at once: the lanes share one model",
+            copy_mb=rss - base,
+            rss_mb=rss,
         )
 
-    def load_lane(self, lane: int) -> None:
-        """The lanes share lane 0's model: nothing to load."""
-
-    def transcribe(
-        self, audio: np.ndarray, params: TranscribeParams, on_segment: OnSegment, lane: int = 0
-    ) -> TranscribeResult:
-        assert self._model is not None, "transcribe() before load()"
-        language = params.language or (self._languages[0] if len(self._languages) == 1 else None)
-        return windows.transcribe(audio, self._decode, on_segment, language, params.word_timestamps)
-
-    def _decode(self, samples: np.ndarray) -> list[windows.TimedWord]:
+    def decode(self, samples: np.ndarray) -> list[windows.TimedWord]:
         result = self._model.recognize(samples, sample_rate=16000)
         return words_of(list(result.tokens or []), list(result.timestamps or []), list(result.logprobs or []))
 
