@@ -309,3 +309,29 @@ def test_catalogue_models_download_through_the_hub_client(model: tiny_parakeet.T
             assert refused.status_code == 400 and "'fr' is not supported" in refused.json()["error"]["message"]
         finally:
             server.stop()
+
+
+def test_tiny_and_silent_audio_get_an_answer_not_a_crash(server: Server) -> None:
+    """One sample, a twentieth of a second, ten seconds of digital silence: each gets 200 with
+    the text the model has for it (silence: none, since it is never decoded), and the worker lives on."""
+
+    def wav(samples: int, sample: bytes) -> bytes:
+        out = io.BytesIO()
+        with wave.open(out, "wb") as clip:
+            clip.setnchannels(1)
+            clip.setsampwidth(2)
+            clip.setframerate(16000)
+            clip.writeframes(sample * samples)
+        return out.getvalue()
+
+    for name in MODELS:
+        pid = server.model(name)["pid"] if server.model(name)["state"] == "ready" else None
+        for samples, silent in ((1, False), (800, False), (160_000, True)):
+            audio = wav(samples, b"\0\0" if silent else b"\0\1")
+            response = server.client.post(
+                "/v1/audio/transcriptions", files={"file": ("x.wav", audio)}, data={"model": name}, timeout=60
+            )
+            assert response.status_code == 200, (name, samples, response.text)
+            if silent:
+                assert response.json()["text"] == ""
+        assert pid is None or server.model(name)["pid"] == pid

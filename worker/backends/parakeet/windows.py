@@ -30,6 +30,9 @@ WINDOW_SECONDS = 120
 #: A pause at least this long between two words ends a segment.
 PAUSE_SECONDS = 0.8
 MAX_SEGMENT_SECONDS = 20.0
+#: A stretch shorter than this (0.1 s) is padded with silence up to it: less than one
+#: feature frame makes onnx-asr fail, and a tenth of a second costs nothing to decode.
+MIN_SAMPLES = SAMPLE_RATE // 10
 _SENTENCE_END = (".", "?", "!", "。", "？", "！")
 
 
@@ -60,8 +63,10 @@ def transcribe(
         for clip_start, clip_end in window.clips:
             first = window.start + round(clip_start * SAMPLE_RATE)
             last = window.start + round(clip_end * SAMPLE_RATE)
-            offset = first / SAMPLE_RATE
-            words = [_shifted(w, offset) for w in decode(audio[first:last])]
+            piece = audio[first:last]
+            if piece.size < MIN_SAMPLES:  # onnx-asr fails on less than a feature frame
+                piece = np.pad(piece, (0, MIN_SAMPLES - piece.size))
+            words = [_shifted(w, first / SAMPLE_RATE, last / SAMPLE_RATE) for w in decode(piece)]
             for segment in group(words, first_id=len(segments), with_words=with_words):
                 segments.append(segment)
                 if not on_segment(segment):
@@ -110,8 +115,10 @@ def _segment(index: int, words: list[TimedWord], with_words: bool) -> Segment:
     )
 
 
-def _shifted(word: TimedWord, offset: float) -> TimedWord:
-    return TimedWord(word.text, word.start + offset, word.end + offset, word.logprob)
+def _shifted(word: TimedWord, offset: float, limit: float) -> TimedWord:
+    """`word` on the whole audio's clock, never past its stretch's end (padding has no words)."""
+    start = min(word.start + offset, limit)
+    return TimedWord(word.text, start, min(max(word.end + offset, start), limit), word.logprob)
 
 
 def _result(segments: list[Segment], language: str | None, audio: np.ndarray) -> TranscribeResult:
