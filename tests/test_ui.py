@@ -21,10 +21,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from ui_browser import CHROMEDRIVER, CHROMIUM, LAN_NAME, Page, speech_clip, start_browser
 
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
-)
+HAVE_BROWSER = CHROMIUM.exists() and CHROMEDRIVER.exists()
+NO_BROWSER = "needs Debian's chromium and chromium-driver (.ci/run installs them)"
 
 WEATHER_WORDS = ["morning", "weather", "sunny", "warm", "breeze", "west", "garden", "dinner"]
 FOX_WORDS = ["quick", "brown", "fox", "lazy", "dog"]
@@ -64,6 +62,8 @@ source = "bundled"
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
+    if not HAVE_BROWSER:
+        pytest.skip(NO_BROWSER)
     root = tmp_path_factory.mktemp("browser")
     downloads = root / "downloads"
     downloads.mkdir()
@@ -177,7 +177,7 @@ def test_models_count_down_and_unload_ends_the_worker(browser: Page, server: Ser
     ttl_field = f'{card} [data-field="ttl"]'
     page.wait(lambda: re.fullmatch(r"in \d+:\d\d", field(page, ttl_field)), 15, "brief's TTL")
     first = seconds(field(page, ttl_field))
-    assert 250 < first <= 300
+    assert abs(first - server.model("brief")["ttl_remaining"]) < 4, first  # what /health says, give or take a refresh
     page.wait(lambda: seconds(field(page, ttl_field)) <= first - 2, 6, "the TTL to count down")
 
     health = server.health()
@@ -305,6 +305,7 @@ def test_a_page_from_another_machine_says_why_there_is_no_microphone(browser: Pa
     page.assert_clean_console()
 
 
+@pytest.mark.skipif(not HAVE_BROWSER, reason=NO_BROWSER)
 def test_a_refused_microphone_is_explained(tmp_path: Path, server: Server) -> None:
     driver = start_browser(speech_clip(tmp_path), tmp_path, allow_microphone=False)
     try:
