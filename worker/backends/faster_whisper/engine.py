@@ -16,6 +16,7 @@ from worker.audio.resample import SAMPLE_RATE
 from worker.audio.speech import speech
 from worker.backends.base import LoadError, OnSegment
 from worker.backends.faster_whisper import DESCRIPTION
+from worker.backends.faster_whisper.window import encoder_window
 from worker.engine import lane_plan
 from worker.protocol import ModelOptions, ReadyInfo, Segment, TranscribeParams, TranscribeResult, Word
 
@@ -224,20 +225,21 @@ class FasterWhisperBackend:
             )
             # faster-whisper decodes lazily: each step of this loop decodes one more segment,
             # so segments reach a streaming client as they exist, and stopping stops the work.
-            segments_iter, info = model.transcribe(
-                audio[window.start : window.end],
-                language=language,
-                initial_prompt=prompt,
-                **clips,
-                **options,
-            )
-            language = language or info.language
-            for s in segments_iter:
-                segment = _segment(len(segments), s, window.start)
-                segments.append(segment)
-                history += segment.text
-                if not on_segment(segment):
-                    return _result(segments, language, audio)
+            with encoder_window(params.window_seconds):
+                segments_iter, info = model.transcribe(
+                    audio[window.start : window.end],
+                    language=language,
+                    initial_prompt=prompt,
+                    **clips,
+                    **options,
+                )
+                language = language or info.language
+                for s in segments_iter:
+                    segment = _segment(len(segments), s, window.start)
+                    segments.append(segment)
+                    history += segment.text
+                    if not on_segment(segment):
+                        return _result(segments, language, audio)
             prompt = history[-_PROMPT_CHARS:] or None
         return _result(segments, language, audio)
 
