@@ -1,4 +1,4 @@
-"""Live partials decode with a shorter Whisper window: cheaper, and only on their own thread."""
+"""Live decodes use a shorter Whisper window: cheaper, and only on their own thread."""
 
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ import pytest
 from faster_whisper import transcribe
 
 from worker.backends.faster_whisper.window import encoder_window
-from worker.engine.live.jobs import PARTIAL_WINDOW_SECONDS, partial_window
+from worker.engine.live.jobs import LIVE_WINDOW_SECONDS, live_window
 
 
-def test_partials_ask_for_their_length_plus_a_second_never_under_the_minimum() -> None:
-    assert partial_window(2.0) == PARTIAL_WINDOW_SECONDS
-    assert partial_window(20.2) == 22
-    assert partial_window(28.5) is None  # 30 s or more: Whisper's own window, no saving
+def test_live_decodes_ask_for_their_length_plus_a_second_never_under_the_minimum() -> None:
+    assert live_window(2.0) == LIVE_WINDOW_SECONDS
+    assert live_window(20.2) == 22
+    assert live_window(28.5) is None  # 30 s or more: Whisper's own window, no saving
 
 
 def test_the_window_applies_to_its_own_thread_only() -> None:
-    """Two lanes share faster-whisper's module: one decoding a partial with a 15 s window must
+    """Two lanes share faster-whisper's module: one decoding live audio with a 15 s window must
     not shorten what another lane, decoding a file, gives the encoder at the same moment."""
     features = np.zeros((80, 700), dtype=np.float32)
     inside = threading.Event()

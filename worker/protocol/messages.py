@@ -53,7 +53,7 @@ class TranscribeParams(msgspec.Struct, frozen=True):
     pcm_rate: int = 16000
     pcm_width: int = 2
     pcm_channels: int = 1
-    #: Whisper's encoder window in seconds; None: its own 30 s. Live partials ask for less
+    #: Whisper's encoder window in seconds; None: its own 30 s. Live decodes ask for less
     #: (worker.backends.faster_whisper.window); not settable from any interface.
     window_seconds: int | None = None
 
