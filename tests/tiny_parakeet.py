@@ -52,12 +52,15 @@ def cached() -> TinyParakeet:
         staging = out.with_name(out.name + f".{os.getpid()}")
         built = subprocess.run([sys.executable, __file__, str(staging)], capture_output=True, text=True)
         if built.returncode != 0:
-            raise RuntimeError(f"building the tiny Parakeet model failed:\n{built.stdout[-3000:]}{built.stderr[-3000:]}")
+            raise RuntimeError(
+                f"building the tiny Parakeet model failed:\n{built.stdout[-3000:]}{built.stderr[-3000:]}"
+            )
         (staging / "model.json").write_text(built.stdout.strip().splitlines()[-1])
         if not out.exists():  # another run may have built it meanwhile: theirs is as good
             staging.rename(out)
     info = json.loads(done.read_text())
     return TinyParakeet(nemo=out / "tiny-parakeet.nemo", onnx=out / "onnx", parameters=int(info["parameters"]))
+
 
 LINES = [
     "the quick brown fox jumps over the lazy dog",
