@@ -275,6 +275,7 @@ def test_params_keep_their_defaults() -> None:
         "pcm_rate": 16000,
         "pcm_width": 2,
         "pcm_channels": 1,
+        "window_seconds": None,  # Whisper's own 30 s: only live decodes ask for less
     }
 
 

@@ -154,7 +154,8 @@ def test_sdk_manual_commit_spans_a_pause_and_clear_drops_audio(realtime_server: 
 
     whole, after_clear = run(scenario())
     transcript = next(e for e in whole if e.type == COMPLETED).transcript
-    assert key_words_found(transcript, ["fox", "kitchen"]) == ["fox", "kitchen"], transcript
+    # Both clips' words in one item ("fox" itself is one tiny.en misreads as "round-fark" on some CPUs).
+    assert key_words_found(transcript, ["quick", "lazy", "kitchen"]) == ["quick", "lazy", "kitchen"], transcript
     assert "input_audio_buffer.cleared" in [e.type for e in after_clear]
     cleared = next(e for e in after_clear if e.type == COMPLETED).transcript
     assert key_words_found(cleared, ["kitchen"]) and not key_words_found(cleared, ["weather", "garden", "sunny"]), (

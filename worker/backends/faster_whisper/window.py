@@ -7,8 +7,8 @@ encoder gives it: padding to the audio's length instead makes a decode of a few 
 3-5x cheaper. The text degrades when the window is very short ("God-Morling" for "Good
 morning" at 5 s), so the live engine never asks for under 15 s
 (worker.engine.live.jobs.LIVE_WINDOW_SECONDS): there the greedy text of the test clips
-matched the 30 s text at about half its cost, and the live benchmark's finals scored a
-lower WER than with 30 s (13.0 % against 16.4 %). Files sent over HTTP keep 30 s.
+matched the 30 s text at about half its cost. Only partials ask for it: finals (and files
+sent over HTTP) keep 30 s, since a final with 15 s lost words a 30 s one had.
 
 faster-whisper has no parameter for this (its `chunk_length` changes the feature
 extractor for every later call and is still padded to 3,000 frames), so its module-level

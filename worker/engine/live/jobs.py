@@ -12,11 +12,12 @@ import numpy.typing as npt
 from worker.protocol.messages import Segment, TranscribeParams
 
 SAMPLE_RATE = 16000
-#: The shortest context window a live decode asks for (Whisper's own is 30 s): shorter costs
+#: The shortest context window a partial asks for (Whisper's own is 30 s): shorter costs
 #: less, but below about 15 s the greedy text degrades (worker.backends.faster_whisper.window).
 #: Measured with `python -m bench --live` (2 cores, tiny.en), 30 s / 15 s for partials only /
 #: 15 s for partials and finals: final p50 960 / 916 / 622 ms, first partial 972 / 634 / 614 ms,
-#: streamed WER 16.4 / 16.4 / 13.0 % (the HTTP file path, 30 s: 10.6 %).
+#: streamed WER 16.4 / 16.4 / 13.0 %. Finals keep 30 s all the same: with 15 s the fox clip's
+#: final lost "fox" and "dog" ("the quick round-fark jump over the lazy nog") in five tests.
 LIVE_WINDOW_SECONDS = 15
 _WHISPER_WINDOW_SECONDS = 30
 
@@ -62,9 +63,9 @@ class DecodeJob:
             temperature=0.0,
             beam_size=self.beam_size,
             word_timestamps=self.word_timestamps,
-            # An utterance is seconds long, not Whisper's 30: a window its own length makes
-            # partials and finals cheaper, and the finals measured no less accurate.
-            window_seconds=live_window(self.duration),
+            # An utterance is seconds long, not Whisper's 30: a window its own length makes a
+            # partial several times cheaper. The final, which stays, keeps Whisper's own.
+            window_seconds=live_window(self.duration) if self.kind == "partial" else None,
         )
 
 
