@@ -335,3 +335,32 @@ def test_tiny_and_silent_audio_get_an_answer_not_a_crash(server: Server) -> None
             if silent:
                 assert response.json()["text"] == ""
         assert pid is None or server.model(name)["pid"] == pid
+
+
+def test_each_backend_keeps_its_own_warm_spare(model: tiny_parakeet.TinyParakeet, tmp_path: Path) -> None:
+    """A spare has one backend's libraries imported: with Whisper and both Parakeet backends
+    configured there is one of each, and a NeMo model's first request takes the NeMo one
+    (its import already paid), which is then replaced."""
+    server = start_server(tmp_path, side_by_side(model), warm_spare=True)
+    try:
+        backends = {"faster-whisper", "parakeet-nemo", "parakeet-onnx"}
+        spares = wait_for(
+            lambda: (p := server.health()["spare_pids"]) and set(p) == backends and p, 120, what="three spares"
+        )
+        response = transcribe(server, "pk-nemo")
+        assert response.status_code == 200
+        assert int(response.headers["x-asr-worker-pid"]) == spares["parakeet-nemo"]
+        replacement = wait_for(
+            lambda: (
+                (p := server.health()["spare_pids"].get("parakeet-nemo")) not in (None, spares["parakeet-nemo"]) and p
+            ),
+            120,
+            what="a new NeMo spare",
+        )
+        assert psutil.pid_exists(replacement)
+        # The other backends' spares were not touched.
+        assert {k: v for k, v in server.health()["spare_pids"].items() if k != "parakeet-nemo"} == {
+            k: v for k, v in spares.items() if k != "parakeet-nemo"
+        }
+    finally:
+        server.stop()
