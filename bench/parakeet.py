@@ -13,6 +13,10 @@ decode), the same with a warm spare of its backend waiting, the load itself (REA
 load_seconds), the worker's RSS once loaded and a spare's RSS, warm latency on the 9 s
 clip, and throughput with 4 clients (audio seconds per wall-clock second). Writes
 bench/results/parakeet.md and parakeet.json.
+
+`--hour` instead sends each Parakeet model one hour of speech (the test clips cycled with
+pauses) and reports the worker's peak RSS while it decodes it (VmHWM, reset once the
+model is loaded): the windows keep the encoder's input, and so its memory, bounded.
 """
 
 from __future__ import annotations
@@ -45,10 +49,13 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def start(tmp: Path, model: tiny_parakeet.TinyParakeet, spare: bool) -> Supervisor:
+def start(
+    tmp: Path, model: tiny_parakeet.TinyParakeet, spare: bool, extra: str = "", upload_mb: int = 200
+) -> Supervisor:
     config = tmp / f"parakeet-{'spare' if spare else 'nospare'}.toml"
     config.write_text(
-        '[server]\ndefault_model = "tiny.en"\n[defaults]\nttl = -1\ndevice = "cpu"\ncpu_threads = 2\n'
+        f'[server]\ndefault_model = "tiny.en"\nmax_upload_mb = {upload_mb}\n'
+        f'[defaults]\nttl = -1\ndevice = "cpu"\ncpu_threads = 2\n{extra}'
         '[models."tiny.en"]\nsource = "bundled"\ncompute_type = "int8"\n'
         f'[models.pk-onnx]\nbackend = "parakeet-onnx"\nsource = "{model.onnx}"\n'
         f'[models.pk-nemo]\nbackend = "parakeet-nemo"\nsource = "{model.nemo}"\n'
@@ -124,10 +131,43 @@ def throughput(url: str, name: str, clients: int, requests: int) -> float:
     return requests * seconds / (time.perf_counter() - started)
 
 
+def hour(model: tiny_parakeet.TinyParakeet) -> None:
+    """Each Parakeet model's worker: idle RSS, then its peak while it transcribes an hour."""
+    from bench.memory import long_wav, status_kb
+
+    with tempfile.TemporaryDirectory(prefix="bench-parakeet-hour-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        wav = long_wav(tmp / "hour.wav", 3600).read_bytes()
+        server = start(tmp, model, spare=False, extra="max_audio_seconds = 3700\n", upload_mb=2048)
+        try:
+            with httpx.Client(base_url=server.url, timeout=None) as client:
+                for name in ("pk-onnx", "pk-nemo"):
+                    transcribe(client, name)  # loaded
+                    pid = health(client)["models"][name]["pid"]
+                    idle = status_kb(pid, "VmRSS") / 1024
+                    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+                    started = time.perf_counter()
+                    response = client.post(
+                        "/v1/audio/transcriptions", files={"file": ("hour.wav", wav)}, data={"model": name}
+                    )
+                    response.raise_for_status()
+                    print(
+                        f"| {name} | {len(wav) / MB:.0f} MB upload | idle {idle:.0f} MB | "
+                        f"peak {status_kb(pid, 'VmHWM') / 1024:.0f} MB | {time.perf_counter() - started:.0f} s |",
+                        flush=True,
+                    )
+        finally:
+            server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    parser.add_argument("--hour", action="store_true", help="only the peak RSS over one hour of audio")
     args = parser.parse_args()
+    if args.hour:
+        hour(tiny_parakeet.cached())
+        return
     reps, warm_reps, requests = (2, 4, 8) if args.quick else (5, 15, 24)
     model = tiny_parakeet.cached()
     rows: dict[str, dict[str, Any]] = {name: {"backend": backend} for name, backend in MODELS.items()}
