@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ import pytest
 import tiny_parakeet
 from conftest import ASSETS, Server, make_long_clip, start_server, wait_for, worker_pids
 from hub_standin import HubStandIn
+from prometheus_client.parser import text_string_to_metric_families
 from test_asrctl import asrctl
 from test_downloads import hub_env
 from test_live import pcm, run, talk
@@ -364,3 +366,27 @@ def test_each_backend_keeps_its_own_warm_spare(model: tiny_parakeet.TinyParakeet
         }
     finally:
         server.stop()
+
+
+def test_metrics_name_each_models_backend_and_count_parakeet_work(server: Server) -> None:
+    """Prometheus sees Parakeet models like any other, and can tell the backends apart."""
+    for name in MODELS:
+        assert transcribe(server, name).status_code == 200
+
+    def scrape() -> tuple[str, dict[str, str], dict[str, float]]:
+        text = server.client.get("/metrics").text
+        samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+        backends = {s.labels["model"]: s.labels["backend"] for s in samples if s.name == "asr_model_info"}
+        audio = {s.labels["model"]: s.value for s in samples if s.name == "asr_inference_audio_seconds_total"}
+        return text, backends, audio
+
+    # The workers count their work and report it with their next heartbeat (every second).
+    text, backends, _audio = wait_for(
+        lambda: (got := scrape()) and min(got[2].get(n, 0.0) for n in MODELS) >= clip_seconds("weather.wav") and got,
+        10,
+        what="both workers' counts in /metrics",
+    )  # type: ignore[misc]
+    assert backends == {"tiny.en": "faster-whisper", "pk-nemo": "parakeet-nemo", "pk-onnx": "parakeet-onnx"}
+    if shutil.which("promtool"):
+        checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -75,7 +75,13 @@ class ServerCollector(Collector):
             "Requests waiting for the model's worker to start (or for its owner to hear them).",
             labels=["model"],
         )
+        info = GaugeMetricFamily(
+            "asr_model_info",
+            "Always 1: the model's backend (faster-whisper, parakeet-nemo, parakeet-onnx), to join on `model`.",
+            labels=["model", "backend"],
+        )
         for name, snap in snapshots.items():
+            info.add_metric([name, snap.backend], 1.0)
             loaded.add_metric([name], 1.0 if snap.state == State.READY.value else 0.0)
             for each in State:
                 state.add_metric([name, each.value], 1.0 if snap.state == each.value else 0.0)
@@ -84,7 +90,7 @@ class ServerCollector(Collector):
             if snap.ttl_remaining is not None:
                 ttl.add_metric([name], snap.ttl_remaining)
             queued.add_metric([name], snap.queued)
-        yield from (loaded, state, load_time, ttl, queued)
+        yield from (info, loaded, state, load_time, ttl, queued)
 
     def _workers(self, snapshots: dict[str, ModelSnapshot]) -> Iterator[Metric]:
         rss = GaugeMetricFamily(
