@@ -119,6 +119,33 @@ def test_stream_deltas_add_up_to_the_final_text(client: OpenAI, api: Server) -> 
     assert api.model()["in_flight"] == 0  # the stream's lease was released
 
 
+def test_a_stream_in_a_timed_format_sends_each_segment_with_its_times(client: OpenAI, api: Server) -> None:
+    """`stream=true` with verbose_json (or srt, vtt): each segment also comes as OpenAI's
+    `transcript.text.segment` event, so subtitles need no second transcription; the segments
+    are those the same request without streaming gives."""
+    with _clip("weather.wav").open("rb") as f:
+        stream = client.audio.transcriptions.create(
+            model="tiny.en",
+            file=f,
+            stream=True,
+            response_format="verbose_json",  # type: ignore[call-overload]
+        )
+        events = list(stream)
+    segments = [e for e in events if e.type == "transcript.text.segment"]
+    deltas = [e for e in events if e.type == "transcript.text.delta"]
+    assert len(segments) == len(deltas) >= 2
+    with _clip("weather.wav").open("rb") as f:
+        whole = client.audio.transcriptions.create(model="tiny.en", file=f, response_format="verbose_json")
+    assert [(s.start, s.end, s.text) for s in segments] == [
+        (s.start, s.end, s.text.strip()) for s in whole.segments or []
+    ]
+    # Each segment's event comes before its text's delta; a plain stream has none of them.
+    assert events.index(segments[0]) < events.index(deltas[0])
+    with _clip("weather.wav").open("rb") as f:
+        plain = list(client.audio.transcriptions.create(model="tiny.en", file=f, stream=True))
+    assert not [e for e in plain if e.type == "transcript.text.segment"]
+
+
 def test_translation_on_an_english_only_model_is_refused(client: OpenAI) -> None:
     with _clip("fox.wav").open("rb") as f, pytest.raises(openai.BadRequestError) as err:
         client.audio.translations.create(model="tiny.en", file=f)

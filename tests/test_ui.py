@@ -135,6 +135,7 @@ def test_file_transcript_and_its_downloads(browser: Page, server: Server) -> Non
     page = browser
     page.open(f"{server.url}/#file")
     page.wait(lambda: page("view-file").is_displayed(), 10, "the file view")
+    served = server.model()["requests"]
     page("file-input").send_keys(str(ASSETS / "weather.wav"))
     page.wait(lambda: "Done" in page.text("file-status"), 30, "the transcript")
     text = page.text("file-text")
@@ -151,6 +152,8 @@ def test_file_transcript_and_its_downloads(browser: Page, server: Server) -> Non
     vtt = page.downloaded("weather.vtt")
     assert vtt.startswith("WEBVTT\n\n") and "-->" in vtt
     page.wait(lambda: "Saved weather.vtt" in page.text("file-status"), 5, "the vtt to be saved")
+    # The subtitles' times came with the stream (transcript.text.segment): one transcription in all.
+    assert server.model()["requests"] == served + 1
     page("file-copy").click()
     page.wait(lambda: page.text("file-status") == "Copied.", 5, "the copy")
     page.screenshot("file")

@@ -155,16 +155,29 @@ async def _serve(
         "X-Request-Id": transcription.id,  # the id of this request's log lines, the worker's included
     }
     if params.stream:
+        timed = response_format in TIMED_FORMATS
         return StreamingResponse(
-            _sse(first, transcription), media_type="text/event-stream", headers=headers | {"Cache-Control": "no-cache"}
+            _sse(first, transcription, timed),
+            media_type="text/event-stream",
+            headers=headers | {"Cache-Control": "no-cache"},
         )
     await transcription.aclose()  # releases the lease now, not whenever the generator is collected
     assert isinstance(first, TranscribeResult)
     return _render(first, params.task, response_format, granularities, headers)
 
 
-async def _sse(first: Item, rest: Transcription) -> AsyncIterator[str]:
-    """OpenAI's transcription stream: `transcript.text.delta` per segment, then `.done`."""
+#: Formats whose stream also carries each segment's times (`transcript.text.segment`).
+TIMED_FORMATS = frozenset({"verbose_json", "srt", "vtt"})
+
+
+async def _sse(first: Item, rest: Transcription, timed: bool = False) -> AsyncIterator[str]:
+    """OpenAI's transcription stream: `transcript.text.delta` per segment, then `.done`.
+
+    With `timed` (a stream asked for in a format that has times), each segment is first
+    sent as a `transcript.text.segment` event, OpenAI's own for streamed segments (its
+    diarized streams; `speaker` is empty here): subtitles can be made from one stream,
+    without transcribing the file a second time for its timings.
+    """
     sent: list[str] = []
 
     def event(item: Item) -> str:
@@ -173,7 +186,18 @@ async def _sse(first: Item, rest: Transcription) -> AsyncIterator[str]:
             return _event({"type": "transcript.text.done", "text": "".join(sent)})
         delta = item.text if sent else item.text.lstrip()
         sent.append(delta)
-        return _event({"type": "transcript.text.delta", "delta": delta})
+        text = _event({"type": "transcript.text.delta", "delta": delta})
+        if not timed:
+            return text
+        segment = {
+            "type": "transcript.text.segment",
+            "id": f"seg_{item.id}",
+            "start": item.start,
+            "end": item.end,
+            "text": item.text.strip(),
+            "speaker": "",
+        }
+        return _event(segment) + text
 
     try:
         yield event(first)

@@ -2,14 +2,14 @@
 // transcript shown segment by segment as the server's events arrive; then copy, or download
 // as txt, srt or vtt.
 
-import { ApiError, copy, json, request, save } from "./api.js";
+import { ApiError, copy, request, save } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
 
 export class FileView {
   constructor(choice) {
     this.choice = choice;
-    this.job = null; // the file last sent: {file, model, language, text, timed (a promise of its verbose_json), abort}
+    this.job = null; // the file last sent: {file, model, language, text, segments (their times, as streamed), abort}
     const input = $("file-input");
     input.addEventListener("change", () => {
       if (input.files.length) this.transcribe(input.files[0]);
@@ -40,7 +40,7 @@ export class FileView {
   async transcribe(file) {
     if (this.job) this.job.abort.abort();
     const { model, language } = this.choice();
-    const job = { file, model, language, text: "", timed: null, abort: new AbortController() };
+    const job = { file, model, language, text: "", segments: [], abort: new AbortController() };
     this.job = job;
     this.ready(false);
     $("file-text").replaceChildren();
@@ -50,12 +50,15 @@ export class FileView {
     try {
       const response = await request("/v1/audio/transcriptions", {
         method: "POST",
-        body: form(job, { stream: "true" }),
+        // verbose_json: the stream also carries each segment's times (transcript.text.segment),
+        // so subtitles need no second transcription.
+        body: form(job, { stream: "true", response_format: "verbose_json" }),
         signal: job.abort.signal,
       });
       this.status(`Transcribing ${file.name} with ${response.headers.get("X-ASR-Model") || model}…`);
       for await (const event of serverEvents(response.body)) {
         if (event.error) throw new ApiError(500, event.error.message, event.error.code);
+        if (event.type === "transcript.text.segment") job.segments.push(event);
         if (event.type === "transcript.text.delta") this.append(event.delta);
         if (event.type === "transcript.text.done") job.text = event.text.trim();
       }
@@ -82,23 +85,7 @@ export class FileView {
     const job = this.job;
     const base = job.file.name.replace(/\.[^.]+$/, "") || "transcript";
     if (format === "txt") return save(`${base}.txt`, `${job.text}\n`, "text/plain");
-    if (!job.timed) {
-      // The streamed events carry text, not times: subtitles need the segments' timings.
-      // One request, shared by both formats and by a second click while it runs.
-      this.status("Getting the timings: the file is transcribed once more…");
-      job.timed = json("/v1/audio/transcriptions", {
-        method: "POST",
-        body: form(job, { response_format: "verbose_json", "timestamp_granularities[]": "segment" }),
-      });
-    }
-    let timed;
-    try {
-      timed = await job.timed;
-    } catch (error) {
-      job.timed = null;
-      return this.status(error.message, true);
-    }
-    const segments = timed.segments || [];
+    const segments = job.segments;
     if (format === "srt") save(`${base}.srt`, srt(segments), "application/x-subrip");
     else save(`${base}.vtt`, vtt(segments), "text/vtt");
     this.status(`Saved ${base}.${format}.`);
