@@ -115,8 +115,10 @@ class WyomingHandler(AsyncEventHandler):
             log.warning("wyoming %s: %s; closing (%s)", self.peer, refusal.text, refusal.code)
             # A refused connection holds no slot: it must not linger long.
             await self._last_word(Error(text=refusal.text, code=refusal.code).event(), 5.0 if entered else 1.0)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass  # the client went away mid-event: drop what it sent
+        except (OSError, asyncio.IncompleteReadError):
+            # The client went away mid-event: drop what it sent. A socket the peer has reset
+            # can also fail with a plain OSError (ENOTCONN from shutdown), not a ConnectionError.
+            pass
         except Exception as exc:
             log.error("wyoming %s: internal error (%s: %s); closing", self.peer, type(exc).__name__, exc)
             log.debug("wyoming %s: internal error", self.peer, exc_info=True)
@@ -317,7 +319,9 @@ class WyomingHandler(AsyncEventHandler):
         our end of the stream, then its input discarded until it closes (a lingering close,
         as HTTP servers do), for at most `linger` seconds.
         """
-        with contextlib.suppress(ConnectionError, TimeoutError):
+        # OSError, not only ConnectionError: write_eof() on a socket the client has already
+        # reset fails with ENOTCONN, which once escaped here as a logged traceback.
+        with contextlib.suppress(OSError):  # ConnectionError and TimeoutError among them
             async with asyncio.timeout(linger):
                 await super().write_event(event)
                 if self.writer.can_write_eof():
