@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, StringConstraints, ValidationError, field_validator
 
 from worker.backends import DESCRIPTIONS
 from worker.protocol.options import OPTION_NAMES, ModelOptions
@@ -88,8 +88,23 @@ class ServerTable(_Table):
     wyoming_idle_timeout: float = Field(120.0, gt=0, description="close Wyoming connections silent this long")
     zeroconf: bool = Field(False, description="announce the Wyoming server on the LAN for Home Assistant")
     zeroconf_name: str | None = None
-    warm_spare: bool = Field(True, description="keep a worker with ML libraries imported, ready for the next load")
+    warm_spare: bool | list[str] = Field(
+        True,
+        description="keep a worker with ML libraries imported, ready for the next load: true for every backend "
+        'with models, or the backends to keep one for (["faster-whisper"]: no 0.7 GB NeMo spare)',
+    )
     max_loaded_models: int = Field(0, ge=0, description="0: no limit; 1: a single resident model")
+
+    @field_validator("warm_spare")
+    @classmethod
+    def _known_backends(cls, value: bool | list[str]) -> bool | list[str]:
+        """A list names backends: a misspelt one would silently keep no spare."""
+        if isinstance(value, list):
+            for name in value:
+                if name not in DESCRIPTIONS:
+                    raise ValueError(f"unknown backend {name!r} in warm_spare; known: {', '.join(DESCRIPTIONS)}")
+        return value
+
     memory_budget_mb: float = Field(0, ge=0, description="0: no limit; else the loaded models' memory")
     capacity_wait: float = Field(30.0, ge=0, description="seconds a request waits for a busy server to free a place")
     max_upload_mb: float = Field(200.0, gt=0, description="larger uploads get 413 before they are read")

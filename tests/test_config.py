@@ -151,3 +151,14 @@ def test_an_explicit_backend_beats_the_catalogue(tmp_path: Path) -> None:
     config = tmp_path / "asr.toml"
     config.write_text('[models.parakeet]\nbackend = "parakeet-onnx"\nsource = "parakeet-tdt-0.6b-v2-onnx"\n')
     assert load_settings(config).models["parakeet"].backend == "parakeet-onnx"
+
+
+def test_warm_spare_may_name_backends_and_a_misspelt_one_is_an_error(tmp_path: Path) -> None:
+    config = tmp_path / "asr.toml"
+    config.write_text('[server]\nwarm_spare = ["faster-whisper"]\n')
+    assert load_settings(config).server.warm_spare == ["faster-whisper"]
+    config.write_text('[server]\nwarm_spare = ["parakeet"]\n')
+    with pytest.raises(
+        ConfigError, match="unknown backend 'parakeet' in warm_spare; known: faster-whisper, parakeet-nemo"
+    ):
+        load_settings(config)

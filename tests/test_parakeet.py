@@ -339,6 +339,23 @@ def test_tiny_and_silent_audio_get_an_answer_not_a_crash(server: Server) -> None
         assert pid is None or server.model(name)["pid"] == pid
 
 
+def test_warm_spare_can_leave_the_nemo_spare_out(model: tiny_parakeet.TinyParakeet, tmp_path: Path) -> None:
+    """`warm_spare = ["faster-whisper", "parakeet-onnx"]`: no 0.7 GB NeMo spare; NeMo models start cold."""
+    config = side_by_side(model).replace(
+        "[server]\n", '[server]\n    warm_spare = ["faster-whisper", "parakeet-onnx"]\n', 1
+    )
+    server = start_server(tmp_path, config, warm_spare=True)
+    try:
+        wanted = {"faster-whisper", "parakeet-onnx"}
+        spares = wait_for(lambda: (p := server.health()["spare_pids"]) and set(p) == wanted and p, 60, what="spares")
+        response = transcribe(server, "pk-nemo")
+        assert response.status_code == 200
+        assert int(response.headers["x-asr-worker-pid"]) not in spares.values()  # a fresh process, not a spare
+        assert "parakeet-nemo" not in server.health()["spare_pids"]
+    finally:
+        server.stop()
+
+
 def test_each_backend_keeps_its_own_warm_spare(model: tiny_parakeet.TinyParakeet, tmp_path: Path) -> None:
     """A spare has one backend's libraries imported: with Whisper and both Parakeet backends
     configured there is one of each, and a NeMo model's first request takes the NeMo one

@@ -50,7 +50,9 @@ class ModelRegistry:
         self._owners = {name: self._new_owner(spec) for name, spec in settings.models.items()}
         self._preloads: list[asyncio.Task[None]] = []
         self._closed = False
-        self.spares = SparePool(self._spawn_spare, enabled=settings.server.warm_spare, backends=_backends(settings))
+        self.spares = SparePool(
+            self._spawn_spare, enabled=bool(settings.server.warm_spare), backends=_backends(settings)
+        )
 
     async def start(self) -> None:
         self._runtime_dir = runtime_dir.create(self.settings.server.runtime_dir)
@@ -173,7 +175,7 @@ class ModelRegistry:
         for name, answer in answers.items():
             how = await answer
             changes.setdefault(name, how)
-        await self.spares.reconfigure(new.server.warm_spare, _backends(new))
+        await self.spares.reconfigure(bool(new.server.warm_spare), _backends(new))
         self._preloads = [task for task in self._preloads if not task.done()]
         self._preloads += [
             asyncio.create_task(self._preload(owners[name]))
@@ -262,5 +264,8 @@ def _limits(server: ServerTable) -> Limits:
 
 
 def _backends(settings: Settings) -> list[str]:
-    """The backends a spare is kept for: the default model's first (the one `/health` shows)."""
-    return [settings.models[settings.default_model].backend, *(spec.backend for spec in settings.models.values())]
+    """The backends a spare is kept for: the default model's first (the one `/health` shows),
+    of those `warm_spare` names when it is a list."""
+    backends = [settings.models[settings.default_model].backend, *(spec.backend for spec in settings.models.values())]
+    wanted = settings.server.warm_spare
+    return [b for b in backends if b in wanted] if isinstance(wanted, list) else backends
