@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, StringConstraints, ValidationError, field_validator
 
+from supervisor.models import catalog
 from worker.backends import DESCRIPTIONS
 from worker.protocol.options import OPTION_NAMES, ModelOptions
 
@@ -333,8 +334,8 @@ def _catalogue_backend(name: str, table: dict[str, Any], defaults: dict[str, Any
     default = DESCRIPTIONS.get(str(defaults.get("backend", ModelOptions().backend)))
     if default is not None and default.lookup(source) is not None:
         return {}
-    known = next((d.name for d in DESCRIPTIONS.values() if d.lookup(source) is not None), None)
-    return {"backend": known} if known else {}
+    known = catalog.lookup(source)
+    return {"backend": known.backend} if known else {}
 
 
 def _check_defaults(defaults: dict[str, Any]) -> None:
