@@ -3,51 +3,159 @@
 Decoding happens here, in the worker, so the supervisor never holds decoded audio
 and its event loop never spends CPU on codecs.
 
+`open_stream` is the one decoding path: it checks what can be checked before a sample is
+decoded and returns a `DecodedAudio`, whose iteration yields the audio as 16 kHz blocks of
+at most `BLOCK_SECONDS`, holding a block or two at a time at any input rate or length (see
+`worker.audio.resample`). `decode` joins those blocks into one array.
+
 A request holds at most its model's `max_audio_seconds`. A file is measured twice: by the
 duration its container declares, before anything is decoded (a 9 KB FLAC at 1 Hz that
-says 3 h is refused in milliseconds), and by the samples it really yields, while decoding
-(a header may understate), stopping at the first frame past the limit. Memory is the
-16 kHz samples plus a small constant at any input rate: see `worker.audio.resample`.
+says 3 h is refused in milliseconds, by `open_stream` itself), and by the samples it really
+yields, while decoding (a header may understate), stopping at the first frame past the limit
+(raised from the iteration, after the blocks before it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Generator, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 
-from worker.audio.resample import SAMPLE_RATE, SLICE_SAMPLES, SLICE_SECONDS, AudioTooLong, Resampler
+from worker.audio.resample import (
+    BLOCK_SECONDS,
+    SAMPLE_RATE,
+    SLICE_SAMPLES,
+    SLICE_SECONDS,
+    AudioTooLong,
+    blocks,
+    collect,
+    resample,
+)
 from worker.protocol import TranscribeParams
 
 if TYPE_CHECKING:
     import av
     import av.container
 
-__all__ = ["SAMPLE_RATE", "AudioError", "AudioTooLong", "decode", "decode_file", "from_pcm"]
+__all__ = [
+    "BLOCK_SECONDS",
+    "SAMPLE_RATE",
+    "AudioError",
+    "AudioTooLong",
+    "DecodedAudio",
+    "decode",
+    "decode_file",
+    "from_pcm",
+    "open_file",
+    "open_pcm",
+    "open_stream",
+]
 
 
 class AudioError(ValueError):
     """The bytes are not audio we can decode; the message is safe to show a client."""
 
 
-def decode(data: bytes | memoryview, params: TranscribeParams, max_seconds: float = math.inf) -> np.ndarray:
-    """The request's audio; AudioError if it is not audio, AudioTooLong if it is over `max_seconds`."""
+class DecodedAudio:
+    """One upload's audio as consecutive 16 kHz mono float32 blocks, decoded as they are iterated.
+
+    A single pass: iterating it again goes on where the last iteration stopped. AudioTooLong
+    and AudioError may come from the iteration (see `open_stream`). The decoder, and its view
+    of the caller's bytes, are released when the iteration ends or fails; `close()` (or leaving
+    a `with` block) releases them when it is abandoned midway.
+    """
+
+    def __init__(
+        self,
+        declared_seconds: float,
+        blocks: Generator[np.ndarray, None, None],
+        container: av.container.InputContainer | None = None,
+    ) -> None:
+        #: The duration the container declares (0.0 if it does not say; raw PCM: exact).
+        self.declared_seconds = declared_seconds
+        self._blocks = blocks
+        self._container = container
+        self._samples = 0
+
+    @property
+    def seconds(self) -> float:
+        """The 16 kHz audio yielded so far."""
+        return self._samples / SAMPLE_RATE
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        try:
+            block = next(self._blocks)
+        except Exception:  # its end, or an error that ends it: the decoder is done with
+            self.close()
+            raise
+        self._samples += block.size
+        return block
+
+    def close(self) -> None:
+        self._blocks.close()
+        if self._container is not None:
+            self._container.close()  # a second close (the iteration's own, at its end) is a no-op
+            self._container = None  # and with it the view of the caller's bytes
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def open_stream(data: bytes | memoryview, params: TranscribeParams, max_seconds: float = math.inf) -> DecodedAudio:
+    """The request's audio, to be iterated in blocks; `data` must outlive the iteration (it is not copied).
+
+    Raised here: AudioError if it is not audio, AudioTooLong if it declares over `max_seconds`.
+    Raised by the iteration: AudioTooLong once its samples pass `max_seconds`, AudioError if
+    FFmpeg fails midway or the file holds no samples at all.
+    """
     if params.audio_format == "pcm":
-        return from_pcm(data, params.pcm_rate, params.pcm_width, params.pcm_channels, max_seconds)
+        return open_pcm(data, params.pcm_rate, params.pcm_width, params.pcm_channels, max_seconds)
     if params.audio_format != "file":
         raise AudioError(f"unknown audio format {params.audio_format!r}")
-    return decode_file(data, max_seconds)
+    return open_file(data, max_seconds)
 
 
-_PCM_DTYPES = {1: "u1", 2: "<i2", 4: "<i4"}
+def decode(data: bytes | memoryview, params: TranscribeParams, max_seconds: float = math.inf) -> np.ndarray:
+    """The request's audio as one array; AudioError if it is not audio, AudioTooLong if it is over `max_seconds`."""
+    return _whole(open_stream(data, params, max_seconds), max_seconds)
+
+
+def decode_file(data: bytes | memoryview, max_seconds: float = math.inf) -> np.ndarray:
+    """`open_file`'s blocks as one array."""
+    return _whole(open_file(data, max_seconds), max_seconds)
 
 
 def from_pcm(
     data: bytes | memoryview, rate: int, width: int, channels: int, max_seconds: float = math.inf
 ) -> np.ndarray:
+    """`open_pcm`'s blocks as one array."""
+    return _whole(open_pcm(data, rate, width, channels, max_seconds), max_seconds)
+
+
+def _whole(audio: DecodedAudio, max_seconds: float) -> np.ndarray:
+    with audio:  # reserved for what it declares: an honest file never grows its array
+        return collect(audio, min(audio.declared_seconds, max_seconds))
+
+
+_PCM_DTYPES = {1: "u1", 2: "<i2", 4: "<i4"}
+
+
+def open_pcm(
+    data: bytes | memoryview, rate: int, width: int, channels: int, max_seconds: float = math.inf
+) -> DecodedAudio:
     """Raw PCM (what Wyoming clients send) at any rate, width and channel count.
 
     Resampled here with FFmpeg's resampler (band-limited), not in the supervisor:
@@ -66,23 +174,10 @@ def from_pcm(
         raise AudioTooLong(frames / rate, max_seconds)
     samples = np.frombuffer(data, dtype=_PCM_DTYPES[width])
     step = min(SLICE_SECONDS * rate, SLICE_SAMPLES) * channels
+    pieces = (_int16(samples[start : start + step]) for start in range(0, samples.size, step))
     if rate == SAMPLE_RATE and channels == 1:
-        out = np.empty(frames, dtype=np.float32)
-        for start in range(0, frames, step):
-            out[start : start + step] = _int16(samples[start : start + step])
-        out *= np.float32(1 / 32768)
-        return out
-    import av
-
-    resampler = Resampler(max_seconds, expected=frames / rate)
-    for start in range(0, samples.size, step):
-        block, layout = _int16(samples[start : start + step]), {1: "mono", 2: "stereo"}.get(channels)
-        if layout is None:  # more than two channels: average them to mono first
-            block, layout = block.reshape(-1, channels).mean(axis=1).astype(np.int16), "mono"
-        frame = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="s16", layout=layout)
-        frame.sample_rate = rate
-        resampler.add(frame)
-    return resampler.finish()
+        return DecodedAudio(frames / rate, blocks(pieces))
+    return DecodedAudio(frames / rate, blocks(resample(_pcm_frames(pieces, rate, channels), max_seconds)))
 
 
 def _int16(samples: np.ndarray) -> np.ndarray:
@@ -93,30 +188,62 @@ def _int16(samples: np.ndarray) -> np.ndarray:
     return samples
 
 
-def decode_file(data: bytes | memoryview, max_seconds: float = math.inf) -> np.ndarray:
+def _pcm_frames(pieces: Iterator[np.ndarray], rate: int, channels: int) -> Iterator[av.AudioFrame]:
+    import av  # deferred: only the worker pays for FFmpeg
+
+    for piece in pieces:
+        block, layout = piece, {1: "mono", 2: "stereo"}.get(channels)
+        if layout is None:  # more than two channels: average them to mono first
+            block, layout = block.reshape(-1, channels).mean(axis=1).astype(np.int16), "mono"
+        frame = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="s16", layout=layout)
+        frame.sample_rate = rate
+        yield frame
+
+
+def open_file(data: bytes | memoryview, max_seconds: float = math.inf) -> DecodedAudio:
+    """An audio file in any container PyAV reads; see `open_stream` for what is raised where."""
     import av  # deferred: only the worker pays for FFmpeg
 
     if len(data) == 0:
         raise AudioError("the audio file is empty")
+    with _as_audio_error():
+        container = av.open(_MemoryFile(data), mode="r", metadata_errors="ignore")
     try:
-        with av.open(_MemoryFile(data), mode="r", metadata_errors="ignore") as container:
-            if not container.streams.audio:
-                raise AudioError("could not decode the audio file: it has no audio stream")
-            stream = container.streams.audio[0]
-            declared = declared_seconds(container, stream)
-            if declared > max_seconds:
-                raise AudioTooLong(declared, max_seconds)
-            resampler = Resampler(max_seconds, expected=declared)
-            for frame in _frames(container, stream):
-                resampler.add(frame)
-            audio = resampler.finish()
+        if not container.streams.audio:
+            raise AudioError("could not decode the audio file: it has no audio stream")
+        stream = container.streams.audio[0]
+        declared = declared_seconds(container, stream)
+        if declared > max_seconds:
+            raise AudioTooLong(declared, max_seconds)
+    except BaseException:
+        container.close()
+        raise
+    return DecodedAudio(declared, _file_blocks(container, stream, max_seconds), container)
+
+
+def _file_blocks(
+    container: av.container.InputContainer, stream: av.AudioStream, max_seconds: float
+) -> Generator[np.ndarray, None, None]:
+    produced = 0
+    with container, _as_audio_error():
+        for block in blocks(resample(_frames(container, stream), max_seconds)):
+            produced += block.size
+            yield block
+    if not produced:
+        raise AudioError("the audio file contains no audio samples")
+
+
+@contextlib.contextmanager
+def _as_audio_error() -> Iterator[None]:
+    """FFmpeg's errors (and a stream that changes format midway) as AudioError."""
+    import av
+
+    try:
+        yield
     except AudioError:
         raise
     except (av.error.FFmpegError, ValueError) as exc:
         raise AudioError(f"could not decode the audio file: {_describe(exc)}") from exc
-    if audio.size == 0:
-        raise AudioError("the audio file contains no audio samples")
-    return audio
 
 
 def declared_seconds(container: av.container.InputContainer, stream: av.AudioStream) -> float:

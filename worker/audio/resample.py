@@ -1,21 +1,26 @@
-"""Decoded frames at any rate → one 16 kHz mono float32 array, in bounded memory, under a time limit.
+"""Decoded frames at any rate → 16 kHz mono float32 blocks, in bounded memory, under a time limit.
 
-Three things keep memory to the output samples plus a small constant, whatever the input:
+Two generators in a pipe: `resample` turns frames into 16 kHz s16 pieces, `blocks` regroups
+those into float32 blocks of `BLOCK_SECONDS`. Iterating them holds a block or two of output
+plus a small constant, whatever the input's rate, channels or length:
 
 - The resampler is fed slices of at most `SLICE_SECONDS` of audio. FFmpeg's output for one
   input frame is that frame's whole duration at 16 kHz: a 4096-sample FLAC block at 1 Hz
   would come out as 65 M samples (262 MB) in one piece.
-- The samples go straight into one array that grows in place (`ndarray.resize` is a
-  `realloc`, which moves large blocks by remapping pages, not copying), reserved up front
-  from the container's declared duration: no list of pieces joined at the end, and no
-  whole-length s16 or float temporary beside it.
+- Each piece is converted straight into its place in the current block: no float copy of it.
 - The limit is checked on the input's own clock before each frame is resampled, so a file
   over it stops within one frame of the limit and its excess is never resampled.
+
+`SampleBuffer` collects blocks into one array for callers that want the whole audio: it
+grows in place (`ndarray.resize` is a `realloc`, which moves large blocks by remapping pages,
+not copying), reserved up front from the container's declared duration, so there is no list
+of pieces joined at the end.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Generator, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,9 +33,13 @@ SAMPLE_RATE = 16000
 SLICE_SECONDS = 10
 #: ... and at most this many input samples (8 MB at 8 channels of float), for very high rates.
 SLICE_SAMPLES = 1 << 18
-#: The smallest growth of the output array, so a file with no declared duration is not
-#: reallocated every frame (numpy zero-fills what it adds: the step is what may sit unused).
+#: The longest block a stream yields (640 KB of float32); only the last one is shorter.
+BLOCK_SECONDS = 10
+#: The smallest growth of a SampleBuffer, so a file with no declared duration is not
+#: reallocated every block (numpy zero-fills what it adds: the step is what may sit unused).
 MIN_GROWTH_SECONDS = 30
+
+_SCALE = np.float32(1 / 32768)  # s16 → [-1, 1): a power of two, so the conversion is exact
 
 
 class AudioTooLong(Exception):
@@ -44,6 +53,65 @@ class AudioTooLong(Exception):
         super().__init__(what)
         self.seconds = seconds
         self.limit = limit
+
+
+def resample(frames: Iterable[av.AudioFrame], limit: float) -> Generator[np.ndarray, None, None]:
+    """Frames in (any rate, format, layout), 16 kHz mono s16 pieces out, FFmpeg's delay flushed last.
+
+    AudioTooLong once the input passes `limit` seconds, before the frame that passes it is
+    resampled. A stream that changes its rate or layout midway is refused by the FIFO
+    (ValueError), as it would be by FFmpeg's resampler.
+    """
+    import av  # deferred: only the worker pays for FFmpeg
+
+    # s16 out, as faster-whisper's own decoder: FFmpeg then normalises its downmix (stereo
+    # is (L+R)/2; to float it would be (L+R)/sqrt(2)), so transcripts stay as they were.
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    fifo = av.AudioFifo()
+    seconds = 0.0  # input seen so far, on the input's own clock
+    for frame in frames:
+        rate = frame.sample_rate
+        if rate <= 0:
+            raise ValueError("a frame has no sample rate")
+        seconds += frame.samples / rate
+        if seconds > limit:
+            raise AudioTooLong(seconds, limit, at_least=True)
+        frame.pts = None  # the FIFO checks timestamps for gaps; decoders' are not always exact
+        fifo.write(frame)
+        step = min(SLICE_SECONDS * rate, SLICE_SAMPLES)
+        while fifo.samples >= step:
+            yield from _resample(resampler, fifo.read(step))
+    if fifo.samples:
+        yield from _resample(resampler, fifo.read())
+    yield from _resample(resampler, None)  # the resampler's own delay
+
+
+def _resample(resampler: av.AudioResampler, frame: av.AudioFrame | None) -> Iterator[np.ndarray]:
+    for out in resampler.resample(frame):
+        yield out.to_ndarray().reshape(-1)
+
+
+def blocks(pieces: Iterable[np.ndarray]) -> Generator[np.ndarray, None, None]:
+    """The s16 `pieces` regrouped as float32 blocks of BLOCK_SECONDS (the last shorter), none empty.
+
+    Each block is a new array, the caller's to keep.
+    """
+    size = BLOCK_SECONDS * SAMPLE_RATE
+    block, filled = np.empty(size, dtype=np.float32), 0
+    for piece in pieces:
+        start = 0
+        while start < piece.size:
+            count = min(size - filled, piece.size - start)
+            block[filled : filled + count] = piece[start : start + count]
+            filled, start = filled + count, start + count
+            if filled == size:
+                block *= _SCALE
+                yield block
+                block, filled = np.empty(size, dtype=np.float32), 0
+    if filled:
+        block.resize(filled, refcheck=False)  # ours alone: no view of it has been handed out
+        block *= _SCALE
+        yield block
 
 
 class SampleBuffer:
@@ -74,50 +142,9 @@ class SampleBuffer:
         return self._data
 
 
-class Resampler:
-    """Frames in (any rate, format, layout), 16 kHz mono float32 out, at most `limit` seconds.
-
-    `expected` is the duration the container declares (0 if none): the output is reserved
-    for it, so an honest file never grows its array.
-    """
-
-    def __init__(self, limit: float, expected: float = 0.0) -> None:
-        import av  # deferred: only the worker pays for FFmpeg
-
-        self.limit = limit
-        self.seconds = 0.0  # input seen so far, on the input's own clock
-        # s16 out, as faster-whisper's own decoder: FFmpeg then normalises its downmix (stereo
-        # is (L+R)/2; to float it would be (L+R)/sqrt(2)), so transcripts stay as they were.
-        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-        self._fifo = av.AudioFifo()
-        reserve = min(expected, limit) * SAMPLE_RATE
-        self._out = SampleBuffer(math.ceil(reserve) + SAMPLE_RATE)
-
-    def add(self, frame: av.AudioFrame) -> None:
-        """Take one decoded frame; AudioTooLong once the input passes the limit (before resampling it).
-
-        A stream that changes its rate or layout midway is refused by the FIFO (ValueError),
-        as it would be by FFmpeg's resampler.
-        """
-        rate = frame.sample_rate
-        if rate <= 0:
-            raise ValueError("a frame has no sample rate")
-        self.seconds += frame.samples / rate
-        if self.seconds > self.limit:
-            raise AudioTooLong(self.seconds, self.limit, at_least=True)
-        frame.pts = None  # the FIFO checks timestamps for gaps; decoders' are not always exact
-        self._fifo.write(frame)
-        step = min(SLICE_SECONDS * rate, SLICE_SAMPLES)
-        while self._fifo.samples >= step:
-            self._resample(self._fifo.read(step))
-
-    def finish(self) -> np.ndarray:
-        """Everything, the resampler's own delay included; the Resampler is spent afterwards."""
-        if self._fifo.samples:
-            self._resample(self._fifo.read())
-        self._resample(None)
-        return self._out.take()
-
-    def _resample(self, frame: av.AudioFrame | None) -> None:
-        for out in self._resampler.resample(frame):
-            self._out.append(out.to_ndarray().reshape(-1), 1 / 32768)
+def collect(audio: Iterator[np.ndarray], reserve_seconds: float) -> np.ndarray:
+    """Blocks joined into one array, reserved for `reserve_seconds` (plus a second) up front."""
+    out = SampleBuffer(math.ceil(reserve_seconds * SAMPLE_RATE) + SAMPLE_RATE)
+    for block in audio:
+        out.append(block)
+    return out.take()
