@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import wave
+from pathlib import Path
 
+import pytest
 from conftest import ASSETS, Server, free_port
 
+#: Variables that make rich take stderr for a terminal (or not): the test decides, not the shell.
+TERMINAL_ENV = ("TTY_COMPATIBLE", "TTY_INTERACTIVE", "FORCE_COLOR", "NO_COLOR")
+#: rich's answer to TTY_COMPATIBLE=1: stderr is a terminal, so `transcribe` may draw its bar.
+ON_A_TERMINAL = {"TTY_COMPATIBLE": "1"}
 
-def asrctl(*args: str, url: str | None, columns: int = 200) -> subprocess.CompletedProcess[str]:
+
+def asrctl(
+    *args: str, url: str | None, columns: int = 200, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`asrctl ARGS` with $ASR_URL set to `url` (unset when None), in a terminal `columns` wide."""
-    env = {k: v for k, v in os.environ.items() if k not in ("ASR_URL", "ASR_API_KEY")}
-    env |= {"COLUMNS": str(columns)} | ({"ASR_URL": url} if url is not None else {})
+    base = {k: v for k, v in os.environ.items() if k not in ("ASR_URL", "ASR_API_KEY", *TERMINAL_ENV)}
+    env = base | {"COLUMNS": str(columns)} | ({"ASR_URL": url} if url is not None else {}) | (env or {})
     return subprocess.run(
         [sys.executable, "-m", "supervisor.ctl", *args], capture_output=True, text=True, timeout=120, env=env
     )
@@ -150,3 +161,118 @@ def test_tables_fit_80_columns_without_cutting_names_or_eating_brackets(make_ser
 
     out = asrctl("models", "unload", "--all", url=server.url)
     assert out.returncode == 0 and out.stdout.strip() == "no model was loaded: nothing to free"
+
+
+# -- transcribe's progress bar ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """34.5 s of speech: weather, fox and short, twice, each followed by 1 s of silence.
+
+    Longer than the bar's 30 s, and decoded the same way every time: with three rounds, or
+    0.5 s pauses, a 30 s window repeats enough text to pass tiny.en's compression-ratio
+    limit (2.4), and its temperature fallback samples a different transcript each run.
+    """
+    pieces = []
+    for name in ("weather", "fox", "short") * 2:
+        with wave.open(str(ASSETS / f"{name}.wav"), "rb") as src:
+            params = src.getparams()
+            pieces.append(src.readframes(src.getnframes()) + b"\0\0" * params.framerate)
+    out = tmp_path_factory.mktemp("audio") / "two-rounds.wav"
+    with wave.open(str(out), "wb") as dst:
+        dst.setparams(params)
+        dst.writeframes(b"".join(pieces))
+    return out
+
+
+def wav_seconds(path: Path) -> float:
+    with wave.open(str(path), "rb") as f:
+        return f.getnframes() / f.getframerate()
+
+
+def screen(stderr: str) -> str:
+    """What a terminal would have shown: the text without rich's escape sequences."""
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", stderr)
+
+
+def test_transcribe_prints_the_same_with_the_progress_bar(shared_server: Server, long_clip: Path) -> None:
+    total = f"{wav_seconds(long_clip):.0f}"
+    for fmt in ("text", "json", "srt", "vtt", "verbose_json"):
+        plain = asrctl("transcribe", str(long_clip), "--format", fmt, url=shared_server.url)
+        barred = asrctl("transcribe", str(long_clip), "--format", fmt, url=shared_server.url, env=ON_A_TERMINAL)
+        assert plain.returncode == 0 and barred.returncode == 0, (fmt, plain.stderr, barred.stderr)
+        assert plain.stderr == ""  # stderr is no terminal: no bar
+        assert barred.stdout == plain.stdout, fmt
+        assert "weather" in plain.stdout.lower(), plain.stdout
+        shown = screen(barred.stderr)
+        assert long_clip.name in shown
+        if fmt == "verbose_json":  # sent whole: its stream lacks the segments' tokens and scores
+            assert f"{total} s of audio" in shown, shown
+        else:  # streamed, and the bar reached the file's end
+            assert f"{total}/{total} s" in shown, shown
+
+
+def test_no_progress_and_short_files_draw_no_bar(shared_server: Server, long_clip: Path) -> None:
+    out = asrctl("transcribe", str(long_clip), "--no-progress", url=shared_server.url, env=ON_A_TERMINAL)
+    assert out.returncode == 0 and out.stderr == "" and "weather" in out.stdout.lower()
+    out = asrctl("transcribe", str(ASSETS / "fox.wav"), url=shared_server.url, env=ON_A_TERMINAL)
+    assert out.returncode == 0 and out.stderr == "" and "fox" in out.stdout.lower()
+
+
+def test_errors_with_the_bar_are_the_same_line(shared_server: Server, long_clip: Path) -> None:
+    """Refused before the stream begins: the same line and exit code, and no bar left after it."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    cases = [
+        (str(long_clip), "--model", "nope", shared_server.url),  # 404
+        (str(ASSETS / "fox.txt"), shared_server.url),  # not audio: no length, so a bar without a total; 400
+        (str(long_clip), dead),  # nobody there
+    ]
+    for *args, url in cases:
+        plain = asrctl("transcribe", *args, url=url)
+        barred = asrctl("transcribe", *args, url=url, env=ON_A_TERMINAL)
+        assert plain.returncode == barred.returncode == 1, (args, plain.stderr, barred.stderr)
+        assert plain.stderr.count("\n") == 1 and plain.stdout == barred.stdout == ""
+        assert screen(barred.stderr).strip().splitlines()[-1] == plain.stderr.strip(), (args, barred.stderr)
+
+
+def test_the_bar_follows_each_segment_end_and_an_error_event_fails() -> None:
+    """The stream's reader alone, on recorded events: no server, no terminal."""
+    from supervisor.ctl import _Failed, _follow_transcript
+
+    def segment(start: float, end: float, text: str) -> dict[str, object]:
+        return {"type": "transcript.text.segment", "id": "seg_0", "start": start, "end": end, "text": text}
+
+    events = [
+        segment(0.0, 6.0, "Good morning."),
+        {"type": "transcript.text.delta", "delta": "Good morning."},
+        segment(6.0, 9.5, "Turn on the lights."),
+        {"type": "transcript.text.delta", "delta": " Turn on the lights. "},
+        {"type": "transcript.text.done", "text": "Good morning. Turn on the lights. "},
+    ]
+    reached: list[float] = []
+    transcript = _follow_transcript(iter(events), reached.append)
+    assert reached == [6.0, 9.5]
+    assert transcript.text == "Good morning. Turn on the lights."  # stripped, as the whole answer's is
+    assert [(s.start, s.end, s.text) for s in transcript.segments] == [
+        (0.0, 6.0, "Good morning."),
+        (6.0, 9.5, "Turn on the lights."),
+    ]
+
+    crash = {"error": {"message": "worker 42 crashed", "type": "server_error", "param": None, "code": "worker_crashed"}}
+    with pytest.raises(_Failed, match=r"^worker 42 crashed \(in the stream: worker_crashed\)$"):
+        _follow_transcript(iter([*events[:2], crash]), reached.append)
+    with pytest.raises(_Failed, match="without a result"):
+        _follow_transcript(iter(events[:2]), reached.append)
+
+
+def test_the_length_is_read_locally_and_av_only_when_needed(long_clip: Path) -> None:
+    from supervisor.ctl import _audio_seconds
+
+    assert _audio_seconds(long_clip) == pytest.approx(wav_seconds(long_clip), abs=0.01)
+    assert _audio_seconds(ASSETS / "fox.mp3") == pytest.approx(3.4, abs=0.3)
+    assert _audio_seconds(ASSETS / "fox.txt") is None  # not audio: the server says so
+    started = subprocess.run(
+        [sys.executable, "-c", "import sys, supervisor.ctl; print('av' in sys.modules)"], capture_output=True, text=True
+    )
+    assert started.stdout.strip() == "False", started.stderr
