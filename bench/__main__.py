@@ -598,10 +598,27 @@ def main() -> int:
         action="store_true",
         help="run only the lanes comparison: a model copy per lane vs shared weights (about 3 minutes on 2 cores)",
     )
+    p.add_argument(
+        "--long",
+        action="store_true",
+        help="run only the long-recordings part (bench/long.py: two 10-minute files, about 4 minutes on 2 cores)",
+    )
     p.add_argument("--live-frame-ms", type=int, default=50, help="milliseconds of audio per live WebSocket frame")
     args = p.parse_args()
     with sigterm_as_interrupt():
         try:
+            if args.long:
+                from bench import long
+
+                return long.main(
+                    [
+                        "--cpu-threads",
+                        str(args.cpu_threads),
+                        "--out",
+                        args.out,
+                        *(["--rev", args.rev] if args.rev else []),
+                    ]
+                )
             if args.lanes:
                 return run_lanes(args)
             return run_live(args) if args.live else run(args)

@@ -2,6 +2,8 @@
 
     .venv/bin/python -m bench.memory --hours 1 3           # about 5 and 15 minutes on 2 cores
     .venv/bin/python -m bench.memory --hours 3 --abort-after 120 --rev HEAD~3
+    .venv/bin/python -m bench.memory --hours 1 --batch-size 1     # the batch's share of the peak
+    .venv/bin/python -m bench.memory --hours 3 --silence          # 3 h of silence as a FLAC of a few KB
 
 A supervisor serving the bundled tiny.en (CPU, int8, beam 5, temperature 0) gets one WAV
 of real speech, the test clips cycled with pauses for `hours`. The figure is the worker's
@@ -55,12 +57,30 @@ def status_kb(pid: int, field: str) -> int:
     raise RuntimeError(f"no {field} for {pid}")
 
 
-def start(tmp: Path, code: Path, max_seconds: float) -> Supervisor:
+def silent_flac(path: Path, seconds: float) -> Path:
+    """`seconds` of digital silence at 8 kHz as FLAC: a few KB that decode to hours."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w", format="flac") as out:
+        stream = out.add_stream("flac", rate=8000, layout="mono")
+        block = np.zeros((1, 8000 * 60), dtype=np.int16)
+        for _ in range(round(seconds / 60)):
+            frame = av.AudioFrame.from_ndarray(block, format="s16", layout="mono")
+            frame.sample_rate = 8000
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def start(tmp: Path, code: Path, max_seconds: float, batch_size: str = '"auto"') -> Supervisor:
     config = tmp / "memory.toml"
     config.write_text(
         '[server]\ndefault_model = "tiny.en"\nwarm_spare = false\nmax_upload_mb = 2048\n\n'
         '[defaults]\nttl = -1\ndevice = "cpu"\ncompute_type = "int8"\nbeam_size = 5\n\n'
-        f'[models."tiny.en"]\nsource = "bundled"\nmax_audio_seconds = {max_seconds}\n'
+        f'[models."tiny.en"]\nsource = "bundled"\nmax_audio_seconds = {max_seconds}\nbatch_size = {batch_size}\n'
     )
     port = free_port()
     cmd = [sys.executable, "-m", "supervisor", "--config", str(config), "--port", str(port)]
@@ -69,9 +89,14 @@ def start(tmp: Path, code: Path, max_seconds: float) -> Supervisor:
     return Supervisor(service.name, service.proc, service.log_path, port)
 
 
-def measure(tmp: Path, code: Path, hours: float, abort_after: float | None) -> dict[str, object]:
-    wav = long_wav(tmp / f"speech-{hours}h.wav", hours * 3600)
-    sup = start(tmp, code, max(hours * 3600 + 60, 60))
+def measure(
+    tmp: Path, code: Path, hours: float, abort_after: float | None, batch_size: str = '"auto"', silence: bool = False
+) -> dict[str, object]:
+    if silence:
+        wav = silent_flac(tmp / f"silence-{hours}h.flac", hours * 3600)
+    else:
+        wav = long_wav(tmp / f"speech-{hours}h.wav", hours * 3600)
+    sup = start(tmp, code, max(hours * 3600 + 60, 60), batch_size)
     try:
         with httpx.Client(base_url=sup.url, timeout=None) as client:
             deadline = time.monotonic() + 60
@@ -111,6 +136,8 @@ def measure(tmp: Path, code: Path, hours: float, abort_after: float | None) -> d
                 else:
                     peak_kb = status_kb(pid, "VmHWM")
             return {
+                "audio": "silence (FLAC)" if silence else "speech (WAV)",
+                "batch_size": batch_size,
                 "hours": hours,
                 "upload_mb": round(len(data) / MB),
                 "samples_mb": round(hours * 3600 * RATE * 4 / MB),
@@ -128,6 +155,8 @@ def main() -> int:
     parser.add_argument("--hours", type=float, nargs="+", default=[1.0, 3.0])
     parser.add_argument("--abort-after", type=float, default=None, help="abandon each request after S seconds")
     parser.add_argument("--rev", default=None, help="measure supervisor/ and worker/ as committed at REV")
+    parser.add_argument("--batch-size", default="auto", help='the model\'s batch_size ("auto" or a number)')
+    parser.add_argument("--silence", action="store_true", help="digital silence as FLAC instead of speech as WAV")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="asr-memory-") as name:
         tmp = Path(name)
@@ -136,7 +165,8 @@ def main() -> int:
             code = tmp / "code"
             print(f"code at {export_rev(args.rev, code)}", flush=True)
         for hours in args.hours:
-            print(measure(tmp, code, hours, args.abort_after), flush=True)
+            batch = args.batch_size if args.batch_size.isdigit() else '"auto"'
+            print(measure(tmp, code, hours, args.abort_after, batch, args.silence), flush=True)
     return 0
 
 

@@ -87,6 +87,7 @@ def test_invalid_config_names_the_key(tmp_path: Path, text: str, key: str) -> No
         ('[models."x"]\nconcurrency = "lots"\n', "expected a whole number from 0 to 64 or 'auto'"),
         ('[models."x"]\nconcurrency = -3\n', "expected a whole number from 0 to 64 or 'auto'"),
         ('[models."x"]\nlane_weights = "x"\n', "expected one of 'auto', 'copy', 'shared'"),
+        ('[models."x"]\nbatch_size = 0\n', "expected a whole number from 1 to 64 or 'auto'"),
     ],
 )
 def test_a_bad_value_is_answered_with_what_the_key_takes(tmp_path: Path, text: str, allowed: str) -> None:
@@ -134,6 +135,14 @@ def test_cli_flags_reach_the_running_server(make_server) -> None:  # type: ignor
 
     model = cast(dict[str, Any], wait_for(lambda: (m := server.model())["state"] == "ready" and m, 30, what="preload"))
     assert model["ttl"] == 7 and 0 < model["ttl_remaining"] <= 7
+
+
+def test_batch_size_is_a_model_option(tmp_path: Path) -> None:
+    settings = load_settings(
+        _write(tmp_path, '[defaults]\nbatch_size = 4\n[models.a]\n[models.b]\nbatch_size = "auto"\n')
+    )
+    assert settings.models["a"].options.batch_size == 4
+    assert settings.models["b"].options.batch_size == "auto"
 
 
 def test_a_catalogue_name_brings_its_backend() -> None:

@@ -242,3 +242,27 @@ def test_long_audio_is_read_in_windows_cut_in_its_pauses() -> None:
         assert level[before.end // FRAME] < -55, f"cut at {before.end / 16000:.2f} s is not in a pause"
     assert all(w.end - w.start <= WINDOW_SECONDS * 16000 and w.whole for w in windows)
     assert plan(audio[: 60 * 16000])[0].whole and len(plan(audio[: 60 * 16000])) == 1
+
+
+def test_a_stream_is_read_in_the_sections_the_whole_audio_has() -> None:
+    """An upload arrives in 10 s blocks and is cut as it arrives, one window held at a time:
+    the same stretches (to the 0.1 s frame) as planning the whole array, each with the 15 s
+    before it as context, and the long silence between left out."""
+    from worker.audio.pieces import CONTEXT_SECONDS, WINDOW_SECONDS, plan, sections
+
+    pause = np.zeros(8000, dtype=np.int16)
+    cycle = np.concatenate([clip("weather"), pause, clip("fox"), pause, clip("short"), pause])
+    speech = np.tile(cycle, 12).astype(np.float32) / 32768  # 3 minutes
+    audio = np.concatenate([speech, np.zeros(30 * 16000, dtype=np.float32), speech])
+    whole = [(w.start + round(a * 16000), w.start + round(b * 16000)) for w in plan(audio) for a, b in w.clips]
+    blocks = [audio[i : i + 160_000] for i in range(0, audio.size, 160_000)]
+    streamed = list(sections(blocks))
+    assert len(streamed) == len(whole)
+    for section, (start, end) in zip(streamed, whole, strict=True):
+        assert abs(section.start - start) <= 1600 and abs(section.end - end) <= 1600
+        assert section.samples.size <= WINDOW_SECONDS * 16000
+        assert np.array_equal(section.samples, audio[section.start : section.end])
+        before = audio[max(0, section.start - CONTEXT_SECONDS * 16000) : section.start]
+        assert np.array_equal(section.context, before)
+    gap = (speech.size + 16000, speech.size + 29 * 16000)
+    assert not any(s.start < gap[1] and s.end > gap[0] for s in streamed), "the silence was decoded"

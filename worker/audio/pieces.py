@@ -25,8 +25,8 @@ one window spanning everything: the backend then makes exactly the call it made 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -48,6 +48,8 @@ CUT_SEARCH_SECONDS = 15
 MIN_GAP_SECONDS = 5
 #: Audio kept either side of what is decoded, so a word's fade is not cut.
 PAD_SECONDS = 0.5
+#: Audio before a section handed to its decoder as context (see Section.context).
+CONTEXT_SECONDS = 15
 #: Loudness is computed this many frames at a time, so its squares never outgrow a block.
 _BLOCK_FRAMES = 600
 
@@ -84,6 +86,21 @@ def loudness(samples: np.ndarray) -> np.ndarray:
         return 10 * np.log10(out)
 
 
+@dataclass(frozen=True)
+class Section:
+    """A stretch of audio to decode: its samples, from sample `start` of the recording."""
+
+    start: int
+    samples: np.ndarray
+    #: The audio just before `start` (at most `CONTEXT_SECONDS`), for a decoder to read for
+    #: context only; empty at the recording's start.
+    context: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+
+    @property
+    def end(self) -> int:
+        return self.start + self.samples.size
+
+
 def plan(
     samples: np.ndarray,
     speech: SpeechDetector | None = None,
@@ -97,19 +114,115 @@ def plan(
     if samples.size == 0:
         return []
     level = loudness(samples)
-    min_gap = round(min_gap_seconds * SAMPLE_RATE / FRAME)
     windows = []
     for start, end in _cuts(samples.size, level, round(window_seconds * SAMPLE_RATE)):
-        first, last = start // FRAME, -(-end // FRAME)
-        keep = _keep(samples, level[first:last], first, min_gap, speech)
-        clips = []
-        for a, b in _runs(keep):
-            lo, hi = max((first + a) * FRAME, start), min((first + b) * FRAME, end)
-            if hi > lo:
-                clips.append(((lo - start) / SAMPLE_RATE, (hi - start) / SAMPLE_RATE))
-        if clips:
-            windows.append(Window(start, end, tuple(clips)))
+        window = _window(samples, level, start, end, speech, min_gap_seconds)
+        if window is not None:
+            windows.append(window)
     return windows
+
+
+def sections(
+    blocks: Iterable[np.ndarray],
+    speech: SpeechDetector | None = None,
+    window_seconds: float = WINDOW_SECONDS,
+    min_gap_seconds: float = MIN_GAP_SECONDS,
+) -> Iterator[Section]:
+    """The stretches to decode of audio arriving in blocks, in order, holding one window at a time.
+
+    The same windows and clips as `plan` on the whole audio, each clip a Section: a window's
+    cut depends only on its own last `CUT_SEARCH_SECONDS`, so it can be made as soon as a
+    window's worth of audio (and one frame more) has arrived.
+    """
+    window = round(window_seconds * SAMPLE_RATE)
+    before = np.zeros(0, dtype=np.float32)  # the audio just before held[0], for context
+    held: list[np.ndarray] = []
+    size = 0
+    offset = 0  # the recording's sample at held[0][0]
+    for block in blocks:
+        held.append(block)
+        size += block.size
+        while size > window + FRAME:
+            buffer = np.concatenate(held) if len(held) > 1 else held[0]
+            level = loudness(buffer[: window + FRAME])
+            end = _cuts(window + FRAME, level, window)[0][1]
+            yield from _sections(buffer, level, end, offset, before, speech, min_gap_seconds)
+            before = _context(before, buffer[:end])
+            held, size, offset = [buffer[end:]], size - end, offset + end
+    if size:
+        buffer = np.concatenate(held) if len(held) > 1 else held[0]
+        yield from _sections(buffer, loudness(buffer), buffer.size, offset, before, speech, min_gap_seconds)
+
+
+class Blocks:
+    """Audio as blocks, whether it came whole (an array) or as a stream of blocks, counted.
+
+    `samples` is how many have been read so far: the recording's length once it is read.
+    """
+
+    def __init__(self, audio: np.ndarray | Iterable[np.ndarray], block_seconds: float = 10) -> None:
+        self._audio = audio
+        self._block = round(block_seconds * SAMPLE_RATE)
+        self.samples = 0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if isinstance(self._audio, np.ndarray):
+            blocks: Iterable[np.ndarray] = (
+                self._audio[i : i + self._block] for i in range(0, self._audio.size, self._block)
+            )
+        else:
+            blocks = self._audio
+        for block in blocks:
+            self.samples += block.size
+            yield block
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+
+def _context(before: np.ndarray, audio: np.ndarray) -> np.ndarray:
+    """The last CONTEXT_SECONDS of `before` followed by `audio` (a copy)."""
+    keep = CONTEXT_SECONDS * SAMPLE_RATE
+    if audio.size >= keep:
+        return audio[-keep:].copy()
+    return np.concatenate([before[max(0, before.size - (keep - audio.size)) :], audio])
+
+
+def _sections(
+    buffer: np.ndarray,
+    level: np.ndarray,
+    end: int,
+    offset: int,
+    before: np.ndarray,
+    speech: SpeechDetector | None,
+    min_gap_seconds: float,
+) -> Iterator[Section]:
+    """The clips of the window buffer[:end] as sections (copies: the buffer is let go)."""
+    window = _window(buffer, level, 0, end, speech, min_gap_seconds)
+    for a, b in window.clips if window is not None else ():
+        first, last = round(a * SAMPLE_RATE), round(b * SAMPLE_RATE)
+        yield Section(offset + first, buffer[first:last].copy(), _context(before, buffer[:first]))
+
+
+def _window(
+    samples: np.ndarray,
+    level: np.ndarray,
+    start: int,
+    end: int,
+    speech: SpeechDetector | None,
+    min_gap_seconds: float,
+) -> Window | None:
+    """Samples [start, end) as a Window with the parts to decode; None if there are none."""
+    min_gap = round(min_gap_seconds * SAMPLE_RATE / FRAME)
+    first, last = start // FRAME, -(-end // FRAME)
+    keep = _keep(samples, level[first:last], first, min_gap, speech)
+    clips = []
+    for a, b in _runs(keep):
+        lo, hi = max((first + a) * FRAME, start), min((first + b) * FRAME, end)
+        if hi > lo:
+            clips.append(((lo - start) / SAMPLE_RATE, (hi - start) / SAMPLE_RATE))
+    return Window(start, end, tuple(clips)) if clips else None
 
 
 def _keep(

@@ -6,7 +6,7 @@ pull numpy into the supervisor, which never touches audio samples.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from worker.protocol import ModelOptions, ReadyInfo, Segment, TranscribeParams, TranscribeResult
@@ -52,9 +52,15 @@ class Backend(Protocol):
         ...
 
     def transcribe(
-        self, audio: np.ndarray, params: TranscribeParams, on_segment: OnSegment, lane: int = 0
+        self, audio: np.ndarray | Iterable[np.ndarray], params: TranscribeParams, on_segment: OnSegment, lane: int = 0
     ) -> TranscribeResult:
-        """Transcribe 16 kHz mono float32 audio, on inference lane `lane` (its own thread)."""
+        """Transcribe 16 kHz mono float32 audio, on inference lane `lane` (its own thread).
+
+        `audio` is a whole array (a live utterance) or a stream of blocks (an upload, decoded
+        as it is read: worker.audio.decode.open_stream); a backend reads a stream once, window
+        by window, and never holds it whole. A stream may raise AudioError or AudioTooLong
+        midway: the backend lets them through.
+        """
         ...
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from worker.audio import decode as audio
 from worker.backends import Backend, OnSegment
 from worker.engine.lanes import Lanes
+from worker.engine.progress import Progress
 from worker.engine.tally import Tally
 from worker.protocol import (
     Error,
@@ -87,7 +88,10 @@ class Transcriber:
         loop = asyncio.get_running_loop()
         request_id, params = request.id, request.params
 
+        progress = Progress(request_id)
+
         def on_segment(segment: Segment) -> bool:  # runs in the inference thread
+            progress.segment(segment.end)
             if params.stream:
                 loop.call_soon_threadsafe(self._post, SegmentDecoded(id=request_id, segment=segment))
             return request_id not in self._cancelled
@@ -97,7 +101,7 @@ class Transcriber:
         where = {"request_id": request_id}
         started = time.monotonic()
         try:
-            result = await self._lanes.run(self._transcribe, data, params, on_segment)
+            result = await self._lanes.run(self._transcribe, data, params, on_segment, progress)
             log.debug(
                 "request=%s decoded audio_s=%.2f in %.3f s",
                 request_id,
@@ -120,7 +124,7 @@ class Transcriber:
             self.served += 1
 
     def _transcribe(
-        self, data: Payload, params: TranscribeParams, on_segment: OnSegment, lane: int
+        self, data: Payload, params: TranscribeParams, on_segment: OnSegment, progress: Progress, lane: int
     ) -> TranscribeResult:
         if params.task == "translate" and not self._info.multilingual:
             raise RequestError(
@@ -134,15 +138,16 @@ class Transcriber:
                 f"supported: {', '.join(self._info.languages)}",
             )
         try:
-            samples = audio.decode(data, params, self._backend.max_audio_seconds)
+            with audio.open_stream(data, params, self._backend.max_audio_seconds) as samples:
+                progress.total = samples.declared_seconds
+                started = time.perf_counter()
+                try:
+                    result = self._backend.transcribe(samples, params, on_segment, lane)
+                finally:
+                    self.last_inference_at = time.time()  # a float store: safe from this thread
         except audio.AudioError as exc:
             raise RequestError(ErrorCode.BAD_AUDIO, str(exc)) from exc
         except audio.AudioTooLong as exc:
             raise RequestError(ErrorCode.AUDIO_TOO_LONG, str(exc)) from exc
-        started = time.perf_counter()
-        try:
-            result = self._backend.transcribe(samples, params, on_segment, lane)
-        finally:
-            self.last_inference_at = time.time()  # a float store: safe from this thread
         self._tally.inference(time.perf_counter() - started, result.duration)
         return result

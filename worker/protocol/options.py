@@ -34,6 +34,10 @@ class ModelOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     #: (worker.engine.lane_plan).
     lane_weights: LaneWeights = "auto"
     beam_size: Annotated[int, msgspec.Meta(ge=1, le=20)] = 5
+    #: Windows of one long file decoded together (faster-whisper: worker.backends.faster_whisper.decoder);
+    #: "auto": as many as a quarter of the available RAM (CPU, at most 8) or free VRAM (CUDA, at
+    #: most 16) holds, each window costing beam_size x a quarter of the weights (engine.batch_size).
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=64)] | Literal["auto"] = "auto"
     #: The longest audio one request may hold, checked from the container before decoding and
     #: again while decoding. 3 h covers a long meeting, lecture or podcast; its 16 kHz float32
     #: samples are about 0.7 GB, which is what a worker may then hold per request.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,9 +18,9 @@ from worker.audio.resample import SAMPLE_RATE
 from worker.audio.speech import speech
 from worker.backends import sources
 from worker.backends.base import LoadError, OnSegment
-from worker.backends.faster_whisper import DESCRIPTION
+from worker.backends.faster_whisper import DESCRIPTION, decoder
 from worker.backends.faster_whisper.window import encoder_window
-from worker.engine import lane_plan
+from worker.engine import lane_plan, nvidia_smi
 from worker.protocol import ModelOptions, ReadyInfo, Segment, TranscribeParams, TranscribeResult, Word
 
 BUNDLED = "bundled"
@@ -103,6 +105,8 @@ class FasterWhisperBackend:
         self._concurrency = options.concurrency
         self._lane_weights = options.lane_weights
         self._beam_size = options.beam_size
+        self._batch_option = options.batch_size
+        self._batch_size = 1
         self.max_audio_seconds = options.max_audio_seconds
         # Lane i runs on _models[i], or on _models[0] when the lanes share it (see
         # worker.engine.lane_plan): load() loads the first, load_lane() each further copy.
@@ -153,6 +157,8 @@ class FasterWhisperBackend:
         except (RuntimeError, ValueError, OSError) as exc:
             raise LoadError(f"faster-whisper could not load {self._source!r}: {exc}") from exc
         self._models, self._copies = [model], plan.copies
+        self._batch_size = batch_size(self._batch_option, device, compute_type, estimate, self._beam_size)
+        log.info("long files: %d windows a batch", self._batch_size)
         rss = process.memory_info().rss / _MB
         # The load's RSS growth understates a copy when the heap reuses what an earlier model
         # freed (a warm spare's warm-up model: 25 MB instead of 56 for tiny.en), and the file
@@ -184,16 +190,55 @@ class FasterWhisperBackend:
         self._models.append(WhisperModel(self._path, **self._options))
 
     def transcribe(
-        self, audio: np.ndarray, params: TranscribeParams, on_segment: OnSegment, lane: int = 0
+        self, audio: np.ndarray | Iterable[np.ndarray], params: TranscribeParams, on_segment: OnSegment, lane: int = 0
     ) -> TranscribeResult:
-        """Window by window (see worker.audio.pieces): one window, the usual case, is one plain call.
+        """Section by section (worker.audio.pieces.sections), holding one window of audio at a time.
 
-        Each later window is prompted with the text so far, as Whisper prompts each of its
-        30 s windows, and keeps the language the first one detected; its timestamps are
-        moved to the whole audio's clock. Silence the plan skips is never decoded.
+        A file's sections go through the batched seek loop (decoder.BatchDecoder), up to
+        `batch_size` at once. Live decodes (a short encoder window) and requests with
+        `vad_filter` take faster-whisper's own transcribe() section by section, each prompted
+        with the text so far as tokens, timestamps included.
         """
         assert self._models, "transcribe() before load()"
         model = self._models[lane] if lane < len(self._models) else self._models[0]
+        blocks = pieces.Blocks(audio)
+        sections = pieces.sections(blocks, speech)
+        first = next(sections, None)
+        if first is None:
+            return _result([], params.language or (None if model.model.is_multilingual else "en"), blocks.seconds)
+        language = params.language or _language(model, first)
+        sections = itertools.chain([first], sections)
+        if params.window_seconds is not None or params.vad_filter:
+            return self._transcribe_plain(model, sections, blocks, language, params, on_segment)
+        from faster_whisper.tokenizer import Tokenizer
+
+        tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task=params.task, language=language)
+        temperatures = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if params.temperature is None else (params.temperature,)
+        options = decoder.Options(
+            beam_size=params.beam_size or self._beam_size,
+            temperatures=temperatures,
+            initial_tokens=tuple(tokenizer.encode(" " + params.prompt.strip())) if params.prompt else (),
+            hotwords=params.hotwords or None,
+            word_timestamps=params.word_timestamps,
+        )
+        batch = decoder.BatchDecoder(model, tokenizer, options, self._batch_size, speech)
+        segments: list[Segment] = []
+        for s in batch.run(sections):
+            segment = decoder.segment(len(segments), s)
+            segments.append(segment)
+            if not on_segment(segment):
+                break
+        return _result(segments, language, blocks.seconds)
+
+    def _transcribe_plain(
+        self,
+        model: Any,
+        sections: Iterable[pieces.Section],
+        blocks: pieces.Blocks,
+        language: str,
+        params: TranscribeParams,
+        on_segment: OnSegment,
+    ) -> TranscribeResult:
         options: dict[str, object] = {
             "task": params.task,
             "beam_size": params.beam_size or self._beam_size,
@@ -203,35 +248,75 @@ class FasterWhisperBackend:
         }
         if params.temperature is not None:
             options["temperature"] = params.temperature
-        language = params.language or (None if model.model.is_multilingual else "en")
-        prompt, history = params.prompt or None, params.prompt or ""
+        prompt: str | list[int] | None = params.prompt or None
+        tokens: list[int] = []
         segments: list[Segment] = []
-        for window in pieces.plan(audio, speech):
-            clips = (
-                {} if window.whole or params.vad_filter else {"clip_timestamps": [t for c in window.clips for t in c]}
-            )
+        for section in sections:
             # faster-whisper decodes lazily: each step of this loop decodes one more segment,
             # so segments reach a streaming client as they exist, and stopping stops the work.
             with encoder_window(params.window_seconds):
-                segments_iter, info = model.transcribe(
-                    audio[window.start : window.end],
-                    language=language,
-                    initial_prompt=prompt,
-                    **clips,
-                    **options,
+                segments_iter, _ = model.transcribe(
+                    section.samples, language=language, initial_prompt=prompt, **options
                 )
-                language = language or info.language
                 for s in segments_iter:
-                    segment = _segment(len(segments), s, window.start)
+                    segment = _segment(len(segments), s, section.start)
                     segments.append(segment)
-                    history += segment.text
+                    tokens.extend(segment.tokens)
                     if not on_segment(segment):
-                        return _result(segments, language, audio)
-            prompt = history[-_PROMPT_CHARS:] or None
-        return _result(segments, language, audio)
+                        return _result(segments, language, blocks.seconds)
+            # Whisper's own prompt is the earlier tokens, timestamps included: a prompt of plain
+            # text makes it answer without timestamps, a whole 30 s window as one segment.
+            prompt = tokens[-_PROMPT_TOKENS:] or prompt
+        return _result(segments, language, blocks.seconds)
+
+
+def _language(model: Any, first: pieces.Section) -> str:
+    """The language of a multilingual model's audio, from its first section (English otherwise)."""
+    if not model.model.is_multilingual:
+        return "en"
+    language, _probability, _all = model.detect_language(first.samples)
+    return str(language)
 
 
 _MB = 1_048_576
+
+#: The most windows a batch holds: on a CPU CTranslate2's decoder cost per window fell until
+#: 8 (tiny.en, 2 cores: 1.03 s alone, 0.53 in a batch of 4, 0.38 in a batch of 8).
+CPU_MAX_BATCH = 8
+CUDA_MAX_BATCH = 16
+#: What one window in a batch holds while it is decoded, as a share of the weights file per
+#: beam hypothesis: the decoder's cross-attention keys and values over 1,500 encoder frames,
+#: for every layer and every hypothesis (float32 on a CPU: tiny.en 18 MB against its 72 MB
+#: file, large-v3 0.5 GB against 3 GB; half that in float16).
+WINDOW_SHARE_PER_HYPOTHESIS = 0.25
+
+
+def batch_size(option: int | str, device: str, compute_type: str, weights_mb: float, beam_size: int) -> int:
+    """The batch for long files: the option, or for "auto" what a quarter of the memory holds.
+
+    A window in a batch costs `beam_size` copies of the cross-attention cache
+    (WINDOW_SHARE_PER_HYPOTHESIS of the weights each): 92 MB for tiny.en at beam 5, 2.5 GB
+    for large-v3 on a CPU. "auto" gives the batch a quarter of the available RAM (CPU) or of
+    the free VRAM (CUDA), within 1 to CPU_MAX_BATCH / CUDA_MAX_BATCH.
+    """
+    if isinstance(option, int):
+        return option
+    per_window = max(1.0, weights_mb * WINDOW_SHARE_PER_HYPOTHESIS * beam_size)
+    if device == "cuda":
+        per_window /= 2 if "16" in compute_type else 1
+        free, most = _cuda_free_mb(), CUDA_MAX_BATCH
+    else:
+        free, most = psutil.virtual_memory().available / _MB, CPU_MAX_BATCH
+    if free is None:
+        return 1
+    return max(1, min(most, int(free / 4 / per_window)))
+
+
+def _cuda_free_mb() -> float | None:
+    rows = nvidia_smi.query(["--query-gpu=memory.free", "--format=csv,noheader,nounits"])
+    if not rows or not rows[0] or not rows[0][0].replace(".", "", 1).isdigit():
+        return None
+    return float(rows[0][0])
 
 
 def _weights_mb(path: Path) -> float:
@@ -245,15 +330,13 @@ def _weights_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in files) / _MB
 
 
-#: Text carried into the next window's prompt: more than Whisper's 223 prompt tokens hold.
-_PROMPT_CHARS = 1000
+#: Tokens carried into the next section's prompt: what Whisper's prompt holds.
+_PROMPT_TOKENS = 223
 
 
-def _result(segments: list[Segment], language: str | None, audio: np.ndarray) -> TranscribeResult:
+def _result(segments: list[Segment], language: str | None, seconds: float) -> TranscribeResult:
     text = "".join(s.text for s in segments).strip()
-    return TranscribeResult(
-        text=text, language=language, duration=round(audio.size / SAMPLE_RATE, 3), segments=segments
-    )
+    return TranscribeResult(text=text, language=language, duration=round(seconds, 3), segments=segments)
 
 
 def _segment(index: int, s: FasterWhisperSegment, start: int = 0) -> Segment:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from typing import Literal
 
 import numpy as np
@@ -32,7 +33,7 @@ class ParakeetBackend:
         """Lanes beyond the first load nothing: one lane (NeMo) or one shared model (onnx)."""
 
     def transcribe(
-        self, audio: np.ndarray, params: TranscribeParams, on_segment: OnSegment, lane: int = 0
+        self, audio: np.ndarray | Iterable[np.ndarray], params: TranscribeParams, on_segment: OnSegment, lane: int = 0
     ) -> TranscribeResult:
         assert self._loaded, "transcribe() before load()"
         # An English-only model's result says "en", as Whisper's does; v3 detects its language

@@ -13,7 +13,7 @@ grows long (subtitles read badly past `MAX_SEGMENT_SECONDS`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,26 +52,31 @@ Decode = Callable[[np.ndarray], list[TimedWord]]
 
 
 def transcribe(
-    audio: np.ndarray, decode: Decode, on_segment: OnSegment, language: str | None, with_words: bool
+    audio: np.ndarray | Iterable[np.ndarray],
+    decode: Decode,
+    on_segment: OnSegment,
+    language: str | None,
+    with_words: bool,
 ) -> TranscribeResult:
     """Decode `audio` stretch by stretch, sending each segment as soon as its stretch is done.
 
-    Segments carry their words only `with_words` (a request's word timestamps), as Whisper's do.
+    A stream of blocks is read one window at a time (worker.audio.pieces.sections), so an
+    hour costs the memory of two minutes. Segments carry their words only `with_words`
+    (a request's word timestamps), as Whisper's do.
     """
+    blocks = pieces.Blocks(audio)
     segments: list[Segment] = []
-    for window in pieces.plan(audio, speech, window_seconds=WINDOW_SECONDS):
-        for clip_start, clip_end in window.clips:
-            first = window.start + round(clip_start * SAMPLE_RATE)
-            last = window.start + round(clip_end * SAMPLE_RATE)
-            piece = audio[first:last]
-            if piece.size < MIN_SAMPLES:  # onnx-asr fails on less than a feature frame
-                piece = np.pad(piece, (0, MIN_SAMPLES - piece.size))
-            words = [_shifted(w, first / SAMPLE_RATE, last / SAMPLE_RATE) for w in decode(piece)]
-            for segment in group(words, first_id=len(segments), with_words=with_words):
-                segments.append(segment)
-                if not on_segment(segment):
-                    return _result(segments, language, audio)
-    return _result(segments, language, audio)
+    for section in pieces.sections(blocks, speech, window_seconds=WINDOW_SECONDS):
+        piece = section.samples
+        if piece.size < MIN_SAMPLES:  # onnx-asr fails on less than a feature frame
+            piece = np.pad(piece, (0, MIN_SAMPLES - piece.size))
+        first, last = section.start / SAMPLE_RATE, section.end / SAMPLE_RATE
+        words = [_shifted(w, first, last) for w in decode(piece)]
+        for segment in group(words, first_id=len(segments), with_words=with_words):
+            segments.append(segment)
+            if not on_segment(segment):
+                return _result(segments, language, blocks.seconds)
+    return _result(segments, language, blocks.seconds)
 
 
 def group(words: Sequence[TimedWord], first_id: int = 0, with_words: bool = True) -> list[Segment]:
@@ -121,10 +126,10 @@ def _shifted(word: TimedWord, offset: float, limit: float) -> TimedWord:
     return TimedWord(word.text, start, min(max(word.end + offset, start), limit), word.logprob)
 
 
-def _result(segments: list[Segment], language: str | None, audio: np.ndarray) -> TranscribeResult:
+def _result(segments: list[Segment], language: str | None, seconds: float) -> TranscribeResult:
     return TranscribeResult(
         text="".join(s.text for s in segments).strip(),
         language=language,
-        duration=round(audio.size / SAMPLE_RATE, 3),
+        duration=round(seconds, 3),
         segments=segments,
     )
