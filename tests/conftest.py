@@ -45,6 +45,15 @@ def make_long_clip(tmp_path: Path, repeats: int, rate: int = 16000) -> bytes:
     return out.read_bytes()
 
 
+def claiming(data: bytes, total_samples: int) -> bytes:
+    """A FLAC whose STREAMINFO says it holds `total_samples`, whatever its frames hold."""
+    patched = bytearray(data)
+    assert patched[:4] == b"fLaC"
+    info = int.from_bytes(patched[18:26], "big")  # 20 bits rate, 3 channels, 5 depth, 36 total samples
+    patched[18:26] = ((info & ~((1 << 36) - 1)) | total_samples).to_bytes(8, "big")
+    return bytes(patched)
+
+
 def resample_pcm16(pcm: bytes, rate_in: int, rate_out: int) -> bytes:
     """Linear-interpolation resampling of mono 16-bit PCM: good enough for speech tests."""
     import numpy as np

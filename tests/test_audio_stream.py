@@ -14,7 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import ASSETS
+from conftest import ASSETS, claiming
 
 from worker.audio.decode import (
     BLOCK_SECONDS,
@@ -67,15 +67,6 @@ def flac(rate: int, samples: np.ndarray, frame: int = 4096) -> bytes:
             container.mux(stream.encode(piece))
         container.mux(stream.encode(None))
     return out.getvalue()
-
-
-def claiming(data: bytes, total_samples: int) -> bytes:
-    """A FLAC whose STREAMINFO says it holds `total_samples`, whatever its frames hold."""
-    patched = bytearray(data)
-    assert patched[:4] == b"fLaC"
-    info = int.from_bytes(patched[18:26], "big")  # 20 bits rate, 3 channels, 5 depth, 36 total samples
-    patched[18:26] = ((info & ~((1 << 36) - 1)) | total_samples).to_bytes(8, "big")
-    return bytes(patched)
 
 
 def noise(channels: int, count: int, level: float = 3000, seed: int = 0) -> np.ndarray:

@@ -18,7 +18,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import ASSETS, Server, key_words_found, start_server, words
+from conftest import ASSETS, Server, claiming, key_words_found, start_server, words
 
 CONFIG = """
 [server]
@@ -65,15 +65,6 @@ def flac(rate: int, samples: np.ndarray) -> bytes:
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     return out.getvalue()
-
-
-def claiming(data: bytes, total_samples: int) -> bytes:
-    """A FLAC whose STREAMINFO says it holds `total_samples`, whatever its frames hold."""
-    patched = bytearray(data)
-    assert patched[:4] == b"fLaC"
-    info = int.from_bytes(patched[18:26], "big")  # 20 bits rate, 3 channels, 5 depth, 36 total samples
-    patched[18:26] = ((info & ~((1 << 36) - 1)) | total_samples).to_bytes(8, "big")
-    return bytes(patched)
 
 
 def clip(name: str) -> np.ndarray:

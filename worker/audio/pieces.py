@@ -7,11 +7,13 @@ Two things go wrong when Whisper is handed a long recording whole:
   audio): 3.5 GB for an hour. So long audio is read in windows of at most
   `WINDOW_SECONDS`, each cut at the quietest moment of its last `CUT_SEARCH_SECONDS`
   (a pause between words, not a word), and the features never exceed one window's.
+  An upload arrives as a stream of blocks (worker.audio.decode.open_stream), and
+  `sections` cuts it as it arrives, holding one window: an hour never exists as one array.
 - Silence. On a 30 s window without speech Whisper writes what it saw most in training
   after silence ("You You You", ". . ."), with a low no-speech score that its own guards
-  do not catch. So quiet stretches of at least `MIN_GAP_SECONDS` are not decoded (Whisper
-  is given the rest as clip timestamps), and audio that is all silence gets no text
-  without the model running at all.
+  do not catch. So quiet stretches of at least `MIN_GAP_SECONDS` are not decoded (each
+  stretch around them is a Section of its own), and audio that is all silence gets no
+  text without the model running at all.
 
 What counts as quiet is decided by level first, which is free: frames under `LOUD_DBFS`
 are quiet, frames under `SILENT_DBFS` (digital silence, dither) are silence. Whisper
@@ -20,7 +22,7 @@ quiet stretch that is not all silence goes to a speech detector (the backend's V
 only what it calls speech is kept. Speech at a normal level never asks the detector.
 
 Audio shorter than a window with no long quiet stretch, which is nearly every request, is
-one window spanning everything: the backend then makes exactly the call it made before.
+one section spanning everything.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ class Backend(Protocol):
         """The longest audio one request may hold: its model's `max_audio_seconds` option.
 
         The worker refuses longer audio itself, before and while decoding it, so a backend
-        never sees more; it still owes memory bounded by that audio (see worker.audio.pieces).
+        never sees more; a backend's memory should not grow with it (worker.audio.pieces.sections).
         """
         ...
 

@@ -39,8 +39,8 @@ class ModelOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     #: most 16) holds, each window costing beam_size x a quarter of the weights (engine.batch_size).
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=64)] | Literal["auto"] = "auto"
     #: The longest audio one request may hold, checked from the container before decoding and
-    #: again while decoding. 3 h covers a long meeting, lecture or podcast; its 16 kHz float32
-    #: samples are about 0.7 GB, which is what a worker may then hold per request.
+    #: again while decoding. 3 h covers a long meeting, lecture or podcast. A limit on work,
+    #: not on memory: uploads are decoded as a stream and read one section at a time.
     max_audio_seconds: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 10800.0
 
 

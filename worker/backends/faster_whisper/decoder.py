@@ -111,6 +111,8 @@ class _Decoded:
     temperature: float
     compression_ratio: float
     no_speech_prob: float
+    #: Every decode tried for the window, this one included (the temperature fallback's).
+    tried: list[_Decoded] = field(default_factory=list)
 
 
 class BatchDecoder:
@@ -216,8 +218,9 @@ class BatchDecoder:
         prompts = [self._model.get_prompt(self._tokenizer, p, hotwords=self._options.hotwords) for p in previous]
         decoded = self._generate(encoded, batch, prompts)
         found: list[list[dict[str, Any]]] = []
-        for stream, size, result in zip(streams, sizes, decoded, strict=True):
-            found.append(self._advance(stream, size, result))
+        for i, (stream, size) in enumerate(zip(streams, sizes, strict=True)):
+            segments, decoded[i] = self._advance(stream, size, decoded[i])
+            found.append(segments)
         if self._options.word_timestamps and any(found):
             self._add_words(sizes, found, encoded)
         for stream, result, segments in zip(streams, decoded, found, strict=True):
@@ -251,6 +254,8 @@ class BatchDecoder:
                 results[i] = _Decoded(
                     best.tokens, best.avg_logprob, temperature, best.compression_ratio, best.no_speech_prob
                 )
+        for i, result in results.items():
+            result.tried = tried[i]
         return [results[i] for i in range(len(prompts))]
 
     def _call(self, encoded: Any, prompts: list[list[int]], temperature: float) -> list[_Decoded]:
@@ -291,34 +296,27 @@ class BatchDecoder:
             return False  # silence: no other temperature will find words in it
         return d.compression_ratio > options.compression_ratio_threshold or low_logprob
 
-    def _advance(self, stream: _Stream, size: int, result: _Decoded) -> list[dict[str, Any]]:
-        """The window's segments (times on the section's clock), and the stream's next seek."""
+    def _advance(self, stream: _Stream, size: int, result: _Decoded) -> tuple[list[dict[str, Any]], _Decoded]:
+        """The window's segments (times on the section's clock) and the decode they came from;
+        moves the stream's seek on."""
         options = self._options
         start = stream.seek
         offset = start * self._seconds_per_frame
         silent = result.no_speech_prob > options.no_speech_threshold and result.avg_logprob < options.log_prob_threshold
         if start >= stream.boundary and (silent or not _has_text(self._tokenizer, result.tokens)):
-            if stream.tokens[stream.reset_since :] and self._holds_speech(stream, start, start + size):
-                # Nothing read where the speech detector hears speech: a prompt can lead the
-                # model astray like that (a hallucinated one above all). Read it again without.
-                stream.reset_since = len(stream.tokens)
-                return []
-            stream.seek = start + size
-            return []
-        if start < stream.boundary:  # the context window: its text is the prompt, nothing more
-            segments, _, _ = self._model._split_segments_by_timestamps(
-                tokenizer=self._tokenizer,
-                tokens=result.tokens,
-                time_offset=offset,
-                segment_size=size,
-                segment_duration=size * self._seconds_per_frame,
-                seek=start,
-            )
-            stream.tokens.extend(
-                t for s in segments if self._tokenizer.decode(s["tokens"]).strip() for t in s["tokens"]
-            )
-            stream.seek = stream.boundary
-            return []
+            spoken = [d for d in result.tried if _has_text(self._tokenizer, d.tokens)]
+            if (stream.tokens[stream.reset_since :] or spoken) and self._holds_speech(stream, start, start + size):
+                if stream.tokens[stream.reset_since :]:
+                    # Nothing read where the speech detector hears speech: a prompt can lead the
+                    # model astray like that (a hallucinated one above all). Read it again without.
+                    stream.reset_since = len(stream.tokens)
+                    return [], result
+                # Unprompted, every temperature failed a check and the pick looked like silence
+                # (Whisper would skip 30 s of speech): the likeliest reading with words instead.
+                result = max(spoken, key=lambda d: d.avg_logprob)
+            else:
+                stream.seek = start + size
+                return [], result
         segments, seek, _single_ending = self._model._split_segments_by_timestamps(
             tokenizer=self._tokenizer,
             tokens=result.tokens,
@@ -327,9 +325,15 @@ class BatchDecoder:
             segment_duration=size * self._seconds_per_frame,
             seek=start,
         )
+        if start < stream.boundary:  # the context window: its text is the prompt, nothing more
+            stream.tokens.extend(
+                t for s in segments if self._tokenizer.decode(s["tokens"]).strip() for t in s["tokens"]
+            )
+            stream.seek = stream.boundary
+            return [], result
         segments = [s for s in segments if s["start"] != s["end"]]
         stream.seek = self._not_past_speech(stream, start, int(seek), size, segments)
-        return segments
+        return segments, result
 
     def _not_past_speech(
         self, stream: _Stream, start: int, seek: int, size: int, segments: list[dict[str, Any]]
