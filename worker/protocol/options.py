@@ -34,6 +34,12 @@ class ModelOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     #: (worker.engine.lane_plan).
     lane_weights: LaneWeights = "auto"
     beam_size: Annotated[int, msgspec.Meta(ge=1, le=20)] = 5
+    #: Text every decode is prompted with when its request brings no prompt of its own (all
+    #: interfaces: Home Assistant sends none): names and spellings to expect. Whisper only.
+    prompt: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+    #: Words to bias every decode towards when its request brings none (faster-whisper's
+    #: hotwords): device, room and people's names. Whisper only.
+    hotwords: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
     #: Windows of one long file decoded together (faster-whisper: worker.backends.faster_whisper.decoder);
     #: "auto": as many as a quarter of the available RAM (CPU, at most 8) or free VRAM (CUDA, at
     #: most 16) holds, each window costing beam_size x a quarter of the weights (engine.batch_size).

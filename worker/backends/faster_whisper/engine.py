@@ -105,6 +105,8 @@ class FasterWhisperBackend:
         self._concurrency = options.concurrency
         self._lane_weights = options.lane_weights
         self._beam_size = options.beam_size
+        self._prompt = options.prompt or None
+        self._hotwords = options.hotwords or None
         self._batch_option = options.batch_size
         self._batch_size = 1
         self.max_audio_seconds = options.max_audio_seconds
@@ -214,11 +216,12 @@ class FasterWhisperBackend:
 
         tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task=params.task, language=language)
         temperatures = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if params.temperature is None else (params.temperature,)
+        prompt = params.prompt or self._prompt
         options = decoder.Options(
             beam_size=params.beam_size or self._beam_size,
             temperatures=temperatures,
-            initial_tokens=tuple(tokenizer.encode(" " + params.prompt.strip())) if params.prompt else (),
-            hotwords=params.hotwords or None,
+            initial_tokens=tuple(tokenizer.encode(" " + prompt.strip())) if prompt else (),
+            hotwords=params.hotwords or self._hotwords,
             word_timestamps=params.word_timestamps,
         )
         batch = decoder.BatchDecoder(model, tokenizer, options, self._batch_size, speech)
@@ -244,11 +247,11 @@ class FasterWhisperBackend:
             "beam_size": params.beam_size or self._beam_size,
             "vad_filter": params.vad_filter,
             "word_timestamps": params.word_timestamps,
-            "hotwords": params.hotwords or None,
+            "hotwords": params.hotwords or self._hotwords,
         }
         if params.temperature is not None:
             options["temperature"] = params.temperature
-        prompt: str | list[int] | None = params.prompt or None
+        prompt: str | list[int] | None = params.prompt or self._prompt
         tokens: list[int] = []
         segments: list[Segment] = []
         for section in sections:
