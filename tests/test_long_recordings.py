@@ -173,3 +173,22 @@ def test_long_silences_are_skipped_and_the_speech_around_them_kept(long_server: 
         said = " ".join(s["text"] for s in body["segments"] if s["end"] > lo and s["start"] < hi)
         reference = clips[n].with_suffix(".txt").read_text()
         assert _score(reference, said)[0] < 0.35, f"clip {n}: {said!r}"
+
+
+def test_word_timestamps_of_a_long_recording_are_on_its_clock(recording: tuple[bytes, str, float]) -> None:
+    """Past 2 minutes the sections' windows are batched, a context window beside a spoken
+    one; every segment still gets its words, timed on the whole recording's clock."""
+    from worker.audio.decode import decode_file
+    from worker.backends.faster_whisper.engine import FasterWhisperBackend
+    from worker.protocol import ModelOptions, TranscribeParams
+
+    audio = decode_file(recording[0])[: 150 * RATE]  # two sections: 0-2 min, then the rest
+    backend = FasterWhisperBackend(ModelOptions(device="cpu", compute_type="int8", concurrency=1))
+    backend.load()
+    result = backend.transcribe(audio, TranscribeParams(word_timestamps=True, temperature=0.0), lambda _: True)
+    assert result.segments and all(s.words for s in result.segments)
+    starts = [w.start for s in result.segments for w in s.words or []]
+    assert starts == sorted(starts) and starts[-1] > 120, "no words timed past the first section"
+    for s in result.segments:
+        words = s.words or []
+        assert s.start - 1 <= words[0].start and words[-1].end <= s.end + 1, (s.start, s.end, words)

@@ -224,7 +224,12 @@ class BatchDecoder:
             segments, decoded[i] = self._advance(stream, size, decoded[i])
             found.append(segments)
         if self._options.word_timestamps and any(found):
-            self._add_words(sizes, found, encoded)
+            # faster-whisper aligns a batch only where every window has a segment: the windows
+            # without (a context window, silence) are left out, and the rest encoded again.
+            spoken = [i for i, segments in enumerate(found) if segments]
+            if len(spoken) < len(found):
+                encoded = self._model.encode(batch[spoken])
+            self._add_words([sizes[i] for i in spoken], [found[i] for i in spoken], encoded)
         for stream, result, segments in zip(streams, decoded, found, strict=True):
             self._keep(stream, result, segments)
 
