@@ -27,16 +27,15 @@ Segments come out in the recording's order, as soon as every earlier section is 
 
 from __future__ import annotations
 
-import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from worker.audio import pieces
-from worker.audio.pieces import Section
+from worker.audio.pieces import Section, SpeechDetector
 from worker.audio.resample import SAMPLE_RATE
 from worker.protocol import Segment, Word
 
@@ -55,9 +54,6 @@ MIN_MISSED_SPEECH_SECONDS = 0.3
 MIN_SPEECH_SECONDS = 1.0
 #: A window restarted at missed speech starts this much before it.
 RESTART_LEAD_SECONDS = 0.2
-
-#: Where samples hold speech: [start, end) sample ranges.
-SpeechDetector = Callable[[np.ndarray], Iterable[tuple[int, int]]]
 
 
 @dataclass(frozen=True)
@@ -128,7 +124,7 @@ class BatchDecoder:
         batch_size: int,
         speech: SpeechDetector | None = None,
     ) -> None:
-        from faster_whisper.transcribe import get_suppressed_tokens
+        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
 
         self._model = model
         self._tokenizer = tokenizer
@@ -136,6 +132,7 @@ class BatchDecoder:
         self._batch_size = max(1, batch_size)
         self._speech = speech
         self._suppress = get_suppressed_tokens(tokenizer, [-1])
+        self._compression_ratio = get_compression_ratio
         self._seconds_per_frame = HOP / SAMPLE_RATE
 
     def run(self, sections: Iterable[Section]) -> Iterator[dict[str, Any]]:
@@ -293,7 +290,9 @@ class BatchDecoder:
             tokens = list(out.sequences_ids[0])
             avg_logprob = out.scores[0] * len(tokens) / (len(tokens) + 1)
             text = self._tokenizer.decode(tokens).strip()
-            decoded.append(_Decoded(tokens, avg_logprob, temperature, _compression_ratio(text), out.no_speech_prob))
+            decoded.append(
+                _Decoded(tokens, avg_logprob, temperature, self._compression_ratio(text), out.no_speech_prob)
+            )
         return decoded
 
     def _needs_fallback(self, d: _Decoded) -> bool:
@@ -369,7 +368,6 @@ class BatchDecoder:
         for segments in found:
             for s in segments:
                 s.setdefault("words", [])
-        last = 0.0
         self._model.add_word_timestamps(
             found,
             self._tokenizer,
@@ -377,7 +375,7 @@ class BatchDecoder:
             sizes,
             self._options.prepend_punctuations,
             self._options.append_punctuations,
-            last,
+            last_speech_timestamp=0.0,
         )
 
     def _keep(self, stream: _Stream, result: _Decoded, segments: list[dict[str, Any]]) -> None:
@@ -411,13 +409,9 @@ def _has_text(tokenizer: Tokenizer, tokens: list[int]) -> bool:
     return bool(tokenizer.decode([t for t in tokens if t < tokenizer.eot]).strip())
 
 
-def _compression_ratio(text: str) -> float:
-    data = text.encode("utf-8")
-    return len(data) / len(zlib.compress(data))
-
-
 def segment(index: int, s: dict[str, Any]) -> Segment:
-    """Our wire segment for one of `BatchDecoder.run`'s."""
+    """Our wire segment for one of `BatchDecoder.run`'s (or faster-whisper's, as a dict on the
+    recording's clock)."""
     return Segment(
         id=index,
         start=round(float(s["start"]), 3),

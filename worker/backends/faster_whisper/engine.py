@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -21,7 +22,7 @@ from worker.backends.base import LoadError, OnSegment
 from worker.backends.faster_whisper import DESCRIPTION, decoder
 from worker.backends.faster_whisper.window import encoder_window
 from worker.engine import lane_plan, nvidia_smi
-from worker.protocol import ModelOptions, ReadyInfo, Segment, TranscribeParams, TranscribeResult, Word
+from worker.protocol import ModelOptions, ReadyInfo, Segment, TranscribeParams, TranscribeResult
 
 BUNDLED = "bundled"
 if TYPE_CHECKING:
@@ -345,31 +346,10 @@ def _result(segments: list[Segment], language: str | None, seconds: float) -> Tr
 def _segment(index: int, s: FasterWhisperSegment, start: int = 0) -> Segment:
     """Our segment for faster-whisper's, from a window that starts `start` samples into the audio."""
     offset = start / SAMPLE_RATE
-    words = s.words
-    return Segment(
-        id=index,
-        start=round(float(s.start) + offset, 3),
-        end=round(float(s.end) + offset, 3),
-        text=s.text,
-        seek=int(s.seek) + start // _HOP,
-        tokens=[int(t) for t in s.tokens],
-        temperature=float(s.temperature or 0.0),
-        avg_logprob=float(s.avg_logprob),
-        compression_ratio=float(s.compression_ratio),
-        no_speech_prob=float(s.no_speech_prob),
-        words=None
-        if words is None
-        else [
-            Word(
-                start=round(float(w.start) + offset, 3),
-                end=round(float(w.end) + offset, 3),
-                word=w.word,
-                probability=round(float(w.probability), 4),
-            )
-            for w in words
-        ],
-    )
-
-
-#: Samples per mel frame: the unit of a segment's `seek`.
-_HOP = 160
+    shifted = dataclasses.asdict(s)
+    shifted.update(start=s.start + offset, end=s.end + offset, seek=s.seek + start // decoder.HOP)
+    shifted["temperature"] = s.temperature or 0.0
+    if shifted["words"] is not None:
+        for w in shifted["words"]:
+            w.update(start=w["start"] + offset, end=w["end"] + offset)
+    return decoder.segment(index, shifted)
