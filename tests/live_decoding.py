@@ -4,34 +4,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
-from worker.backends.faster_whisper.engine import _segment
+from worker.backends.base import Backend
 from worker.engine.live import DecodeJob
 from worker.protocol.messages import Segment
 
 
 class Decoder:
-    """`decoder(job)`: the job decoded by `model` (a faster_whisper.WhisperModel) with the
+    """`decoder(job)`: the job decoded by `backend` (loaded) as the worker decodes it, with the
     options the job asks for; the time each took is kept per kind."""
 
-    def __init__(self, model: Any) -> None:
-        self._model = model
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
         self.times: dict[str, list[tuple[float, float]]] = {"partial": [], "final": []}  # (audio s, decode s)
 
     def __call__(self, job: DecodeJob) -> list[Segment]:
-        params = job.params()
         started = time.perf_counter()
-        segments, _ = self._model.transcribe(
-            job.audio,
-            language=params.language,
-            initial_prompt=params.prompt,
-            beam_size=params.beam_size,
-            temperature=params.temperature,
-            word_timestamps=params.word_timestamps,
-            vad_filter=False,
-        )
-        out = [_segment(i, s) for i, s in enumerate(segments)]
+        out = self._backend.transcribe(job.audio, job.params(), lambda _segment: True).segments
         self.times[job.kind].append((job.duration, time.perf_counter() - started))
         return out
 
@@ -47,5 +36,5 @@ class Decoder:
         return "; ".join(lines)
 
 
-def decoder_for(model: Any) -> Callable[[DecodeJob], list[Segment]]:
-    return Decoder(model)
+def decoder_for(backend: Backend) -> Callable[[DecodeJob], list[Segment]]:
+    return Decoder(backend)

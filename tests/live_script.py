@@ -97,9 +97,10 @@ class ScriptedDecoder:
             if (answer := rule(job)) is not None:
                 return answer
         begin, end = job.offset, job.offset + job.duration
+        new = begin + job.heard_seconds  # what the job's context holds is not written again
         heard = []
         for text, a, b in self.words:
-            if a < begin - 0.05 or a >= end:
+            if a < new - 0.05 or a >= end:
                 continue
             if b > end + 1e-6:  # cut by the audio's edge: half a word, as Whisper guesses one
                 text, b = text[: max(1, len(text) // 2)], end
@@ -153,6 +154,8 @@ def drive(
             run.events += [(pushed, e) for e in session.done(job, decode(job))]
         run.max_buffered = max(run.max_buffered, session.buffered)
         run.pushed = pushed
+    for _, job in held:  # what was still being decoded comes back after the audio
+        run.events += [(pushed, e) for e in session.done(job, decode(job))]
     return run
 
 

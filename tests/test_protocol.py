@@ -276,6 +276,9 @@ def test_params_keep_their_defaults() -> None:
         "pcm_width": 2,
         "pcm_channels": 1,
         "window_seconds": None,  # Whisper's own 30 s: only live decodes ask for less
+        "heard": [],  # live decodes only: what earlier finals heard in the audio
+        "heard_seconds": 0.0,
+        "prefix": None,  # live finals only: the committed words
     }
 
 

@@ -366,6 +366,8 @@ def test_an_aborted_session_ends_at_once_without_its_final(live: LivePeer) -> No
 class GatedDecoder:
     """A backend whose every decode waits until the test lets it finish; it says "the quick brown fox"."""
 
+    keeps_prefix = True
+
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.started: asyncio.Queue[tuple[TranscribeParams, float, threading.Event]] = asyncio.Queue()

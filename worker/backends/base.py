@@ -26,6 +26,10 @@ class LoadError(RuntimeError):
 class Backend(Protocol):
     """What the worker needs from a model, whatever the library behind it."""
 
+    #: Whether `TranscribeParams.prefix` is honoured (the text begins with those words). Live
+    #: sessions commit words only on a backend that does: a live final begins with them.
+    keeps_prefix: bool
+
     @property
     def max_audio_seconds(self) -> float:
         """The longest audio one request may hold: its model's `max_audio_seconds` option.

@@ -229,7 +229,7 @@ class Sessions:
                 threshold=params.vad_threshold,
                 neg_threshold=max(0.01, params.vad_threshold - 0.15),
             )
-            engine = LiveSession(params, vad, beam_size=self._beam_size)
+            engine = LiveSession(params, vad, beam_size=self._beam_size, commits=self._backend.keeps_prefix)
         except Exception as exc:
             log.exception("session %s could not be opened", session_id)
             self._post(

@@ -35,6 +35,14 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"  # the model failed: the server's fault
 
 
+class Heard(msgspec.Struct, frozen=True):
+    """Text already decoded from a stretch of audio, with its times: a live decode's context."""
+
+    start: float
+    end: float
+    text: str
+
+
 class TranscribeParams(msgspec.Struct, frozen=True):
     """What a client may ask of a transcription; the worker's decoder checks the types."""
 
@@ -53,9 +61,18 @@ class TranscribeParams(msgspec.Struct, frozen=True):
     pcm_rate: int = 16000
     pcm_width: int = 2
     pcm_channels: int = 1
-    #: Whisper's encoder window in seconds; None: its own 30 s. Live decodes ask for less
-    #: (worker.backends.faster_whisper.window); not settable from any interface.
+    #: Whisper's encoder window in seconds; None: its own 30 s. Live partials ask for less
+    #: (worker.engine.live.jobs.live_window: cheaper); not settable from any interface.
     window_seconds: int | None = None
+    #: Live decodes only, like `window_seconds`: the audio's first `heard_seconds` were decoded
+    #: before, and `heard` is what was said in them (times in this audio). The decoder reads
+    #: that audio with its text as given, and transcribes only what follows; a backend that
+    #: cannot take context skips those seconds.
+    heard: list[Heard] = msgspec.field(default_factory=list)
+    heard_seconds: float = 0.0
+    #: Live finals only: the words the new audio's text must begin with (those its partials
+    #: committed); a backend that cannot force words decodes freely.
+    prefix: str | None = None
 
 
 class Word(msgspec.Struct, frozen=True):

@@ -7,16 +7,13 @@ words come from the worker's live engine.
 
 Items are the engine's utterances: utterance n of a session is item `item_<token><n>`.
 Deltas are true deltas: while the speaker talks, each `…delta` carries the words the
-engine has newly *committed* (LocalAgreement-2: two passes agreed), which are never
-retracted, so the deltas of an item concatenate to a prefix of its transcript. When the
-utterance ends, its final (decoded whole, with the full beam) extends that prefix in all
-but rare cases: the rest goes out as a last delta and `…completed` carries the final's
-text. In the rare case where the final disagrees with what was already sent, no last
-delta is sent and `…completed` carries the final anyway (the better transcript): a client
-that concatenates deltas keeps the committed words, one that reads `completed` gets the
-final. Unlike OpenAI, deltas start while the speaker is still talking, so they come before
-the item's `input_audio_buffer.committed` (sent when the VAD ends the utterance, or with
-its final after a manual commit).
+engine has newly *committed* (two passes agreed, and the model is sure of them), which are
+never retracted. When the utterance ends, its final (decoded whole, with the full beam)
+begins with those words, since the engine makes the decoder write them first: the rest goes
+out as a last delta, so the deltas of an item joined are its `…completed` transcript, as
+OpenAI's contract says. Unlike OpenAI, deltas may start while the speaker is still talking,
+so they come before the item's `input_audio_buffer.committed` (sent when the VAD ends the
+utterance, or with its final after a manual commit).
 
 Bad client events are answered with an `error` event and the session goes on. The
 connection closes (after an `error` event, when it is not a normal end) for: a bad key or
@@ -386,8 +383,8 @@ class RealtimeConnection:
         if final.text.startswith(said):
             if rest := final.text[len(said) :]:
                 await self._delta(final.utterance, rest)
-        else:
-            log.debug(
+        else:  # the engine makes every final begin with its committed words: a bug if seen
+            log.warning(
                 "item %s: the final %r does not extend the deltas %r", self._item(final.utterance), final.text, said
             )
         body: dict[str, Any] = {

@@ -4,8 +4,10 @@ Home Assistant's satellites send audio in real time until their own end of speec
 `audio-stop`. Waiting for `audio-stop` to start decoding (what wyoming-faster-whisper does)
 puts the whole decode after the user has finished. Here each chunk goes to a live stream
 as it arrives, newly committed words go back at once as `transcript-chunk` events (they
-are never retracted), and `audio-stop` waits only for the final, which the engine has
-usually decoded already, speculatively, during the trailing silence.
+are never retracted: each final begins with its committed words, and the rest of it follows
+as one more chunk, so the chunks joined are the `transcript`), and `audio-stop` waits only
+for the final, which the engine has usually decoded already, speculatively, during the
+trailing silence.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ class LiveUtterance:
             await self._stream.aclose()
         if self._failure is not None:
             raise self._failure
-        return " ".join(text for text in self._finals if text)
+        return " ".join(self._finals)
 
     async def abort(self) -> None:
         self._watcher.cancel()
@@ -119,7 +121,11 @@ class LiveUtterance:
                 if isinstance(event, Partial) and self._send_chunks:
                     await self._send_committed(event.committed)
                 elif isinstance(event, Final):
-                    self._finals.append(event.text.strip())
+                    text = event.text.strip()
+                    if self._send_chunks and self.started and text:
+                        await self._send_committed(text)  # the rest of it, after what was committed
+                    if text:
+                        self._finals.append(text)
                     self._sent = ""
         except ServiceError as exc:
             self._failure = exc
@@ -130,7 +136,10 @@ class LiveUtterance:
         if not committed.startswith(self._sent) or len(committed) == len(self._sent):
             return
         new, self._sent = committed[len(self._sent) :], committed
+        if self._finals and len(new) == len(committed):
+            new = " " + new  # a later engine utterance: the transcript joins them with a space
         if not self.started:
+            new = " ".join(self._finals) + new  # finals that came before any chunk go first
             self.started = True
             await self._write(TranscriptStart(language=self._language).event())
         await self._write(TranscriptChunk(text=new).event())

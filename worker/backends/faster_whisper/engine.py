@@ -7,7 +7,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,6 @@ from worker.audio.speech import speech
 from worker.backends import sources
 from worker.backends.base import LoadError, OnSegment
 from worker.backends.faster_whisper import DESCRIPTION, decoder
-from worker.backends.faster_whisper.window import encoder_window
 from worker.engine import lane_plan, nvidia_smi
 from worker.protocol import ModelOptions, ReadyInfo, Segment, TranscribeParams, TranscribeResult
 
@@ -97,6 +96,8 @@ def create(options: ModelOptions) -> FasterWhisperBackend:
 
 
 class FasterWhisperBackend:
+    keeps_prefix = True  # the words are forced as the start of the model's answer
+
     def __init__(self, options: ModelOptions) -> None:
         self._source = options.source
         self._device = options.device
@@ -198,20 +199,28 @@ class FasterWhisperBackend:
         """Section by section (worker.audio.pieces.sections), holding one window of audio at a time.
 
         A file's sections go through the batched seek loop (decoder.BatchDecoder), up to
-        `batch_size` at once. Live decodes (a short encoder window) and requests with
-        `vad_filter` take faster-whisper's own transcribe() section by section, each prompted
-        with the text so far as tokens, timestamps included.
+        `batch_size` at once. A live decode is one section, read with what was heard before
+        it (`params.heard`) and in a window its own length (`params.window_seconds`).
+        Requests with `vad_filter` take faster-whisper's own transcribe(), section by
+        section, each prompted with the text so far as tokens, timestamps included.
         """
         assert self._models, "transcribe() before load()"
         model = self._models[lane] if lane < len(self._models) else self._models[0]
-        blocks = pieces.Blocks(audio)
-        sections = pieces.sections(blocks, speech)
+        live = params.heard_seconds > 0 or bool(params.prefix)
+        if live:  # a live decode with context: read whole, if the new audio holds sound
+            whole = np.asarray(audio, dtype=np.float32)
+            new = pieces.Blocks(whole[round(params.heard_seconds * SAMPLE_RATE) :])
+            blocks = pieces.Blocks([whole] if _sounds(new) else [])
+            sections: Iterator[pieces.Section] = (pieces.Section(0, block) for block in blocks)
+        else:
+            blocks = pieces.Blocks(audio)
+            sections = pieces.sections(blocks, speech)
         first = next(sections, None)
         if first is None:
             return _result([], params.language or (None if model.model.is_multilingual else "en"), blocks.seconds)
         language = params.language or _language(model, first)
         sections = itertools.chain([first], sections)
-        if params.window_seconds is not None or params.vad_filter:
+        if params.vad_filter:
             return self._transcribe_plain(model, sections, blocks, language, params, on_segment)
         from faster_whisper.tokenizer import Tokenizer
 
@@ -225,9 +234,15 @@ class FasterWhisperBackend:
             hotwords=params.hotwords or self._hotwords,
             word_timestamps=params.word_timestamps,
         )
-        batch = decoder.BatchDecoder(model, tokenizer, options, self._batch_size, speech)
+        window = decoder.WINDOW_FRAMES if params.window_seconds is None else params.window_seconds * _FRAMES_PER_SECOND
+        batch = decoder.BatchDecoder(model, tokenizer, options, self._batch_size, speech, window)
+        if live:
+            heard = [(h.start, h.end, h.text) for h in params.heard]
+            found = batch.continuation(first.samples, heard, params.heard_seconds, params.prefix)
+        else:
+            found = batch.run(sections)
         segments: list[Segment] = []
-        for s in batch.run(sections):
+        for s in found:
             segment = decoder.segment(len(segments), s)
             segments.append(segment)
             if not on_segment(segment):
@@ -258,20 +273,22 @@ class FasterWhisperBackend:
         for section in sections:
             # faster-whisper decodes lazily: each step of this loop decodes one more segment,
             # so segments reach a streaming client as they exist, and stopping stops the work.
-            with encoder_window(params.window_seconds):
-                segments_iter, _ = model.transcribe(
-                    section.samples, language=language, initial_prompt=prompt, **options
-                )
-                for s in segments_iter:
-                    segment = _segment(len(segments), s, section.start)
-                    segments.append(segment)
-                    tokens.extend(segment.tokens)
-                    if not on_segment(segment):
-                        return _result(segments, language, blocks.seconds)
+            segments_iter, _ = model.transcribe(section.samples, language=language, initial_prompt=prompt, **options)
+            for s in segments_iter:
+                segment = _segment(len(segments), s, section.start)
+                segments.append(segment)
+                tokens.extend(segment.tokens)
+                if not on_segment(segment):
+                    return _result(segments, language, blocks.seconds)
             # Whisper's own prompt is the earlier tokens, timestamps included: a prompt of plain
             # text makes it answer without timestamps, a whole 30 s window as one segment.
             prompt = tokens[-_PROMPT_TOKENS:] or prompt
         return _result(segments, language, blocks.seconds)
+
+
+def _sounds(audio: pieces.Blocks) -> bool:
+    """Whether `audio` holds anything to read (not silence, nor only noise the speech detector rejects)."""
+    return next(pieces.sections(audio, speech), None) is not None
 
 
 def _language(model: Any, first: pieces.Section) -> str:
@@ -283,6 +300,7 @@ def _language(model: Any, first: pieces.Section) -> str:
 
 
 _MB = 1_048_576
+_FRAMES_PER_SECOND = 100
 
 #: The most windows a batch holds: on a CPU CTranslate2's decoder cost per window fell until
 #: 8 (tiny.en, 2 cores: 1.03 s alone, 0.53 in a batch of 4, 0.38 in a batch of 8).

@@ -20,6 +20,8 @@ from worker.protocol import ModelOptions, ReadyInfo, TranscribeParams, Transcrib
 
 
 class ParakeetBackend:
+    keeps_prefix = False  # a transducer has no prompt to force words with
+
     def __init__(self, options: ModelOptions) -> None:
         self._options = options
         self.max_audio_seconds = options.max_audio_seconds
@@ -39,7 +41,8 @@ class ParakeetBackend:
         # An English-only model's result says "en", as Whisper's does; v3 detects its language
         # itself and reports none unless the request named one.
         language = params.language or (self._languages[0] if len(self._languages) == 1 else None)
-        return windows.transcribe(audio, self.decode, on_segment, language, params.word_timestamps)
+        skip = params.heard_seconds
+        return windows.transcribe(audio, self.decode, on_segment, language, params.word_timestamps, skip)
 
     def _ready(
         self,

@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+import msgspec
 import numpy as np
 
 from worker.audio import pieces
@@ -57,13 +58,20 @@ def transcribe(
     on_segment: OnSegment,
     language: str | None,
     with_words: bool,
+    skip: float = 0.0,
 ) -> TranscribeResult:
     """Decode `audio` stretch by stretch, sending each segment as soon as its stretch is done.
 
     A stream of blocks is read one window at a time (worker.audio.pieces.sections), so an
     hour costs the memory of two minutes. Segments carry their words only `with_words`
-    (a request's word timestamps), as Whisper's do.
+    (a request's word timestamps), as Whisper's do. The first `skip` seconds of an array
+    are not read (a live decode's context, which Parakeet has no use for); times stay on
+    the whole array's clock.
     """
+    if skip > 0 and isinstance(audio, np.ndarray):
+        start = round(skip * SAMPLE_RATE)
+        result = transcribe(audio[start:], decode, lambda s: on_segment(_later(s, skip)), language, with_words)
+        return _result([_later(s, skip) for s in result.segments], language, audio.size / SAMPLE_RATE)
     blocks = pieces.Blocks(audio)
     segments: list[Segment] = []
     for section in pieces.sections(blocks, speech, window_seconds=WINDOW_SECONDS):
@@ -124,6 +132,17 @@ def _shifted(word: TimedWord, offset: float, limit: float) -> TimedWord:
     """`word` on the whole audio's clock, never past its stretch's end (padding has no words)."""
     start = min(word.start + offset, limit)
     return TimedWord(word.text, start, min(max(word.end + offset, start), limit), word.logprob)
+
+
+def _later(segment: Segment, seconds: float) -> Segment:
+    """`segment` moved `seconds` later, words and all."""
+    words = None if segment.words is None else [_later_word(w, seconds) for w in segment.words]
+    start, end = round(segment.start + seconds, 3), round(segment.end + seconds, 3)
+    return msgspec.structs.replace(segment, start=start, end=end, words=words)
+
+
+def _later_word(word: Word, seconds: float) -> Word:
+    return msgspec.structs.replace(word, start=round(word.start + seconds, 3), end=round(word.end + seconds, 3))
 
 
 def _result(segments: list[Segment], language: str | None, seconds: float) -> TranscribeResult:

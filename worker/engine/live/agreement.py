@@ -29,8 +29,11 @@ class LocalAgreement:
     not said twice; they are not part of `committed`.
     """
 
-    def __init__(self, *, hold_back_s: float = 0.3, history: list[Word] | None = None) -> None:
+    def __init__(
+        self, *, hold_back_s: float = 0.3, min_probability: float = 0.0, history: list[Word] | None = None
+    ) -> None:
         self._hold_back_s = hold_back_s
+        self._min_probability = min_probability
         self._history = list(history or [])[-MAX_JOIN_NGRAM:]
         self.committed: list[Word] = []
         self.tentative: list[Word] = []  # the latest pass after the committed words
@@ -53,6 +56,8 @@ class LocalAgreement:
         while new and self.tentative and _same(new[0], self.tentative[0]):
             if new[0].end > edge - self._hold_back_s:
                 break  # the last word may be cut by the buffer's edge: wait for more audio
+            if new[0].probability < self._min_probability:
+                break  # the model is unsure of it (even a word every pass agrees on may be wrong)
             commit.append(new.pop(0))
             self.tentative.pop(0)
         self.tentative = new

@@ -9,23 +9,24 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from worker.protocol.messages import Segment, TranscribeParams
+from worker.protocol.messages import Heard, Segment, TranscribeParams
 
 SAMPLE_RATE = 16000
 #: The shortest context window a partial asks for (Whisper's own is 30 s): shorter costs
-#: less, but below about 15 s the greedy text degrades (worker.backends.faster_whisper.window).
+#: less (faster-whisper pads every window to 30 s; the decoder here pads to the window asked
+#: for), but below about 15 s the greedy text degrades ("God-Morling" for "Good morning" at 5 s).
 #: Measured with `python -m bench --live` (2 cores, tiny.en), 30 s / 15 s for partials only /
 #: 15 s for partials and finals: final p50 960 / 916 / 622 ms, first partial 972 / 634 / 614 ms,
 #: streamed WER 16.4 / 16.4 / 13.0 %. Finals keep 30 s all the same: with 15 s the fox clip's
 #: final lost "fox" and "dog" ("the quick round-fark jump over the lazy nog") in five tests.
 LIVE_WINDOW_SECONDS = 15
-_WHISPER_WINDOW_SECONDS = 30
+WHISPER_WINDOW_SECONDS = 30
 
 
 def live_window(audio_seconds: float) -> int | None:
     """The window a decode of `audio_seconds` asks for; None (the model's own) once that is no saving."""
     seconds = max(LIVE_WINDOW_SECONDS, math.ceil(audio_seconds + 1.0))
-    return seconds if seconds < _WHISPER_WINDOW_SECONDS else None
+    return seconds if seconds < WHISPER_WINDOW_SECONDS else None
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,6 +51,12 @@ class DecodeJob:
     offset: float  # session seconds of audio[0]
     id: int
     word_timestamps: bool = True
+    #: What earlier finals heard in the audio's first `heard_seconds` (times in `audio`): the
+    #: decoder reads the utterance with it, as a file's decoder reads a sentence after the
+    #: one before, and returns only what follows.
+    heard: tuple[Heard, ...] = ()
+    heard_seconds: float = 0.0
+    prefix: str | None = None  # a final's committed words: its text begins with them
 
     @property
     def duration(self) -> float:
@@ -66,6 +73,9 @@ class DecodeJob:
             # An utterance is seconds long, not Whisper's 30: a window its own length makes a
             # partial several times cheaper. The final, which stays, keeps Whisper's own.
             window_seconds=live_window(self.duration) if self.kind == "partial" else None,
+            heard=list(self.heard),
+            heard_seconds=self.heard_seconds,
+            prefix=self.prefix,
         )
 
 
