@@ -95,7 +95,9 @@ def test_sdk_server_vad_true_deltas_then_completed_for_two_utterances(realtime_s
 
     seen = run(scenario())
     completed = [e for e in seen if e.type == COMPLETED]
-    assert key_words_found(completed[0].transcript, ["fox", "dog"]) == ["fox", "dog"], completed[0]
+    # Not "fox": in-process faster-whisper (tiny.en, beam 5) reads the clip cut as a live final
+    # cuts it (0.3 s before the speech, 0.25 s into the pause) as "round-fark" too.
+    assert key_words_found(completed[0].transcript, ["quick", "dog"]) == ["quick", "dog"], completed[0]
     assert key_words_found(completed[1].transcript, ["kitchen", "lights"]) == ["kitchen", "lights"], completed[1]
     assert completed[0].item_id != completed[1].item_id
     assert completed[0].usage.type == "duration" and 1.0 < completed[0].usage.seconds < 5.0
