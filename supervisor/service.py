@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
+from supervisor.config import OPENAI_ALIAS
 from supervisor.failures import FailureKind, ServiceError, classify
 from supervisor.live import LiveStream
 from supervisor.models.owner import ModelOwner, ModelUnavailable
@@ -155,6 +156,25 @@ class TranscriptionService:
 
     def knows(self, model: str | None) -> bool:
         return self.registry.knows(model)
+
+    def choose(self, pinned: str | None, named: str | None) -> str | None:
+        """The model a request means when its base URL pins one (`/models/{pinned}/v1/...`)
+        and its body or query may name one too: the pinned model, whose name must be known;
+        a name that means the same model (an alias, or `whisper-1`) is fine, and a different
+        configured model is a mistake worth a 400 (`model_mismatch`), not a silent pick.
+        Without a pinned model, the named one (None: the default)."""
+        if pinned is None:
+            return named
+        model = self.resolve(pinned)
+        if named and named != OPENAI_ALIAS and self.resolve(named) != model:
+            raise ServiceError(
+                FailureKind.BAD_PARAMETER,
+                f"this base URL serves model {model!r}, but the request names {named!r} "
+                f"(send {model!r}, an alias of it, or no model)",
+                "model_mismatch",
+                param="model",
+            )
+        return model
 
     def live_streams(self) -> Counter[tuple[str, Interface]]:
         """Live streams open now, by (model, interface)."""

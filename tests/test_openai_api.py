@@ -30,6 +30,9 @@ description = "bundled test model"
 [models."second"]
 source = "bundled"
 
+[models."team/tiny"]
+source = "bundled"
+
 [aliases]
 "gpt-4o-mini-transcribe" = "tiny.en"
 """
@@ -163,7 +166,7 @@ def test_engine_extras_are_accepted(api: Server) -> None:
 def test_models_list_and_retrieve(client: OpenAI, api: Server) -> None:
     models = client.models.list()
     ids = [m.id for m in models.data]
-    assert ids == ["tiny.en", "second"]
+    assert ids == ["tiny.en", "second", "team/tiny"]
     tiny = client.models.retrieve("tiny.en")
     assert tiny.owned_by == "asr-supervisor"
     extra = tiny.model_extra or {}
@@ -204,6 +207,75 @@ def test_whisper_1_and_configured_aliases_reach_the_default_model(client: OpenAI
             result = client.audio.transcriptions.with_raw_response.create(model=name, file=f)
         assert result.headers["x-asr-model"] == "tiny.en"
         assert "fox" in result.parse().text.lower()
+
+
+def test_a_models_base_url_serves_that_model_to_unmodified_clients(api: Server) -> None:
+    """`/models/{name}/v1` is a base URL any OpenAI client takes: a balancer hashes on the name
+    (deploy/haproxy) and every request lands where that model is warm. The SDK's own model
+    names (whisper-1) and the model's aliases mean it; another configured model is a 400."""
+    second = OpenAI(base_url=f"{api.url}/models/second/v1", api_key="anything", max_retries=0)
+    with _clip("fox.wav").open("rb") as f:
+        served = second.audio.transcriptions.with_raw_response.create(model="whisper-1", file=f)
+    assert served.headers["x-asr-model"] == "second"
+    assert "fox" in served.parse().text.lower()
+    assert [m.id for m in second.models.list().data] == ["second"]
+    with _clip("fox.wav").open("rb") as f, pytest.raises(openai.BadRequestError) as err:
+        second.audio.transcriptions.create(model="tiny.en", file=f)
+    assert err.value.code == "model_mismatch" and err.value.param == "model"
+    assert "'second'" in str(err.value.message) and "'tiny.en'" in str(err.value.message)
+
+    tiny = OpenAI(base_url=f"{api.url}/models/tiny.en/v1", api_key="anything", max_retries=0)
+    with _clip("short.wav").open("rb") as f:  # an alias of the pinned model is the same model
+        served = tiny.audio.transcriptions.with_raw_response.create(model="gpt-4o-mini-transcribe", file=f)
+    assert served.headers["x-asr-model"] == "tiny.en"
+
+    # A name with a slash goes URL-encoded; an unknown name is a 404 like any unknown model.
+    assert api.client.get("/models/team%2Ftiny/v1/models").json()["data"][0]["id"] == "team/tiny"
+    missing = api.client.get("/models/large-v9/v1/models")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+    assert api.client.get("/models/second/health").status_code == 404  # only /v1/ is under a model
+
+
+def test_a_models_base_url_serves_its_live_websocket_and_realtime(api: Server) -> None:
+    import asyncio
+    import base64
+    import json
+
+    from websockets.asyncio.client import connect
+
+    base = api.url.replace("http://", "ws://") + "/models/second/v1"
+
+    async def scenario() -> tuple[dict[str, object], list[dict[str, object]], dict[str, object]]:
+        async with connect(base + "/audio/transcriptions/stream") as ws:
+            await ws.send((ASSETS / "short.wav").read_bytes()[44:])
+            await ws.send(json.dumps({"type": "end"}))
+            ready = json.loads(await ws.recv())
+            rest = [json.loads(m) async for m in ws]
+        async with connect(base + "/audio/transcriptions/stream?model=tiny.en") as ws:
+            refused = json.loads(await ws.recv())
+            await ws.wait_closed()
+            assert ws.close_code == 1008
+        async with connect(base + "/realtime?intent=transcription") as ws:
+            assert json.loads(await ws.recv())["type"] == "session.created"
+            update = {
+                "type": "transcription_session.update",
+                "session": {"input_audio_transcription": {"model": "tiny.en"}},
+            }
+            await ws.send(json.dumps(update))
+            while (event := json.loads(await ws.recv()))["type"] != "error":
+                pass
+            await ws.send(
+                json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(b"\0\0" * 800).decode()})
+            )
+        return ready, rest, {"live_refused": refused, "realtime_refused": event}
+
+    ready, rest, refused = asyncio.run(scenario())
+    assert ready["type"] == "ready" and ready["model"] == "second"
+    assert any(m["type"] == "final" and "kitchen" in str(m["text"]).lower() for m in rest), rest
+    live_refused = refused["live_refused"]
+    assert isinstance(live_refused, dict) and live_refused["code"] == "model_mismatch"
+    realtime_refused = refused["realtime_refused"]
+    assert isinstance(realtime_refused, dict) and realtime_refused["error"]["code"] == "model_mismatch"
 
 
 def test_errors_map_to_the_sdk_exceptions(client: OpenAI) -> None:

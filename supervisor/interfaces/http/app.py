@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from supervisor.config import Settings
 from supervisor.interfaces.http import admin, audio, docs, errors, health, live, models, realtime
 from supervisor.interfaces.http.body_timeout import BodyTimeout
+from supervisor.interfaces.http.model_path import ModelBaseUrl
 from supervisor.interfaces.http.startup import QuietStartupFailure, StartupError, reason
 from supervisor.interfaces.http.upload_limit import UploadLimit
 from supervisor.interfaces.wyoming.server import WyomingService
@@ -46,6 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(UploadLimit, max_bytes=int(settings.server.max_upload_mb * 1_000_000))
     app.add_middleware(BodyTimeout, timeout=settings.server.http_body_timeout)
     app.add_middleware(QuietStartupFailure)
+    app.add_middleware(ModelBaseUrl)  # /models/{name}/v1/... is /v1/... with a pinned model
     app.include_router(audio.router)
     app.include_router(live.router)
     app.include_router(realtime.router)

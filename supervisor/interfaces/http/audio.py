@@ -17,6 +17,7 @@ from supervisor.interfaces.http import formats
 from supervisor.interfaces.http.auth import require_api_key
 from supervisor.interfaces.http.errors import bad_request, from_service_error
 from supervisor.interfaces.http.formats import ResponseFormat
+from supervisor.interfaces.http.model_path import pinned_model
 from supervisor.interfaces.http.schemas import TranscriptionJSON, VerboseTranscriptionJSON
 from supervisor.service import Item, Transcription, TranscriptionService
 from worker.protocol import TranscribeParams, TranscribeResult
@@ -129,6 +130,7 @@ async def _serve(
     granularities: set[str],
 ) -> Response:
     service: TranscriptionService = request.app.state.service
+    model = service.choose(pinned_model(request.scope), model)
     service.resolve(model)  # an unknown model is a 404 before the upload is read
     audio = await file.read()
     if not audio:

@@ -30,6 +30,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from supervisor.config import Settings
 from supervisor.failures import FailureKind, ServiceError
 from supervisor.interfaces.http.auth import bearer_token, key_matches
+from supervisor.interfaces.http.model_path import pinned_model
 from supervisor.live import LiveStream
 from supervisor.service import TranscriptionService
 from worker.protocol.live import Final, LiveEvent, LiveParams, Partial, SpeechStarted, SpeechStopped
@@ -86,7 +87,8 @@ class LiveConnection:
 
     async def run(self) -> None:
         try:
-            params, model = self._check_request()
+            params, named = self._check_request()
+            model = self._service.choose(pinned_model(self._ws.scope), named)
             async with self._service.live(model, params, interface="stream") as stream:
                 await self._send({"type": "ready", "model": stream.model, "sample_rate": params.sample_rate})
                 await self._serve(stream)

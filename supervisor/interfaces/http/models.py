@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Request
 
 from supervisor.interfaces.http.auth import require_api_key
 from supervisor.interfaces.http.errors import api_error
+from supervisor.interfaces.http.model_path import pinned_model
 from supervisor.interfaces.http.schemas import ModelList, ModelObject
 from supervisor.models import catalog
 from supervisor.models import files as model_files
@@ -39,7 +40,12 @@ def _describe(registry: ModelRegistry, name: str) -> ModelObject:
 @router.get("/v1/models")
 async def list_models(request: Request) -> ModelList:
     registry: ModelRegistry = request.app.state.registry
-    return ModelList(data=[_describe(registry, name) for name in registry.names()])
+    pinned = pinned_model(request.scope)  # under a model's base URL: that model
+    try:
+        names = registry.names() if pinned is None else [registry.resolve(pinned)]
+    except UnknownModel as exc:
+        raise api_error(exc) from None
+    return ModelList(data=[_describe(registry, name) for name in names])
 
 
 @router.get("/v1/models/{model_id:path}")

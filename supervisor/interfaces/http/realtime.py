@@ -47,6 +47,7 @@ from supervisor.failures import ServiceError
 from supervisor.interfaces.http import g711
 from supervisor.interfaces.http.auth import bearer_token, key_matches
 from supervisor.interfaces.http.live import Close
+from supervisor.interfaces.http.model_path import pinned_model
 from supervisor.interfaces.http.realtime_events import (
     CLIENT_EVENT_TYPES,
     Append,
@@ -285,16 +286,18 @@ class RealtimeConnection:
             raise BadEvent("invalid_value", f"invalid session: {exc}", "session") from None
 
     def _model(self, name: str) -> str | None:
-        """The configured model `name` means (None: the default)."""
-        if self._service.knows(name):
-            return name
-        if name in OPENAI_MODELS:
-            return None
-        raise BadEvent(
-            "invalid_value",
-            f"model {name!r} is not served here; models: {', '.join(self._service.registry.names())}",
-            "session.audio.input.transcription.model",
-        )
+        """The configured model `name` means (None: the default, or the base URL's model)."""
+        param = "session.audio.input.transcription.model"
+        if not self._service.knows(name) and name not in OPENAI_MODELS:
+            raise BadEvent(
+                "invalid_value",
+                f"model {name!r} is not served here; models: {', '.join(self._service.registry.names())}",
+                param,
+            )
+        try:
+            return self._service.choose(pinned_model(self._ws.scope), name if self._service.knows(name) else None)
+        except ServiceError as exc:
+            raise BadEvent(exc.code, exc.message, param) from None
 
     async def _append(self, audio: str) -> bool:
         try:
