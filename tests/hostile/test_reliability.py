@@ -114,7 +114,7 @@ def test_sustained_load_has_no_errors_and_no_supervisor_growth(make_server) -> N
     clip = (ASSETS / "fox.wav").read_bytes()
     for _ in range(3):  # warm: both inference lanes loaded, allocator pools in place
         assert server.transcribe("fox.wav").status_code == 200
-    clients, seconds = 8, 20.0
+    clients, seconds = 8, 12.0
     worker = server.model()["pid"]
     before = _rss_mb(server.pid), _rss_mb(worker)
     deadline = time.monotonic() + seconds
