@@ -19,7 +19,9 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from supervisor import uploads
 from supervisor.config import OPENAI_ALIAS
 from supervisor.failures import FailureKind, ServiceError, classify
 from supervisor.live import LiveStream
@@ -47,7 +49,7 @@ class Transcription:
     def __init__(
         self,
         owner: ModelOwner,
-        audio: bytes,
+        audio: bytes | Path,
         params: TranscribeParams,
         interface: Interface,
         on_end: Callable[[Transcription, RequestFinished], None],
@@ -62,6 +64,7 @@ class Transcription:
         self._answered: float | None = None
         self._result: TranscribeResult | None = None
         self._failure: ServiceError | None = None
+        self._audio = audio
         self._items = self._run(owner, audio, params)
 
     def __aiter__(self) -> Transcription:
@@ -91,7 +94,9 @@ class Transcription:
         finally:
             self._end()
 
-    async def _run(self, owner: ModelOwner, audio: bytes, params: TranscribeParams) -> AsyncGenerator[Item, None]:
+    async def _run(
+        self, owner: ModelOwner, audio: bytes | Path, params: TranscribeParams
+    ) -> AsyncGenerator[Item, None]:
         async with owner.lease() as lease:
             self.pid, self._leased = lease.worker.pid, time.monotonic()
             async with contextlib.aclosing(lease.worker.stream(audio, params, request_id=self.id)) as items:
@@ -103,6 +108,7 @@ class Transcription:
         if self._on_end is None:
             return
         on_end, self._on_end = self._on_end, None
+        uploads.discard(self._audio)  # a spooled upload is the transcription's to remove
         now = time.monotonic()
         result, failure, leased = self._result, self._failure, self._leased
         answered = self._answered or now
@@ -181,11 +187,19 @@ class TranscriptionService:
         return Counter((stream.model, interface) for stream, (interface, _, _) in self._live.items())
 
     def stream(
-        self, model: str | None, audio: bytes, params: TranscribeParams, *, interface: Interface
+        self, model: str | None, audio: bytes | Path, params: TranscribeParams, *, interface: Interface
     ) -> Transcription:
-        """Start a transcription of `audio`; iterate it (in an `aclosing` block) for its output."""
-        owner = self.registry.get(self.resolve(model))
-        _check_capabilities(owner.spec.backend, params)
+        """Start a transcription of `audio`; iterate it (in an `aclosing` block) for its output.
+
+        `audio` is the bytes, or a spooled upload's path (supervisor.uploads), which the
+        transcription removes when it ends, and this call when it refuses.
+        """
+        try:
+            owner = self.registry.get(self.resolve(model))
+            _check_capabilities(owner.spec.backend, params)
+        except BaseException:
+            uploads.discard(audio)
+            raise
         transcription = Transcription(owner, audio, params, interface, self._transcription_ended)
         self.active[transcription.model, interface] += 1
         return transcription

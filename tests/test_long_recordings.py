@@ -10,20 +10,37 @@ pins lost 60 words in a row with nothing in the response to say so.
 from __future__ import annotations
 
 import json
+import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BASIC_CONFIG, Server, server_fixture
+from conftest import BASIC_CONFIG, Server, start_server
 
 from bench.live_text import normalize  # digits spelled out: "$340" and "three hundred forty dollars" agree
 
 CLIPS = Path(__file__).resolve().parent.parent / "bench" / "clips"
 RATE = 16000
 
-long_server = server_fixture(BASIC_CONFIG)
+
+@pytest.fixture(scope="module")
+def spool(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The long server's TMPDIR, where it spools large uploads."""
+    return tmp_path_factory.mktemp("tmpdir")
+
+
+@pytest.fixture(scope="module")
+def long_server(tmp_path_factory: pytest.TempPathFactory, spool: Path) -> Iterator[Server]:
+    server = start_server(tmp_path_factory.mktemp("server"), BASIC_CONFIG, env={"TMPDIR": str(spool)})
+    yield server
+    server.stop()
+    assert not list(spool.glob("asr-uploads-*")), "the spool directory outlived the server"
+
+
+def _spooled(spool: Path) -> list[Path]:
+    return list(spool.glob("asr-uploads-*/*"))
 
 
 def _clip(path: Path) -> np.ndarray:
@@ -122,7 +139,7 @@ def _score(reference: str, text: str) -> tuple[float, int, int]:
 
 
 def test_a_long_recording_keeps_every_sentence(
-    long_server: Server, recording: tuple[bytes, str, float], in_process: str
+    long_server: Server, recording: tuple[bytes, str, float], in_process: str, spool: Path
 ) -> None:
     data, reference, seconds = recording
     events = list(_sse(long_server, data, response_format="verbose_json"))
@@ -140,6 +157,26 @@ def test_a_long_recording_keeps_every_sentence(
     # What was lost before: whole sentences, 60 words in a row.
     assert ours[2] <= max(3, theirs[2]), f"{ours[2]} consecutive words lost"
     assert len(normalize(text)) >= 0.97 * len(normalize(reference))
+    assert not _spooled(spool), "the spooled upload outlived its request"
+
+
+def test_a_large_upload_waits_on_disk_and_is_removed_when_its_request_ends(
+    long_server: Server, recording: tuple[bytes, str, float], spool: Path
+) -> None:
+    """An upload over 4 MB is held in a file, not in the supervisor's or the worker's
+    memory, while it is decoded; the file goes when the request ends, also when the client
+    leaves midway."""
+    data = recording[0]
+    assert len(data) > 4 * 1024 * 1024
+    for event in _sse(long_server, data):
+        assert event["type"] == "transcript.text.delta", event
+        held = _spooled(spool)
+        assert [p.stat().st_size for p in held] == [len(data)], held
+        break  # the client leaves after the first words
+    deadline = time.monotonic() + 30
+    while _spooled(spool) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _spooled(spool), "the upload stayed on disk after its client left"
 
 
 def test_long_silences_are_skipped_and_the_speech_around_them_kept(long_server: Server, tmp_path: Path) -> None:
@@ -192,3 +229,27 @@ def test_word_timestamps_of_a_long_recording_are_on_its_clock(recording: tuple[b
     for s in result.segments:
         words = s.words or []
         assert s.start - 1 <= words[0].start and words[-1].end <= s.end + 1, (s.start, s.end, words)
+
+
+def test_features_computed_a_chunk_at_a_time_are_whispers_own(recording: tuple[bytes, str, float]) -> None:
+    """A section's log-mel features, computed 10 s at a time to hold a fifth of the memory,
+    are bit for bit what faster-whisper computes from the whole section at once."""
+    import tracemalloc
+
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    from worker.audio.decode import decode_file
+    from worker.backends.faster_whisper.features import log_mel
+
+    extractor = FeatureExtractor()
+    audio = decode_file(recording[0])[: 135 * RATE]  # a 2-minute section and its 15 s before
+    peaks = []
+    for compute in (extractor, lambda samples: log_mel(extractor, samples)):
+        tracemalloc.start()
+        features = compute(audio)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert features.shape == (80, 135 * 100 + 1)
+    assert np.array_equal(log_mel(extractor, audio), extractor(audio))
+    assert np.array_equal(log_mel(extractor, audio[:1000]), extractor(audio[:1000]))  # shorter than a chunk
+    assert peaks[1] < peaks[0] / 3, f"peak {peaks[1] >> 20} MB against {peaks[0] >> 20} MB at once"

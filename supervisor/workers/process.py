@@ -276,7 +276,7 @@ class WorkerProcess:
 
     # -- requests ---------------------------------------------------------------
 
-    async def transcribe(self, audio: bytes, params: TranscribeParams) -> TranscribeResult:
+    async def transcribe(self, audio: bytes | Path, params: TranscribeParams) -> TranscribeResult:
         async with contextlib.aclosing(self.stream(audio, params)) as items:
             async for item in items:
                 if isinstance(item, TranscribeResult):
@@ -284,7 +284,7 @@ class WorkerProcess:
         raise WorkerCrashed(self._crash_message())  # unreachable: stream() ends with a result or raises
 
     async def stream(
-        self, audio: bytes, params: TranscribeParams, request_id: str | None = None
+        self, audio: bytes | Path, params: TranscribeParams, request_id: str | None = None
     ) -> AsyncGenerator[Segment | TranscribeResult, None]:
         """Segments as the worker decodes them (when `params.stream`), then the result.
 
@@ -299,7 +299,10 @@ class WorkerProcess:
         self._pending[request_id] = inbox
         finished = False
         try:
-            await self._send(Transcribe(id=request_id, params=params), audio)
+            if isinstance(audio, Path):  # a spooled upload (supervisor.uploads): the worker reads the file
+                await self._send(Transcribe(id=request_id, params=params, audio_file=str(audio)), b"")
+            else:
+                await self._send(Transcribe(id=request_id, params=params), audio)
             while True:
                 item = await inbox.get()
                 if isinstance(item, BaseException):

@@ -21,6 +21,7 @@ import contextlib
 import io
 import math
 from collections.abc import Generator, Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
@@ -114,14 +115,20 @@ class DecodedAudio:
         self.close()
 
 
-def open_stream(data: bytes | memoryview, params: TranscribeParams, max_seconds: float = math.inf) -> DecodedAudio:
+def open_stream(
+    data: bytes | memoryview | Path, params: TranscribeParams, max_seconds: float = math.inf
+) -> DecodedAudio:
     """The request's audio, to be iterated in blocks; `data` must outlive the iteration (it is not copied).
+
+    `data` may be a file's path: it is then read as it is decoded, never held whole.
 
     Raised here: AudioError if it is not audio, AudioTooLong if it declares over `max_seconds`.
     Raised by the iteration: AudioTooLong once its samples pass `max_seconds`, AudioError if
     FFmpeg fails midway or the file holds no samples at all.
     """
     if params.audio_format == "pcm":
+        if isinstance(data, Path):
+            data = _read(data)
         return open_pcm(data, params.pcm_rate, params.pcm_width, params.pcm_channels, max_seconds)
     if params.audio_format != "file":
         raise AudioError(f"unknown audio format {params.audio_format!r}")
@@ -200,14 +207,23 @@ def _pcm_frames(pieces: Iterator[np.ndarray], rate: int, channels: int) -> Itera
         yield frame
 
 
-def open_file(data: bytes | memoryview, max_seconds: float = math.inf) -> DecodedAudio:
+def open_file(data: bytes | memoryview | Path, max_seconds: float = math.inf) -> DecodedAudio:
     """An audio file in any container PyAV reads; see `open_stream` for what is raised where."""
     import av  # deferred: only the worker pays for FFmpeg
 
-    if len(data) == 0:
+    source: str | _MemoryFile  # a path FFmpeg opens, reads and closes itself
+    if isinstance(data, Path):
+        try:
+            empty = data.stat().st_size == 0
+        except OSError as exc:
+            raise AudioError(f"could not read the uploaded file: {exc.strerror}") from exc
+        source = str(data)
+    else:
+        source, empty = _MemoryFile(data), len(data) == 0
+    if empty:
         raise AudioError("the audio file is empty")
     with _as_audio_error():
-        container = av.open(_MemoryFile(data), mode="r", metadata_errors="ignore")
+        container = av.open(source, mode="r", metadata_errors="ignore")
     try:
         if not container.streams.audio:
             raise AudioError("could not decode the audio file: it has no audio stream")
@@ -270,6 +286,13 @@ def _frames(container: av.container.InputContainer, stream: av.AudioStream) -> I
         except av.error.InvalidDataError:
             return
         yield frame
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise AudioError(f"could not read the uploaded file: {exc.strerror}") from exc
 
 
 class _MemoryFile(io.RawIOBase):

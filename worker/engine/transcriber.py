@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from worker.audio import decode as audio
 from worker.backends import Backend, OnSegment
@@ -101,7 +102,8 @@ class Transcriber:
         where = {"request_id": request_id}
         started = time.monotonic()
         try:
-            result = await self._lanes.run(self._transcribe, data, params, on_segment, progress)
+            source: Payload | Path = Path(request.audio_file) if request.audio_file else data
+            result = await self._lanes.run(self._transcribe, source, params, on_segment, progress)
             log.debug(
                 "request=%s decoded audio_s=%.2f in %.3f s",
                 request_id,
@@ -124,7 +126,7 @@ class Transcriber:
             self.served += 1
 
     def _transcribe(
-        self, data: Payload, params: TranscribeParams, on_segment: OnSegment, progress: Progress, lane: int
+        self, data: Payload | Path, params: TranscribeParams, on_segment: OnSegment, progress: Progress, lane: int
     ) -> TranscribeResult:
         if params.task == "translate" and not self._info.multilingual:
             raise RequestError(

@@ -192,6 +192,10 @@ class Transcribe(_Kind, tag="transcribe", frozen=True):
 
     id: str
     params: TranscribeParams
+    #: The audio is this file instead, and the payload frame is empty: a large upload the
+    #: supervisor spooled to disk (supervisor.uploads), read from there so that neither
+    #: process holds it. Only the supervisor can reach the worker's socket to name one.
+    audio_file: str | None = None
     carries_payload: ClassVar[bool] = True
 
 

@@ -18,6 +18,7 @@ from supervisor.models.registry import ModelRegistry
 from supervisor.reload import Reloader
 from supervisor.request_log import RequestLog
 from supervisor.service import TranscriptionService
+from supervisor.uploads import Spool
 from supervisor.workers import runtime_dir
 
 
@@ -95,6 +96,8 @@ async def _start(app: FastAPI, settings: Settings, started: contextlib.AsyncExit
         started.push_async_callback(wyoming.stop)
     app.state.registry = registry
     app.state.service = service
+    app.state.spool = Spool()  # in TMPDIR, as Starlette keeps an upload while it arrives
+    started.callback(app.state.spool.close)
     app.state.wyoming = wyoming  # the HTTP server drains it at shutdown, beside its own connections
     service.observers.add(RequestLog())  # one log line per request, every interface
     if server.metrics:

@@ -132,11 +132,11 @@ async def _serve(
     service: TranscriptionService = request.app.state.service
     model = service.choose(pinned_model(request.scope), model)
     service.resolve(model)  # an unknown model is a 404 before the upload is read
-    audio = await file.read()
+    audio = await request.app.state.spool.hold(file)  # a large upload waits on disk (supervisor.uploads)
     if not audio:
         raise bad_request("The uploaded file is empty.", param="file", code="empty_file")
 
-    transcription = service.stream(model, audio, params, interface="http")
+    transcription = service.stream(model, audio, params, interface="http")  # owns `audio` from here
     try:
         # Errors before the first byte become proper HTTP statuses.
         first = await _unless_client_leaves(request.receive, transcription)

@@ -37,6 +37,7 @@ import numpy as np
 from worker.audio import pieces
 from worker.audio.pieces import Section, SpeechDetector
 from worker.audio.resample import SAMPLE_RATE
+from worker.backends.faster_whisper.features import log_mel
 from worker.protocol import Segment, Word
 
 if TYPE_CHECKING:
@@ -242,7 +243,7 @@ class BatchDecoder:
 
     def _stream(self, start: int, samples: np.ndarray, context: np.ndarray | None) -> _Stream:
         audio = samples if context is None else np.concatenate([context, samples])
-        features = self._model.feature_extractor(audio)
+        features = log_mel(self._model.feature_extractor, audio)
         boundary = 0 if context is None else context.size // HOP
         return _Stream(
             start, audio, features, features.shape[-1] - 1, boundary, tokens=list(self._options.initial_tokens)
