@@ -196,11 +196,12 @@ def start_server(
     wait: bool = True,
     env: dict[str, str] | None = None,
     warm_spare: bool = False,
+    ports: tuple[int, int] | None = None,
 ) -> Server:
-    """A supervisor on free ports. Without `warm_spare`, every worker process it has is a
-    model's, which keeps PID counting simple; tests/test_spares.py covers the spare."""
-    port = free_port()
-    wyoming_port = free_port()
+    """A supervisor on free ports (or `ports`: HTTP, Wyoming, as a restarted box keeps its
+    own). Without `warm_spare`, every worker process it has is a model's, which keeps PID
+    counting simple; tests/test_spares.py covers the spare."""
+    port, wyoming_port = ports or (free_port(), free_port())
     config_path = tmp_path / f"asr-{port}.toml"
     config_path.write_text(textwrap.dedent(config))
     log_path = tmp_path / f"supervisor-{port}.log"

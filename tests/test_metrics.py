@@ -355,6 +355,11 @@ def test_every_dashboard_query_uses_metrics_the_server_exposes(server: Server) -
     # The rules' recorded series (level:metric:operation) come from the rules, not the server.
     unknown = {name for expr in exprs for name in metric_names(expr) if ":" not in name} - exposed
     assert not unknown, f"the dashboard and rules query metrics the server does not expose: {sorted(unknown)}"
+    # ... and those must be recorded by the shipped rules (the dashboard's fleet view uses them).
+    rules = (DEPLOY / "prometheus" / "asr-rules.yml").read_text()
+    recorded = set(re.findall(r"^\s*- record:\s*(\S+)", rules, flags=re.MULTILINE))
+    used = {name for expr in exprs for name in metric_names(expr) if ":" in name}
+    assert used and used <= recorded, f"series no rule records: {sorted(used - recorded)}"
 
 
 def test_the_name_check_catches_a_wrong_name() -> None:

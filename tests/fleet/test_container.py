@@ -117,6 +117,7 @@ def _logs(name: str) -> str:
 
 
 @needs_podman
+@pytest.mark.timeout(900)  # the base image and the build, when nothing is cached: about 2 minutes
 def test_the_image_serves_the_bundled_model_and_stops_cleanly(container: tuple[str, int]) -> None:
     name, port = container
     url = f"http://127.0.0.1:{port}"

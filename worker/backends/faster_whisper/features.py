@@ -1,12 +1,12 @@
-"""Whisper's log-mel features of a section, computed a window at a time (worker only).
+"""Whisper's log-mel features of a section, computed a chunk at a time (worker only).
 
 faster-whisper's FeatureExtractor takes the STFT of its whole input in one go, and its
 intermediates (the framed samples, the complex spectrum in double and then single
-precision, the magnitudes) peak at about 40 times the samples' own size: near 100 MB for
-a 2-minute section, held only for the call but paid for every section. The features
-themselves are a fortieth of that. This computes the same features (bit for bit) a chunk at a time, so
-the peak is one chunk's intermediates; the one step that needs the whole input, the
-floor at 8 below the loudest value, is applied at the end.
+precision, the magnitudes) are many times the samples' own size, held only for the call
+but paid for every section; the features themselves are far smaller. This computes the
+same features (bit for bit) a chunk at a time, so the peak is one chunk's intermediates;
+the one step that needs the whole input, the floor at 8 below the loudest value, is
+applied at the end.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-#: Frames computed at once (10 s): a 2-minute section's peak falls from about 130 MB to 25.
+#: Frames computed at once (10 s): the peak is this chunk's intermediates, not the section's
+#: (tests/test_long_recordings.py measures both).
 CHUNK_FRAMES = 1000
 
 
