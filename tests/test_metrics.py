@@ -273,6 +273,17 @@ def test_promtool_accepts_the_output(server: Server) -> None:
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+def test_readiness_is_a_metric_as_the_fleet_alerts_need_it(server: Server) -> None:
+    """`asr_ready` says what /health/ready says; the GPU memory families exist (without
+    samples on a machine with no CUDA device, where the VRAM alert then never fires)."""
+    families = {f.name: f for f in text_string_to_metric_families(server.client.get("/metrics").text)}
+    ready = server.client.get("/health/ready").status_code == 200
+    assert [s.value for s in families["asr_ready"].samples] == [1.0 if ready else 0.0]
+    assert ready
+    for name in ("asr_gpu_memory_total_bytes", "asr_gpu_memory_used_bytes"):
+        assert name in families
+
+
 # -- the shipped dashboard and scrape config ---------------------------------------------
 
 #: PromQL's own words, which look like metric names in an expression.
@@ -471,8 +482,9 @@ def test_arrivals_map_session_time_to_when_the_audio_came() -> None:
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed (Debian: prometheus)")
 def test_the_fleet_rules_pass_promtool_and_their_unit_tests() -> None:
-    """Recording rules (rates, failure ratio, p95s and live sessions per model over every box)
-    and alerts (a box down, a model failing to load, a worker crash loop, a long queue) are
+    """Recording rules (rates, failure ratio, p95s and live sessions per model over every box;
+    VRAM per box) and alerts (a box down, not ready, a model failing to load, a worker crash
+    loop, a long queue, a GPU nearly full) are
     checked by promtool, and their unit tests feed them series and expect the figures and
     alerts (deploy/prometheus/asr-rules.test.yml)."""
     rules = DEPLOY / "prometheus"
@@ -482,7 +494,7 @@ def test_the_fleet_rules_pass_promtool_and_their_unit_tests() -> None:
         ["promtool", "test", "rules", "asr-rules.test.yml"], cwd=rules, capture_output=True, text=True
     )
     assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
-    assert len(rule_expressions(rules / "asr-rules.yml")) == 11
+    assert len(rule_expressions(rules / "asr-rules.yml")) == 14  # the parser above finds every rule
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed (Debian: prometheus)")

@@ -12,7 +12,7 @@ the owners' state, so each snapshot is consistent.
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
 from typing import TYPE_CHECKING
 
@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from supervisor.models.states import State
 from supervisor.observe import FILE_INTERFACES, LIVE_INTERFACES
+from supervisor.workers import devices
 from worker.protocol import LATENCY_BUCKETS, Latencies
 
 if TYPE_CHECKING:
@@ -35,10 +36,17 @@ EXIT_REASONS = ("ttl", "unload", "evicted", "crash", "hung", "shutdown", "reload
 
 
 class ServerCollector(Collector):
-    def __init__(self, registry: ModelRegistry, service: TranscriptionService, wyoming: WyomingService | None) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        service: TranscriptionService,
+        wyoming: WyomingService | None,
+        ready: Callable[[], bool] | None = None,
+    ) -> None:
         self._registry = registry
         self._service = service
         self._wyoming = wyoming
+        self._ready = ready
 
     def collect(self) -> Iterator[Metric]:
         snapshots = self._registry.snapshot(retiring=True)  # once per scrape: each reads its worker's RSS from /proc
@@ -48,7 +56,31 @@ class ServerCollector(Collector):
         yield from self._capacity()
         if self._wyoming is not None:
             yield from self._wyoming_listener(self._wyoming)
+        yield from self._box()
         yield _build_info()
+
+    def _box(self) -> Iterator[Metric]:
+        """What a fleet's alerts ask of each box: takes work or not, and how full its GPUs are."""
+        if self._ready is not None:
+            yield GaugeMetricFamily(
+                "asr_ready",
+                "1 while GET /health/ready answers 200 (a request sent now would be served), else 0.",
+                value=1.0 if self._ready() else 0.0,
+            )
+        total = GaugeMetricFamily(
+            "asr_gpu_memory_total_bytes", "Each CUDA device's memory (nvidia-smi).", labels=["gpu", "name"]
+        )
+        used = GaugeMetricFamily(
+            "asr_gpu_memory_used_bytes",
+            "Each CUDA device's memory in use, by any process (nvidia-smi).",
+            labels=["gpu", "name"],
+        )
+        for gpu in devices.detect()["cuda"]:  # none on a machine without nvidia-smi; cached for 5 s
+            labels = [str(gpu["index"]), str(gpu["name"])]
+            total.add_metric(labels, gpu["memory_total_mb"] * _MIB)
+            used.add_metric(labels, gpu["memory_used_mb"] * _MIB)
+        yield total
+        yield used
 
     def _models(self, snapshots: dict[str, ModelSnapshot]) -> Iterator[Metric]:
         loaded = GaugeMetricFamily(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import prometheus_client
@@ -26,12 +27,18 @@ class Metrics:
     #: The classic text format (0.0.4), which every Prometheus version takes.
     CONTENT_TYPE = prometheus_client.CONTENT_TYPE_PLAIN_0_0_4
 
-    def __init__(self, registry: ModelRegistry, service: TranscriptionService, wyoming: WyomingService | None) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        service: TranscriptionService,
+        wyoming: WyomingService | None,
+        ready: Callable[[], bool] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         # The supervisor's own CPU, memory and file descriptors (process_*), read from /proc at scrape time.
         ProcessCollector(registry=self.registry)
         self.requests = RequestMetrics(self.registry)
-        self.registry.register(ServerCollector(registry, service, wyoming))
+        self.registry.register(ServerCollector(registry, service, wyoming, ready))
         service.observers.add(self.requests)
 
     def render(self) -> bytes:

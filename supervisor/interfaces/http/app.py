@@ -103,7 +103,7 @@ async def _start(app: FastAPI, settings: Settings, started: contextlib.AsyncExit
     if server.metrics:
         from supervisor.metrics import Metrics
 
-        app.state.metrics = Metrics(registry, service, wyoming)
+        app.state.metrics = Metrics(registry, service, wyoming, ready=lambda: health.readiness(app).reason is None)
     # SIGHUP reloads asr.toml (so does POST /v1/admin/reload); closed before the workers stop.
     app.state.reloader = Reloader(app, registry)
     app.state.reloader.install_signal_handler()

@@ -13,7 +13,7 @@ import asyncio
 import os
 from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -86,11 +86,17 @@ async def live() -> Liveness:
 @router.get("/health/ready", responses={503: {"model": Readiness, "description": "not ready; `reason` says why"}})
 async def ready(request: Request) -> JSONResponse:
     """200 when a request sent now would be served, else 503 with the reason."""
-    registry: ModelRegistry = request.app.state.registry
+    body = readiness(request.app)
+    return JSONResponse(body.model_dump(), status_code=503 if body.reason else 200)
+
+
+def readiness(app: FastAPI) -> Readiness:
+    """Whether a request sent now would be served, and if not why (also the `asr_ready` metric)."""
+    registry: ModelRegistry = app.state.registry
     name = registry.default_model
     model = registry.get(name).snapshot()
     checks = ReadyChecks(
-        listening=bool(getattr(request.app.state, "accepting", False)),
+        listening=bool(getattr(app.state, "accepting", False)),
         config="valid",
         default_model=name,
         default_model_state=model.state,
@@ -102,5 +108,4 @@ async def ready(request: Request) -> JSONResponse:
         reason = f"the default model {name} failed to load: {model.last_error or 'no reason given'}"
         if model.retry_in:
             reason += f" (next try in {model.retry_in:.0f} s)"
-    body = Readiness(status="not_ready" if reason else "ready", reason=reason, checks=checks)
-    return JSONResponse(body.model_dump(), status_code=503 if reason else 200)
+    return Readiness(status="not_ready" if reason else "ready", reason=reason, checks=checks)
