@@ -6,6 +6,7 @@ import concurrent.futures
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -302,6 +303,35 @@ FIGURES: list[tuple[str, str, str]] = []
 
 def record_figure(section: str, figure: str, value: object) -> None:
     FIGURES.append((section, figure, str(value)))
+
+
+#: The container image's build (tests/fleet/image_build.py), started in the background when
+#: the container test is among the selected tests; that test runs last and waits for it.
+IMAGE_BUILD: subprocess.Popen[bytes] | None = None
+IMAGE_BUILD_LOG = Path(os.environ.get("TMPDIR", "/tmp")) / f"asr-image-build-{os.getpid()}.log"
+CONTAINER_TEST = "test_container.py::test_the_image_"
+
+
+@pytest.hookimpl(trylast=True)  # after -k / -m have deselected what they do
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start the image build at the lowest CPU priority, so its downloads and unpacking
+    overlap the other tests instead of adding two minutes to the suite, and run its test last."""
+    global IMAGE_BUILD
+    items.sort(key=lambda item: CONTAINER_TEST in item.nodeid)  # stable: the rest keep their order
+    builder = Path(__file__).parent / "fleet" / "image_build.py"
+    needs = any(CONTAINER_TEST in item.nodeid for item in items)
+    if needs and IMAGE_BUILD is None and shutil.which("podman") and shutil.which("mmdebstrap"):
+        IMAGE_BUILD = subprocess.Popen(
+            [sys.executable, str(builder), str(IMAGE_BUILD_LOG)],
+            preexec_fn=lambda: os.nice(19),  # noqa: PLW1509 - a plain fork, no threads to upset yet
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if IMAGE_BUILD is not None and IMAGE_BUILD.poll() is None:  # the run stopped before its test
+        IMAGE_BUILD.terminate()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -1,6 +1,6 @@
 """Long recordings keep every word: the server against plain in-process faster-whisper.
 
-A four-minute recording (the benchmark's speech clips, half a second apart) goes through
+A three-minute recording (the benchmark's speech clips, half a second apart) goes through
 the real server, streamed, and through `WhisperModel.transcribe` in this process with the
 same model, beam and language. Whisper drops words of its own on any audio; what the
 server must never do is drop more, and above all never a whole sentence: the bug this
@@ -63,11 +63,11 @@ def _write(path: Path, samples: np.ndarray) -> bytes:
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, str, float]:
-    """About four minutes of speech with half-second pauses: (WAV bytes, reference text, seconds)."""
+    """About three minutes of speech with half-second pauses: (WAV bytes, reference text, seconds)."""
     clips = sorted(CLIPS.glob("*.flac"))
     pause = np.zeros(RATE // 2, dtype=np.int16)
     parts, texts = [], []
-    for i in range(7):
+    for i in range(5):
         path = clips[i % len(clips)]
         parts += [_clip(path), pause]
         texts.append(path.with_suffix(".txt").read_text().strip())

@@ -1,12 +1,10 @@
 """The Containerfile, linted, built and run: a transcription through the image, then a clean stop.
 
-No image registry is reachable here, so the base image is made locally: Debian bookworm
-with python3 and tini (`mmdebstrap`, cached under ~/.cache/asr-supervisor/container), then
-`podman import`; the Containerfile takes it as its BASE build argument (users get a public
-Python image by default). pip reaches PyPI during the build. The container runs as its
-image says (non-root, read-only root filesystem, tini as PID 1), serves the bundled model
-offline, answers its HEALTHCHECK, transcribes a clip, and stops with exit 0 on SIGTERM.
-This is the suite's one image build: about 2 minutes on 2 cores with the base cached.
+The image is built by tests/fleet/image_build.py (on a Debian base made with mmdebstrap:
+no registry is reachable here), in the background from the suite's start, and this test
+runs last. The container runs as its image says (non-root, read-only root filesystem,
+tini as PID 1), serves the bundled model offline, answers its HEALTHCHECK, transcribes a
+clip, and stops with exit 0 on SIGTERM. This is the suite's one image build.
 """
 
 from __future__ import annotations
@@ -14,33 +12,28 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import conftest
 import httpx
+import image_build
 import pytest
 from conftest import ASSETS, free_port
+from image_build import LIMITS, PODMAN
 
 REPO = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "asr-supervisor" / "container"
-BASE_PACKAGES = "python3,python3-venv,ca-certificates,tini"
-#: podman as it works on these machines: runc, cgroupfs, limits it may not raise, the host's
-#: network, and its CA certificates (for pip inside the build).
-PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager=cgroupfs"]
-LIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
-IMAGE = "localhost/asr-supervisor-test:cpu"
 
 
 def test_hadolint_passes_the_containerfile() -> None:
-    hadolint = shutil.which("hadolint") or str(Path(os.sys.executable).parent / "hadolint")
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     linted = subprocess.run([hadolint, str(REPO / "Containerfile")], capture_output=True, text=True, timeout=60)
     assert linted.returncode == 0, linted.stdout + linted.stderr
 
 
-needs_podman = pytest.mark.skipif(
-    not (shutil.which("podman") and shutil.which("mmdebstrap")), reason="needs podman, runc and mmdebstrap"
-)
+needs_podman = pytest.mark.skipif(not image_build.available(), reason="needs podman, runc and mmdebstrap")
 
 
 def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -51,38 +44,14 @@ def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def image() -> str:
-    CACHE.mkdir(parents=True, exist_ok=True)
-    base = CACHE / "bookworm-base.tar"
-    if not base.exists():
-        partial = base.with_suffix(".partial.tar")
-        made = subprocess.run(
-            ["mmdebstrap", "--variant=minbase", f"--include={BASE_PACKAGES}", "bookworm", str(partial)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert made.returncode == 0, made.stderr[-3000:]
-        partial.rename(base)
-    _run("import", str(base), "localhost/asr-base:bookworm")
-    certs = ["-v", "/etc/ssl/certs:/etc/ssl/certs:ro"] if Path("/etc/ssl/certs").is_dir() else []
-    _run(
-        "build",
-        "--format",
-        "docker",  # OCI images have no HEALTHCHECK: podman keeps it in the docker format only
-        "--network",
-        "host",
-        *LIMITS,
-        *certs,
-        "--build-arg",
-        "BASE=localhost/asr-base:bookworm",
-        "-t",
-        IMAGE,
-        "-f",
-        str(REPO / "Containerfile"),
-        str(REPO),
-        timeout=900,
-    )
-    return IMAGE
+    """The image, from the build the suite started in the background (or built now)."""
+    if conftest.IMAGE_BUILD is not None:
+        status, log = conftest.IMAGE_BUILD.wait(900), conftest.IMAGE_BUILD_LOG
+    else:
+        log = Path(os.environ.get("TMPDIR", "/tmp")) / f"asr-image-build-{os.getpid()}.log"
+        status = image_build.build(log)
+    assert status == 0, f"the image build failed:\n{log.read_text()[-4000:] if log.exists() else ''}"
+    return image_build.IMAGE
 
 
 @pytest.fixture(scope="module")
