@@ -216,7 +216,10 @@ def measure_lanes(tmp: Path, clip: Clip, reps: Reps, cpu_threads: int, code: Pat
     both give), and the worker's RSS once loaded and after those requests (what copies cost).
     None for code that has no `lane_weights` (an older --rev).
     """
-    if "lane_weights" not in (code / "worker" / "protocol" / "options.py").read_text():
+    options = code / "common" / "protocol" / "options.py"
+    if not options.exists():  # code from before the shared package
+        options = code / "worker" / "protocol" / "options.py"
+    if "lane_weights" not in options.read_text():
         return None
     sides = ("copy", "shared")
     out: dict[str, Any] = {"clip": clip.name, "clients": LANES_CLIENTS, "leftover_pids": []}

@@ -108,11 +108,11 @@ def serve(
 
     import uvicorn
 
+    from common import logs
     from supervisor.interfaces.http.app import create_app
     from supervisor.interfaces.http.protocol import protocol_class
     from supervisor.interfaces.http.server import Server
     from supervisor.interfaces.http.startup import StartupError, listen
-    from worker import logs
 
     level = settings.server.log_level.upper()
     logs.configure(level, settings.server.log_format, role="supervisor")

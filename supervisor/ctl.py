@@ -20,11 +20,11 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from common.protocol import Segment
 from supervisor.interfaces.http import formats
 from supervisor.interfaces.http.formats import ResponseFormat
 from supervisor.interfaces.http.schemas import Health, LoadedModel, ModelList, UnloadResult
 from supervisor.models.snapshot import ModelSnapshot
-from worker.protocol import Segment
 
 if TYPE_CHECKING:
     from rich.progress import Progress

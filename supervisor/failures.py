@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from common.protocol import ErrorCode
 from supervisor.models.owner import ModelUnavailable
 from supervisor.models.registry import UnknownModel
 from supervisor.workers.process import WorkerCrashed, WorkerError, WorkerRequestError
-from worker.protocol import ErrorCode
 
 
 class FailureKind(StrEnum):

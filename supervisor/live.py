@@ -10,11 +10,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Self
 
+from common.protocol.live import LiveEvent, LiveParams
 from supervisor.failures import FailureKind, ServiceError, classify
 from supervisor.models.owner import ModelOwner, ModelUnavailable
 from supervisor.workers.process import WorkerError, WorkerProcess
 from supervisor.workers.session import WorkerSession
-from worker.protocol.live import LiveEvent, LiveParams
 
 log = logging.getLogger("asr.live")
 

@@ -21,6 +21,9 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.backends import describe
+from common.protocol import Segment, TranscribeParams, TranscribeResult
+from common.protocol.live import LiveParams
 from supervisor import uploads
 from supervisor.config import OPENAI_ALIAS
 from supervisor.failures import FailureKind, ServiceError, classify
@@ -29,9 +32,6 @@ from supervisor.models.owner import ModelOwner, ModelUnavailable
 from supervisor.models.registry import ModelRegistry, UnknownModel
 from supervisor.observe import Interface, Observers, RequestFinished
 from supervisor.workers.process import WorkerError
-from worker.backends import describe
-from worker.protocol import Segment, TranscribeParams, TranscribeResult
-from worker.protocol.live import LiveParams
 
 Item = Segment | TranscribeResult
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from common.protocol.messages import Segment
 from worker.backends.base import Backend
 from worker.engine.live import DecodeJob
-from worker.protocol.messages import Segment
 
 
 class Decoder:

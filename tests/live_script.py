@@ -13,9 +13,9 @@ from typing import TypeVar
 
 import numpy as np
 
+from common.protocol.live import LiveEvent, LiveParams
+from common.protocol.messages import Segment, Word
 from worker.engine.live import DecodeJob, LiveSession, StreamingVad
-from worker.protocol.live import LiveEvent, LiveParams
-from worker.protocol.messages import Segment, Word
 
 SR = 16000
 E = TypeVar("E", bound=LiveEvent)

@@ -11,11 +11,11 @@ import asyncio
 import dataclasses
 from collections.abc import Callable
 
+from common.protocol import Heartbeat, ModelOptions, ReadyInfo
 from supervisor.config import ModelSpec
 from supervisor.models.owner import ModelOwner
 from supervisor.models.snapshot import ModelSnapshot
 from supervisor.workers.process import WorkerLoadError
-from worker.protocol import Heartbeat, ModelOptions, ReadyInfo
 
 SPEC = ModelSpec(
     name="m",

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from conftest import ASSETS, claiming
 
+from common.protocol import TranscribeParams
 from worker.audio.decode import (
     BLOCK_SECONDS,
     SAMPLE_RATE,
@@ -25,7 +26,6 @@ from worker.audio.decode import (
     decode,
     open_stream,
 )
-from worker.protocol import TranscribeParams
 
 FILE = TranscribeParams()
 BLOCK = BLOCK_SECONDS * SAMPLE_RATE

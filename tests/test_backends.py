@@ -17,21 +17,14 @@ import pytest
 from conftest import REPO
 from hub_standin import HubStandIn
 
+from common.backends import DESCRIPTIONS, BackendDescription, Capabilities, ModelFiles, describe
+from common.protocol import ModelOptions
 from supervisor.config import ConfigError, Overrides, load_settings
 from supervisor.models import catalog, files
 from supervisor.models.spares import SparePool
 from supervisor.workers.process import WorkerProcess
-from worker.backends import (
-    DESCRIPTIONS,
-    BackendDescription,
-    Capabilities,
-    LoadError,
-    ModelFiles,
-    create_backend,
-    describe,
-)
+from worker.backends import LoadError, create_backend
 from worker.download import DownloadError, repo_for
-from worker.protocol import ModelOptions
 
 ML_MODULES = (
     "torch",
@@ -60,9 +53,9 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_descriptions_and_what_the_supervisor_reads_import_no_ml_library() -> None:
     script = f"""
 import json, sys
-import worker.backends, worker.download, supervisor.config, supervisor.models.catalog
+import common.backends, worker.backends, worker.download, supervisor.config, supervisor.models.catalog
 import supervisor.models.files, supervisor.models.downloads, supervisor.models.spares
-for d in worker.backends.DESCRIPTIONS.values():
+for d in common.backends.DESCRIPTIONS.values():
     assert d.implementation not in sys.modules, d.implementation
 print(json.dumps(sorted({{m.split(".")[0] for m in sys.modules}} & set({ML_MODULES!r}))))
 """

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from common.protocol import Segment, TranscribeResult, Word
 from supervisor.interfaces.http import formats
 from supervisor.interfaces.http.schemas import VerboseTranscriptionJSON
-from worker.protocol import Segment, TranscribeResult, Word
 
 RESULT = TranscribeResult(
     text="Hello there. General Kenobi.",

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from common.backends import describe
+from common.lane_plan import RAM_SHARE, plan, requested_lanes
 from supervisor.config import ConfigError, load_settings
 from supervisor.models import files
 from supervisor.models.policy import Limits, Resident, room_mb
-from worker.backends import describe
-from worker.engine.lane_plan import RAM_SHARE, plan, requested_lanes
 from worker.engine.lanes import Lanes
 
 # -- how many lanes --------------------------------------------------------------

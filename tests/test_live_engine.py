@@ -29,14 +29,14 @@ from live_script import (
     speech,
 )
 
+from common.protocol.live import Final, LiveParams, Partial, SpeechStarted, SpeechStopped
+from common.protocol.messages import Word
 from worker.engine.live import DecodeJob, LiveSession, StreamingVad
 from worker.engine.live.agreement import LocalAgreement
 from worker.engine.live.buffer import AudioBuffer
 from worker.engine.live.guards import clean
 from worker.engine.live.session import Tuning
 from worker.engine.live.vad import FRAME, SileroScorer
-from worker.protocol.live import Final, LiveParams, Partial, SpeechStarted, SpeechStopped
-from worker.protocol.messages import Word
 
 ASSETS = Path(__file__).parent / "assets"
 
@@ -397,8 +397,8 @@ def test_real_vad_finds_each_clip_within_a_fifth_of_a_second() -> None:
 
 @pytest.fixture(scope="module")
 def backend() -> Any:
+    from common.protocol import ModelOptions
     from worker.backends.faster_whisper.engine import FasterWhisperBackend
-    from worker.protocol import ModelOptions
 
     loaded = FasterWhisperBackend(ModelOptions(device="cpu", compute_type="int8", concurrency=1))
     loaded.load()

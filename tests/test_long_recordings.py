@@ -215,9 +215,9 @@ def test_long_silences_are_skipped_and_the_speech_around_them_kept(long_server: 
 def test_word_timestamps_of_a_long_recording_are_on_its_clock(recording: tuple[bytes, str, float]) -> None:
     """Past 2 minutes the sections' windows are batched, a context window beside a spoken
     one; every segment still gets its words, timed on the whole recording's clock."""
+    from common.protocol import ModelOptions, TranscribeParams
     from worker.audio.decode import decode_file
     from worker.backends.faster_whisper.engine import FasterWhisperBackend
-    from worker.protocol import ModelOptions, TranscribeParams
 
     audio = decode_file(recording[0])[: 150 * RATE]  # two sections: 0-2 min, then the rest
     backend = FasterWhisperBackend(ModelOptions(device="cpu", compute_type="int8", concurrency=1))

@@ -21,10 +21,10 @@ from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 
+from common.protocol import LATENCY_BUCKETS, Heartbeat, Latencies, WorkTotals
 from supervisor.metrics.collector import _cumulative
 from supervisor.models.tally import ModelTally
 from worker.engine.tally import Arrivals, Tally
-from worker.protocol import LATENCY_BUCKETS, Heartbeat, Latencies, WorkTotals
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 

@@ -9,7 +9,7 @@ import typing
 import msgspec
 import pytest
 
-from worker.protocol import (
+from common.protocol import (
     Cancel,
     Dying,
     Error,
@@ -284,7 +284,7 @@ def test_params_keep_their_defaults() -> None:
 
 def test_the_protocol_imports_no_ml_library() -> None:
     code = (
-        "import sys, worker.protocol, worker.engine.nvidia_smi; "
+        "import sys, common.protocol, common.backends, common.lane_plan, common.logs, common.nvidia_smi; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
         "{'numpy', 'ctranslate2', 'faster_whisper', 'av', 'torch', 'tokenizers'}))"
     )

@@ -24,10 +24,7 @@ import zmq.asyncio
 from conftest import ASSETS
 from silent_hub import SilentHub, silent_hub_env
 
-from supervisor.config import ModelSpec
-from supervisor.workers.process import Timeouts, WorkerError, WorkerProcess, worker_command
-from worker.engine.vitals import Vitals
-from worker.protocol import (
+from common.protocol import (
     WORKER_IDENTITY,
     Dying,
     Error,
@@ -48,6 +45,9 @@ from worker.protocol import (
     decode,
     encode,
 )
+from supervisor.config import ModelSpec
+from supervisor.workers.process import Timeouts, WorkerError, WorkerProcess, worker_command
+from worker.engine.vitals import Vitals
 from worker.server import WorkerServer
 
 M = TypeVar("M", bound=Message)

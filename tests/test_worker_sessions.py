@@ -27,13 +27,7 @@ import zmq.asyncio
 from conftest import ASSETS, key_words_found, resample_pcm16
 from test_worker_protocol import BUNDLED, TIMEOUTS, WorkerPeer, poll, spec
 
-from supervisor.workers.process import WorkerCrashed, WorkerProcess, WorkerRequestError
-from supervisor.workers.session import WINDOW_S, WorkerSession
-from worker.audio.stream import MAX_FRAME_BYTES
-from worker.backends import OnSegment
-from worker.engine.lanes import Lanes
-from worker.engine.sessions import MAX_OWED_FINALS, Sessions
-from worker.protocol import (
+from common.protocol import (
     Error,
     ErrorCode,
     Final,
@@ -63,6 +57,12 @@ from worker.protocol import (
     TranscribeResult,
     Word,
 )
+from supervisor.workers.process import WorkerCrashed, WorkerProcess, WorkerRequestError
+from supervisor.workers.session import WINDOW_S, WorkerSession
+from worker.audio.stream import MAX_FRAME_BYTES
+from worker.backends import OnSegment
+from worker.engine.lanes import Lanes
+from worker.engine.sessions import MAX_OWED_FINALS, Sessions
 
 FOX_KEYS = ["quick", "brown", "fox", "jumps", "over", "lazy", "dog"]
 WEATHER_KEYS = ["morning", "weather", "sunny", "warm", "breeze", "garden", "dinner"]

@@ -1,5 +1,6 @@
 """The worker: one OS process that loads exactly one model and serves it over ZeroMQ.
 
-This package's `__init__` and `protocol` module are imported by the supervisor, so
-nothing here may import an ML library at module level; backends import theirs lazily.
+The supervisor starts it (`python -m worker`) and imports nothing from it: what both sides
+share is the `common` package. Nothing here imports an ML library at module level; backends
+import theirs lazily.
 """

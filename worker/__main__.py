@@ -8,7 +8,8 @@ import logging
 import os
 import sys
 
-from worker import lifeline, logs
+from common import logs
+from worker import lifeline
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from worker.backends import BackendDescription, UnknownBackend, describe
-from worker.protocol import ModelOptions
+from common.backends import BackendDescription, UnknownBackend, describe
+from common.protocol import ModelOptions
 
 
 class DownloadError(RuntimeError):

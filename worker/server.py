@@ -36,12 +36,7 @@ from typing import Any, TypeVar
 import zmq
 import zmq.asyncio
 
-from worker.backends import Backend, LoadError, create_backend, warm_up
-from worker.engine.sessions import Sessions
-from worker.engine.tally import Tally
-from worker.engine.transcriber import Transcriber
-from worker.engine.vitals import Vitals
-from worker.protocol import (
+from common.protocol import (
     WORKER_IDENTITY,
     Cancel,
     Dying,
@@ -66,6 +61,11 @@ from worker.protocol import (
     encode,
     kind_of,
 )
+from worker.backends import Backend, LoadError, create_backend, warm_up
+from worker.engine.sessions import Sessions
+from worker.engine.tally import Tally
+from worker.engine.transcriber import Transcriber
+from worker.engine.vitals import Vitals
 
 #: The longest the receiver keeps the event loop to itself while messages are waiting.
 _RECEIVE_TURN_S = 0.25

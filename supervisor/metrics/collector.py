@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from common.protocol import LATENCY_BUCKETS, Latencies
 from supervisor.models.states import State
 from supervisor.observe import FILE_INTERFACES, LIVE_INTERFACES
 from supervisor.workers import devices
-from worker.protocol import LATENCY_BUCKETS, Latencies
 
 if TYPE_CHECKING:
     from supervisor.interfaces.wyoming.server import WyomingService

@@ -7,7 +7,7 @@ catalogue without knowing which backends exist.
 
 from __future__ import annotations
 
-from worker.backends import DESCRIPTIONS, KnownModel
+from common.backends import DESCRIPTIONS, KnownModel
 
 __all__ = ["CATALOG", "KnownModel", "lookup"]
 

@@ -11,10 +11,10 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from common import lane_plan
+from common.backends import describe
 from supervisor.config import BUNDLED_SOURCE, ModelSpec
 from supervisor.models import catalog
-from worker.backends import describe
-from worker.engine import lane_plan
 
 
 def source_path(spec: ModelSpec) -> Path | None:

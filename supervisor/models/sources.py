@@ -13,10 +13,10 @@ import difflib
 import re
 from pathlib import Path
 
+from common.backends import describe
 from supervisor.config import BUNDLED_SOURCE, ConfigError, ModelSpec, Settings
 from supervisor.models import catalog
 from supervisor.models import files as model_files
-from worker.backends import describe
 
 #: A hub repo id, `org/name` (the hub allows letters, digits, `-`, `_` and `.`, 96 at most each).
 _REPO_ID = re.compile(r"[\w.-]{1,96}/[\w.-]{1,96}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from worker.protocol import Heartbeat, Latencies, WorkTotals
+from common.protocol import Heartbeat, Latencies, WorkTotals
 
 
 class Reporter(Protocol):

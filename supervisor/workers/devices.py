@@ -1,7 +1,7 @@
 """What compute this machine has, found without importing an ML library.
 
 CUDA is read from `nvidia-smi` (present wherever the NVIDIA driver is; the query lives in
-`worker.engine.nvidia_smi`, which a CUDA worker also uses for its heartbeat), Apple's MPS
+`common.nvidia_smi`, which a CUDA worker also uses for its heartbeat), Apple's MPS
 from the platform, the CPU from the OS. Workers do the authoritative check when they
 load (CTranslate2's own device count); this is for /health, `asrctl status`, and for
 waiting until a dead worker's VRAM is really free.
@@ -17,7 +17,7 @@ import time
 from functools import lru_cache
 from typing import Any
 
-from worker.engine import nvidia_smi
+from common import nvidia_smi
 
 log = logging.getLogger("asr.devices")
 

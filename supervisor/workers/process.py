@@ -33,10 +33,8 @@ import psutil
 import zmq
 import zmq.asyncio
 
-from supervisor.config import ModelSpec
-from supervisor.workers.session import WorkerSession
-from worker import logs
-from worker.protocol import (
+from common import logs
+from common.protocol import (
     WORKER_IDENTITY,
     Cancel,
     Dying,
@@ -67,6 +65,8 @@ from worker.protocol import (
     encode,
     kind_of,
 )
+from supervisor.config import ModelSpec
+from supervisor.workers.session import WorkerSession
 
 log = logging.getLogger("asr.worker")
 

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
 
-from worker.protocol import (
+from common.protocol import (
     LiveEvent,
     Payload,
     SessionAudio,

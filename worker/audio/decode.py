@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Self
 
 import numpy as np
 
+from common.protocol import TranscribeParams
 from worker.audio.resample import (
     BLOCK_SECONDS,
     SAMPLE_RATE,
@@ -37,7 +38,6 @@ from worker.audio.resample import (
     collect,
     resample,
 )
-from worker.protocol import TranscribeParams
 
 if TYPE_CHECKING:
     import av

@@ -1,10 +1,9 @@
-"""Model backends: the one list of them, and the worker's way in to their implementations.
+"""Model backends: the worker's way in to their implementations.
 
-The supervisor imports this package for the descriptions, so nothing here imports an ML
-library or numpy. A worker reaches a backend's code only through its description's
-`implementation` module, imported on first use: adding a backend means adding its package
-(description + implementation) and one entry to `DESCRIPTIONS`, and no code elsewhere
-names it.
+The list of backends and their ML-free descriptions are in `common.backends` (the supervisor
+reads them too). A worker reaches a backend's code only through its description's
+`implementation` module, imported on first use, so nothing here imports an ML library or
+numpy either.
 """
 
 from __future__ import annotations
@@ -13,46 +12,20 @@ import importlib
 import logging
 from typing import cast
 
-from worker.backends import faster_whisper, parakeet
+from common.backends import UnknownBackend, describe
+from common.protocol import ModelOptions
 from worker.backends.base import Backend, BackendModule, LoadError, OnSegment
-from worker.backends.description import BackendDescription, Capabilities, KnownModel, ModelFiles
-from worker.protocol import ModelOptions
 
 __all__ = [
-    "DESCRIPTIONS",
     "Backend",
-    "BackendDescription",
     "BackendModule",
-    "Capabilities",
-    "KnownModel",
     "LoadError",
-    "ModelFiles",
     "OnSegment",
-    "UnknownBackend",
     "create_backend",
-    "describe",
     "warm_up",
 ]
 
 log = logging.getLogger("worker")
-
-#: Every backend, by its config name; the first is listed first everywhere.
-DESCRIPTIONS: dict[str, BackendDescription] = {
-    d.name: d for d in (faster_whisper.DESCRIPTION, parakeet.NEMO, parakeet.ONNX)
-}
-
-
-class UnknownBackend(LookupError):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"unknown backend {name!r}; known: {', '.join(DESCRIPTIONS)}")
-
-
-def describe(name: str) -> BackendDescription:
-    """The description of backend `name`; UnknownBackend (naming the known ones) if there is none."""
-    try:
-        return DESCRIPTIONS[name]
-    except KeyError:
-        raise UnknownBackend(name) from None
 
 
 def warm_up(name: str, inference: bool = False) -> None:

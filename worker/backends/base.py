@@ -1,7 +1,8 @@
-"""The interface every backend implements, kept ML-free so the supervisor may import it.
+"""The interface every backend implements, kept ML-free: `worker.backends` imports it, and
+a worker imports a backend's ML library only when it warms up or loads that backend.
 
 numpy appears only in annotations (under TYPE_CHECKING): importing this module must not
-pull numpy into the supervisor, which never touches audio samples.
+pull numpy in.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
-from worker.protocol import ModelOptions, ReadyInfo, Segment, TranscribeParams, TranscribeResult
+from common.protocol import ModelOptions, ReadyInfo, Segment, TranscribeParams, TranscribeResult
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,7 +44,7 @@ class Backend(Protocol):
         """Load the model for lane 0; raise LoadError with an actionable message on failure.
 
         `room_mb` is what memory_budget_mb leaves this worker (None: no budget): extra model
-        copies for the other lanes are taken only within it (worker.engine.lane_plan), and
+        copies for the other lanes are taken only within it (common.lane_plan), and
         READY reports how many (`copies`) with what they will cost (`footprint_mb`).
         """
         ...

@@ -3,7 +3,7 @@
 A request takes the lowest-numbered free lane. With one client at a time every request
 runs on lane 0, the same thread (and with copies, the same model copy), so its caches stay
 warm. Whether lanes share one model's weights or hold a copy each is decided at load time
-(`worker.engine.lane_plan`).
+(`common.lane_plan`).
 
 With copies, lanes beyond the first open after READY, each once its copy has loaded on the
 lane's own thread (`open_rest`). READY already announces what all copies will take, so the

@@ -63,13 +63,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.audio.decode import AudioError
-from worker.audio.stream import PcmStream
-from worker.backends import Backend
-from worker.engine.lanes import Lanes
-from worker.engine.live import DecodeJob, LiveSession, StreamingVad
-from worker.engine.tally import Arrivals, Tally
-from worker.protocol import (
+from common.protocol import (
     Error,
     ErrorCode,
     Final,
@@ -89,6 +83,12 @@ from worker.protocol import (
     SpeechStarted,
     SpeechStopped,
 )
+from worker.audio.decode import AudioError
+from worker.audio.stream import PcmStream
+from worker.backends import Backend
+from worker.engine.lanes import Lanes
+from worker.engine.live import DecodeJob, LiveSession, StreamingVad
+from worker.engine.tally import Arrivals, Tally
 
 log = logging.getLogger("worker")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 import threading
 
-from worker.protocol import LATENCY_BUCKETS, Latencies, WorkTotals
+from common.protocol import LATENCY_BUCKETS, Latencies, WorkTotals
 
 
 class _Histogram:

@@ -15,12 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from worker.audio import decode as audio
-from worker.backends import Backend, OnSegment
-from worker.engine.lanes import Lanes
-from worker.engine.progress import Progress
-from worker.engine.tally import Tally
-from worker.protocol import (
+from common.protocol import (
     Error,
     ErrorCode,
     FromWorker,
@@ -33,6 +28,11 @@ from worker.protocol import (
     TranscribeParams,
     TranscribeResult,
 )
+from worker.audio import decode as audio
+from worker.backends import Backend, OnSegment
+from worker.engine.lanes import Lanes
+from worker.engine.progress import Progress
+from worker.engine.tally import Tally
 
 log = logging.getLogger("worker")
 

@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import psutil
 
-from worker.engine import nvidia_smi
+from common import nvidia_smi
 
 VRAM_EVERY_S = 10.0
 

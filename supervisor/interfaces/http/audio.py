@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive
 
+from common.protocol import TranscribeParams, TranscribeResult
 from supervisor.failures import ServiceError
 from supervisor.interfaces.http import formats
 from supervisor.interfaces.http.auth import require_api_key
@@ -20,7 +21,6 @@ from supervisor.interfaces.http.formats import ResponseFormat
 from supervisor.interfaces.http.model_path import pinned_model
 from supervisor.interfaces.http.schemas import TranscriptionJSON, VerboseTranscriptionJSON
 from supervisor.service import Item, Transcription, TranscriptionService
-from worker.protocol import TranscribeParams, TranscribeResult
 
 log = logging.getLogger("asr.http")
 

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from worker.protocol import Segment, TranscribeResult
+from common.protocol import Segment, TranscribeResult
 
 ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
 FORMATS: tuple[str, ...] = ("json", "text", "srt", "verbose_json", "vtt")

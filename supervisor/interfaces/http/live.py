@@ -27,13 +27,13 @@ import msgspec
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from common.protocol.live import Final, LiveEvent, LiveParams, Partial, SpeechStarted, SpeechStopped
 from supervisor.config import Settings
 from supervisor.failures import FailureKind, ServiceError
 from supervisor.interfaces.http.auth import bearer_token, key_matches
 from supervisor.interfaces.http.model_path import pinned_model
 from supervisor.live import LiveStream
 from supervisor.service import TranscriptionService
-from worker.protocol.live import Final, LiveEvent, LiveParams, Partial, SpeechStarted, SpeechStopped
 
 log = logging.getLogger("asr.live")
 

@@ -42,6 +42,7 @@ import pydantic
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from common.protocol.live import Final, LiveEvent, LiveParams, Partial, SpeechStarted, SpeechStopped
 from supervisor.config import Settings
 from supervisor.failures import ServiceError
 from supervisor.interfaces.http import g711
@@ -60,7 +61,6 @@ from supervisor.interfaces.http.realtime_events import (
 )
 from supervisor.live import LiveStream
 from supervisor.service import TranscriptionService
-from worker.protocol.live import Final, LiveEvent, LiveParams, Partial, SpeechStarted, SpeechStopped
 
 log = logging.getLogger("asr.realtime")
 

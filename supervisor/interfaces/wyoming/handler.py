@@ -30,6 +30,7 @@ from wyoming.error import Error
 from wyoming.event import Event
 from wyoming.server import AsyncEventHandler
 
+from common.protocol import TranscribeParams, TranscribeResult
 from supervisor.failures import FailureKind, ServiceError
 from supervisor.interfaces.wyoming.access import PeerGuard
 from supervisor.interfaces.wyoming.events import (
@@ -47,7 +48,6 @@ from supervisor.interfaces.wyoming.limits import WyomingLimits
 from supervisor.interfaces.wyoming.live import LiveUtterance
 from supervisor.interfaces.wyoming.reader import read_event
 from supervisor.service import TranscriptionService
-from worker.protocol import TranscribeParams, TranscribeResult
 
 log = logging.getLogger("asr.wyoming")
 

@@ -21,11 +21,11 @@ from wyoming.asr import TranscriptChunk, TranscriptStart
 from wyoming.audio import AudioChunk, AudioChunkConverter
 from wyoming.event import Event
 
+from common.protocol.live import Final, LiveParams, Partial
 from supervisor.failures import FailureKind, ServiceError
 from supervisor.interfaces.wyoming.events import AudioFormat, ChunkIn
 from supervisor.live import LiveStream
 from supervisor.service import TranscriptionService
-from worker.protocol.live import Final, LiveParams, Partial
 
 WriteEvent = Callable[[Event], Awaitable[None]]
 

@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from common.protocol import Segment, Word
 from worker.audio import pieces
 from worker.audio.pieces import Section, SpeechDetector
 from worker.audio.resample import SAMPLE_RATE
 from worker.backends.faster_whisper.features import log_mel
-from worker.protocol import Segment, Word
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel

@@ -14,14 +14,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import psutil
 
+from common import lane_plan, nvidia_smi
+from common.backends.faster_whisper import DESCRIPTION
+from common.protocol import ModelOptions, ReadyInfo, Segment, TranscribeParams, TranscribeResult
 from worker.audio import pieces
 from worker.audio.resample import SAMPLE_RATE
 from worker.audio.speech import speech
 from worker.backends import sources
 from worker.backends.base import LoadError, OnSegment
-from worker.backends.faster_whisper import DESCRIPTION, decoder
-from worker.engine import lane_plan, nvidia_smi
-from worker.protocol import ModelOptions, ReadyInfo, Segment, TranscribeParams, TranscribeResult
+from worker.backends.faster_whisper import decoder
 
 BUNDLED = "bundled"
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ class FasterWhisperBackend:
         self._batch_size = 1
         self.max_audio_seconds = options.max_audio_seconds
         # Lane i runs on _models[i], or on _models[0] when the lanes share it (see
-        # worker.engine.lane_plan): load() loads the first, load_lane() each further copy.
+        # common.lane_plan): load() loads the first, load_lane() each further copy.
         self._models: list[Any] = []
         self._options: dict[str, object] = {}
         self._path = ""

@@ -14,9 +14,9 @@ from typing import Literal
 
 import numpy as np
 
+from common.protocol import ModelOptions, ReadyInfo, TranscribeParams, TranscribeResult
 from worker.backends.base import OnSegment
 from worker.backends.parakeet import windows
-from worker.protocol import ModelOptions, ReadyInfo, TranscribeParams, TranscribeResult
 
 
 class ParakeetBackend:

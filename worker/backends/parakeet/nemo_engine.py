@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import psutil
 
+from common.backends.parakeet import NEMO
+from common.protocol import ModelOptions, ReadyInfo
 from worker.backends.base import LoadError
-from worker.backends.parakeet import NEMO, sources, windows
+from worker.backends.parakeet import sources, windows
 from worker.backends.parakeet.backend import ParakeetBackend
-from worker.protocol import ModelOptions, ReadyInfo
 
 log = logging.getLogger("worker")
 _MB = 1_048_576

@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 import psutil
 
+from common import lane_plan
+from common.backends.parakeet import ONNX
+from common.protocol import ModelOptions, ReadyInfo
 from worker.backends.base import LoadError
-from worker.backends.parakeet import ONNX, sources, windows
+from worker.backends.parakeet import sources, windows
 from worker.backends.parakeet.backend import ParakeetBackend
-from worker.engine import lane_plan
-from worker.protocol import ModelOptions, ReadyInfo
 
 log = logging.getLogger("worker")
 _MB = 1_048_576

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common.backends.description import BackendDescription
 from worker.backends import sources
 from worker.backends.base import LoadError
-from worker.backends.description import BackendDescription
 
 
 def resolve(source: str, cache_dir: str | None, description: BackendDescription) -> Path:

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import msgspec
 import numpy as np
 
+from common.protocol import Segment, TranscribeResult, Word
 from worker.audio import pieces
 from worker.audio.resample import SAMPLE_RATE
 from worker.audio.speech import speech
 from worker.backends.base import OnSegment
-from worker.protocol import Segment, TranscribeResult, Word
 
 #: The longest audio given to the encoder at once: its attention over 2 minutes
 #: (1,500 frames after 8x subsampling) takes tens of MB per layer.

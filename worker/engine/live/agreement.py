@@ -13,8 +13,8 @@ is plain lists owned by one object (no mutable tuples).
 
 from __future__ import annotations
 
+from common.protocol.messages import Word
 from worker.engine.live.guards import normalise
-from worker.protocol.messages import Word
 
 MAX_JOIN_NGRAM = 5  # longest run of words looked for at the join of committed text and a new pass
 SLACK_S = 0.1  # a new word may start this much before the last committed word's end and still be new

@@ -47,13 +47,13 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from common.protocol.live import Final, LiveEvent, LiveParams, Partial, SpeechStarted, SpeechStopped
+from common.protocol.messages import Heard, Segment, Word
 from worker.engine.live import guards
 from worker.engine.live.agreement import LocalAgreement
 from worker.engine.live.buffer import AudioBuffer
 from worker.engine.live.jobs import LIVE_WINDOW_SECONDS, SAMPLE_RATE, WHISPER_WINDOW_SECONDS, DecodeJob, PendingFinal
 from worker.engine.live.vad import StreamingVad, VadEvent
-from worker.protocol.live import Final, LiveEvent, LiveParams, Partial, SpeechStarted, SpeechStopped
-from worker.protocol.messages import Heard, Segment, Word
 
 State = Literal["silence", "speech", "ending", "finished"]
 

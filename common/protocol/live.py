@@ -12,7 +12,7 @@ from typing import Annotated, Literal, TypeAlias
 
 import msgspec
 
-from worker.protocol.messages import Segment
+from common.protocol.messages import Segment
 
 
 class LiveParams(msgspec.Struct, frozen=True, kw_only=True):

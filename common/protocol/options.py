@@ -17,7 +17,7 @@ LaneWeights = Literal["auto", "copy", "shared"]
 class ModelOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """What a worker needs to load one model; every `[defaults]`/`[models.NAME]` key a backend reads."""
 
-    #: A name in `worker.backends.DESCRIPTIONS` (config checks it, naming the key; so does the worker).
+    #: A name in `common.backends.DESCRIPTIONS` (config checks it, naming the key; so does the worker).
     backend: str = "faster-whisper"
     source: str = "bundled"
     device: Device = "auto"
@@ -31,7 +31,7 @@ class ModelOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     #: request: lane 0's thread and copy stay warm); "shared", one model whose weights
     #: CTranslate2's workers share (a copy's memory saved per extra lane); "auto", copies
     #: only while they fit `memory_budget_mb` and a quarter of the available RAM
-    #: (worker.engine.lane_plan).
+    #: (common.lane_plan).
     lane_weights: LaneWeights = "auto"
     beam_size: Annotated[int, msgspec.Meta(ge=1, le=20)] = 5
     #: Text every decode is prompted with when its request brings no prompt of its own (all

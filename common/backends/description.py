@@ -1,8 +1,8 @@
 """What the supervisor may know about a backend without importing it.
 
-A backend is two modules: its description (an instance of `BackendDescription`, in the
-backend package's `__init__`) and its implementation (the module the description names,
-which imports the ML library and is only ever imported in a worker). Config validation,
+A backend is two modules: its description (an instance of `BackendDescription`, in its
+module of `common.backends`) and its implementation (the module the description names, in
+`worker.backends`, which imports the ML library and is only ever imported in a worker). Config validation,
 the catalogue, downloads, "is this model installed?" and the spare pool all read the
 description, so a backend's name, files and well-known models are written down once.
 Nothing here may import an ML library or numpy.

@@ -20,7 +20,7 @@ from typing import Any, TypeAlias
 
 import msgspec
 
-from worker.protocol.messages import Message, kind_of
+from common.protocol.messages import Message, kind_of
 
 #: What a frame may be on the way in: bytes (a copying recv) or a memoryview of a zmq.Frame.
 Frame: TypeAlias = bytes | memoryview

@@ -11,7 +11,7 @@ a sequence number, commit, close, event, ended) is purely additive: a new Struct
 new tag, a `carries_payload` flag if it has a raw frame, and one more member in
 `ToWorker` or `FromWorker`. No existing kind, tag or field changes, and the codec needs no
 edit: it is built from the union. A peer that does not know a new kind answers it like any
-undecodable message (see `worker.protocol.codec`).
+undecodable message (see `common.protocol.codec`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import ClassVar, Literal, TypeAlias
 
 import msgspec
 
-from worker.protocol.options import ModelOptions
+from common.protocol.options import ModelOptions
 
 # -- data ----------------------------------------------------------------------
 
@@ -160,9 +160,9 @@ class WorkTotals(msgspec.Struct, frozen=True):
     final_after_speech: Latencies = Latencies()
 
 
-# The live vocabulary (`LiveParams`, the `LiveEvent`s) is declared in `worker.protocol.live`,
+# The live vocabulary (`LiveParams`, the `LiveEvent`s) is declared in `common.protocol.live`,
 # which builds on `Segment` above: imported here, once the data types exist, for the session kinds.
-from worker.protocol.live import LiveEvent, LiveParams
+from common.protocol.live import LiveEvent, LiveParams
 
 # -- message kinds ---------------------------------------------------------------
 

@@ -5,10 +5,10 @@ loads it). The supervisor binds a ROUTER socket per worker, the worker connects 
 so several requests can be in flight at once and neither side can wedge the other the
 way a REQ/REP lockstep does when a peer dies.
 
-- `worker.protocol.messages`: the data types and one frozen Struct per message kind;
-- `worker.protocol.codec`: `encode`/`decode` between those and frames, `ProtocolError`;
-- `worker.protocol.options`: `ModelOptions`, what LOAD carries;
-- `worker.protocol.live`: `LiveParams` and the `LiveEvent`s of a live session.
+- `common.protocol.messages`: the data types and one frozen Struct per message kind;
+- `common.protocol.codec`: `encode`/`decode` between those and frames, `ProtocolError`;
+- `common.protocol.options`: `ModelOptions`, what LOAD carries;
+- `common.protocol.live`: `LiveParams` and the `LiveEvent`s of a live session.
 
 Kinds, worker → supervisor: SPARE, READY, HEARTBEAT, SEGMENT, RESULT, ERROR, DYING,
 SESSION_EVENT, SESSION_ENDED, SESSION_ACK.
@@ -18,9 +18,9 @@ SESSION_OPEN, SESSION_AUDIO (+ PCM frame), SESSION_COMMIT, SESSION_CLOSE.
 
 from __future__ import annotations
 
-from worker.protocol.codec import Frame, Payload, ProtocolError, decode, encode
-from worker.protocol.live import Final, LiveEvent, LiveParams, Partial, SpeechStarted, SpeechStopped
-from worker.protocol.messages import (
+from common.protocol.codec import Frame, Payload, ProtocolError, decode, encode
+from common.protocol.live import Final, LiveEvent, LiveParams, Partial, SpeechStarted, SpeechStopped
+from common.protocol.messages import (
     LATENCY_BUCKETS,
     Cancel,
     Dying,
@@ -54,7 +54,7 @@ from worker.protocol.messages import (
     WorkTotals,
     kind_of,
 )
-from worker.protocol.options import ModelOptions
+from common.protocol.options import ModelOptions
 
 #: ZeroMQ identity the worker's DEALER uses, so the supervisor's ROUTER can address it.
 WORKER_IDENTITY = b"worker"

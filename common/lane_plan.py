@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from worker.protocol.options import LaneWeights
+from common.protocol.options import LaneWeights
 
 #: The share of the available RAM that extra model copies may take under lane_weights = "auto".
 RAM_SHARE = 0.25
