@@ -3,5 +3,5 @@
 Both processes import this package, so nothing here may import an ML library or numpy (the
 supervisor must stay light), and nothing here imports `supervisor` or `worker`: the
 supervisor imports only `common` of the worker's side, the worker only `common` of the
-supervisor's.
+supervisor's (tests/test_boundaries.py checks both, and that no imports form a cycle).
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from common.protocol.messages import Segment
+from common.protocol.types import Segment
 from worker.backends.base import Backend
 from worker.engine.live import DecodeJob
 

@@ -14,7 +14,7 @@ from typing import TypeVar
 import numpy as np
 
 from common.protocol.live import LiveEvent, LiveParams
-from common.protocol.messages import Segment, Word
+from common.protocol.types import Segment, Word
 from worker.engine.live import DecodeJob, LiveSession, StreamingVad
 
 SR = 16000

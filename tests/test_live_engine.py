@@ -30,7 +30,7 @@ from live_script import (
 )
 
 from common.protocol.live import Final, LiveParams, Partial, SpeechStarted, SpeechStopped
-from common.protocol.messages import Word
+from common.protocol.types import Word
 from worker.engine.live import DecodeJob, LiveSession, StreamingVad
 from worker.engine.live.agreement import LocalAgreement
 from worker.engine.live.buffer import AudioBuffer

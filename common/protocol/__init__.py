@@ -5,7 +5,8 @@ loads it). The supervisor binds a ROUTER socket per worker, the worker connects 
 so several requests can be in flight at once and neither side can wedge the other the
 way a REQ/REP lockstep does when a peer dies.
 
-- `common.protocol.messages`: the data types and one frozen Struct per message kind;
+- `common.protocol.types`: the data types the messages carry;
+- `common.protocol.messages`: one frozen Struct per message kind;
 - `common.protocol.codec`: `encode`/`decode` between those and frames, `ProtocolError`;
 - `common.protocol.options`: `ModelOptions`, what LOAD carries;
 - `common.protocol.live`: `LiveParams` and the `LiveEvent`s of a live session.
@@ -21,21 +22,15 @@ from __future__ import annotations
 from common.protocol.codec import Frame, Payload, ProtocolError, decode, encode
 from common.protocol.live import Final, LiveEvent, LiveParams, Partial, SpeechStarted, SpeechStopped
 from common.protocol.messages import (
-    LATENCY_BUCKETS,
     Cancel,
     Dying,
     Error,
-    ErrorCode,
     FromWorker,
-    Heard,
     Heartbeat,
-    Latencies,
     Load,
     Message,
     Ready,
-    ReadyInfo,
     Result,
-    Segment,
     SegmentDecoded,
     SessionAck,
     SessionAudio,
@@ -48,13 +43,21 @@ from common.protocol.messages import (
     Spare,
     ToWorker,
     Transcribe,
+    kind_of,
+)
+from common.protocol.options import ModelOptions
+from common.protocol.types import (
+    LATENCY_BUCKETS,
+    ErrorCode,
+    Heard,
+    Latencies,
+    ReadyInfo,
+    Segment,
     TranscribeParams,
     TranscribeResult,
     Word,
     WorkTotals,
-    kind_of,
 )
-from common.protocol.options import ModelOptions
 
 #: ZeroMQ identity the worker's DEALER uses, so the supervisor's ROUTER can address it.
 WORKER_IDENTITY = b"worker"

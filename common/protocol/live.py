@@ -12,7 +12,7 @@ from typing import Annotated, Literal, TypeAlias
 
 import msgspec
 
-from common.protocol.messages import Segment
+from common.protocol.types import Segment
 
 
 class LiveParams(msgspec.Struct, frozen=True, kw_only=True):

@@ -13,7 +13,7 @@ is plain lists owned by one object (no mutable tuples).
 
 from __future__ import annotations
 
-from common.protocol.messages import Word
+from common.protocol.types import Word
 from worker.engine.live.guards import normalise
 
 MAX_JOIN_NGRAM = 5  # longest run of words looked for at the join of committed text and a new pass

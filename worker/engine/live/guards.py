@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from common.protocol.messages import Segment, Word
+from common.protocol.types import Segment, Word
 
 NO_SPEECH_PROB = 0.6
 LOW_LOGPROB = -1.0

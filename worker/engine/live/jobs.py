@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from common.protocol.messages import Heard, Segment, TranscribeParams
+from common.protocol.types import Heard, Segment, TranscribeParams
 
 SAMPLE_RATE = 16000
 #: The shortest context window a partial asks for (Whisper's own is 30 s): shorter costs

@@ -48,7 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from common.protocol.live import Final, LiveEvent, LiveParams, Partial, SpeechStarted, SpeechStopped
-from common.protocol.messages import Heard, Segment, Word
+from common.protocol.types import Heard, Segment, Word
 from worker.engine.live import guards
 from worker.engine.live.agreement import LocalAgreement
 from worker.engine.live.buffer import AudioBuffer
