@@ -32,7 +32,7 @@ def test_requests_racing_the_ttl_are_never_lost(make_server) -> None:  # type: i
     # ttl = 1: each request comes after an idle gap just under, at or just over the TTL, so
     # it lands while the worker is idle, being stopped, or gone; none may be lost.
     server: Server = make_server('[models."tiny.en"]\nsource = "bundled"\nttl = 1\n')
-    gaps = [0.8, 0.95, 1.0, 1.05, 1.2] * 2
+    gaps = [0.8, 0.95, 1.0, 1.05, 1.2, 0.8, 1.0, 1.2]  # each side of the TTL, some twice
     responses = [server.transcribe("short.wav")]
     for gap in gaps:
         time.sleep(gap)  # the idle time is the stimulus here, not a wait for an event
