@@ -1,7 +1,7 @@
 """The one path from an interface to a model: pick it, lease its worker, stream, classify failures.
 
-HTTP, Wyoming and the coming live WebSocket/Realtime handlers call this and only translate
-what it yields or raises into their own wire format. So the loop "resolve the model name,
+HTTP, Wyoming, the live WebSocket and Realtime call this and only translate what it yields
+or raises into their own wire format. So the loop "resolve the model name,
 lease a worker, stream its output, release the lease, say what went wrong" exists once,
 and so does the judgement of whose fault a failure is (`ServiceError.kind`).
 

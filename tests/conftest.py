@@ -312,6 +312,28 @@ IMAGE_BUILD_LOG = Path(os.environ.get("TMPDIR", "/tmp")) / f"asr-image-build-{os
 CONTAINER_TEST = "test_container.py::test_the_image_"
 
 
+#: The quick tier (`scripts/test --quick`, marker `quick`): unit and contract tests that
+#: start no server and load no model, for a check in about a minute.
+QUICK_MODULES = {
+    "test_audio_stream.py",
+    "test_batch_size.py",
+    "test_boundaries.py",
+    "test_formats.py",
+    "test_lane_plan.py",
+    "test_lifecycle.py",
+    "test_protocol.py",
+    "test_reload_units.py",
+    "test_worker_protocol.py",
+    "test_balancer.py",
+    "test_kubernetes.py",
+}
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    if item.path.name in QUICK_MODULES:  # marked as collected: before -m selects
+        item.add_marker(pytest.mark.quick)
+
+
 @pytest.hookimpl(trylast=True)  # after -k / -m have deselected what they do
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Start the image build at the lowest CPU priority, so its downloads and unpacking

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 from conftest import Server, all_worker_pids_with_parent_arg, make_long_clip, wait_for, worker_pids
@@ -26,7 +25,7 @@ def test_kill_9_during_a_request_gives_503_and_the_next_request_a_new_worker(mak
     long_clip = make_long_clip(tmp_path, repeats=6)
 
     with server.request_in_flight(long_clip) as pending:
-        time.sleep(0.3)
+        wait_for(lambda: server.model()["in_flight"] == 1, 30, what="the request to reach the worker")
         os.kill(victim, signal.SIGKILL)
         response = pending.result(timeout=30)
 
@@ -52,9 +51,12 @@ def test_no_worker_outlives_a_sigkilled_supervisor(make_server) -> None:  # type
 
     server.proc.send_signal(signal.SIGKILL)
     server.proc.wait()
-    time.sleep(3)
-    survivors = [p for p in workers if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-    assert survivors == [], f"workers {survivors} outlived their supervisor"
+
+    def survivors() -> list[int]:
+        return [p for p in workers if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+    # A worker notices its supervisor is gone within its lifeline's poll (about a second).
+    wait_for(lambda: not survivors(), 5, what=f"workers {workers} to follow their supervisor")
 
 
 def test_sigterm_stops_the_supervisor_and_its_workers_cleanly(make_server) -> None:  # type: ignore[no-untyped-def]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from typing import cast
 
 import psutil
@@ -60,9 +59,11 @@ def test_a_spare_that_dies_is_replaced_and_none_outlives_the_supervisor(make_ser
 
     server.proc.send_signal(signal.SIGKILL)
     server.proc.wait()
-    time.sleep(3)
-    assert not _alive(replacement)
-    assert all_worker_pids_with_parent_arg(server.pid) == []
+    wait_for(
+        lambda: not _alive(replacement) and all_worker_pids_with_parent_arg(server.pid) == [],
+        5,
+        what="the spare and every worker to follow their supervisor",
+    )
 
 
 def test_a_bad_model_on_a_spare_leaves_no_process(make_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
