@@ -25,6 +25,14 @@ log = logging.getLogger("asr.live")
 MAX_AHEAD_S = 30.0
 
 
+def beyond(said: str, text: str) -> str | None:
+    """What `text` adds after `said`, the words a client was already sent: "" when it adds
+    nothing, None when it does not begin with them. The engine never retracts a committed
+    word and begins every final with them, so None is a bug to report, never a retraction
+    to send. Realtime's deltas and Wyoming's transcript chunks are built with it."""
+    return text[len(said) :] if text.startswith(said) else None
+
+
 class LiveStream:
     """One live stream on a model, from its first frame to its last final.
 

@@ -273,7 +273,7 @@ def test_a_fleet_keeps_serving_while_one_box_drains_and_another_is_killed(fleet:
         with record.lock:
             return sum(1 for s in record.served if s.box == box and s.at > after)
 
-    wait_for(lambda: served_by(killed) >= 4 and served_by(drained) >= 4 and "first_box_ready" in live, 60, what="load")
+    wait_for(lambda: served_by(killed) >= 3 and served_by(drained) >= 3 and "first_box_ready" in live, 60, what="load")
 
     # Drain D: in-flight work finishes, new work goes elsewhere, the process exits 0.
     drained_at = time.monotonic()

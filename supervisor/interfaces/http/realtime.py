@@ -59,7 +59,7 @@ from supervisor.interfaces.http.realtime_events import (
     SessionConfig,
     SessionUpdate,
 )
-from supervisor.live import LiveStream
+from supervisor.live import LiveStream, beyond
 from supervisor.service import TranscriptionService
 
 log = logging.getLogger("asr.realtime")
@@ -373,9 +373,8 @@ class RealtimeConnection:
                 )
                 await self._commit_item(event.utterance)
             case Partial():
-                said = self._said.setdefault(event.utterance, "")
-                if event.committed.startswith(said) and len(event.committed) > len(said):
-                    await self._delta(event.utterance, event.committed[len(said) :])
+                if new := beyond(self._said.setdefault(event.utterance, ""), event.committed):
+                    await self._delta(event.utterance, new)
                     self._said[event.utterance] = event.committed
             case Final():
                 await self._completed(event)
@@ -383,10 +382,10 @@ class RealtimeConnection:
     async def _completed(self, final: Final) -> None:
         await self._commit_item(final.utterance)
         said = self._said.pop(final.utterance, "")
-        if final.text.startswith(said):
-            if rest := final.text[len(said) :]:
-                await self._delta(final.utterance, rest)
-        else:  # the engine makes every final begin with its committed words: a bug if seen
+        rest = beyond(said, final.text)
+        if rest:
+            await self._delta(final.utterance, rest)
+        elif rest is None:  # the engine makes every final begin with its committed words: a bug if seen
             log.warning(
                 "item %s: the final %r does not extend the deltas %r", self._item(final.utterance), final.text, said
             )

@@ -24,7 +24,7 @@ from wyoming.event import Event
 from common.protocol.live import Final, LiveParams, Partial
 from supervisor.failures import FailureKind, ServiceError
 from supervisor.interfaces.wyoming.events import AudioFormat, ChunkIn
-from supervisor.live import LiveStream
+from supervisor.live import LiveStream, beyond
 from supervisor.service import TranscriptionService
 
 WriteEvent = Callable[[Event], Awaitable[None]]
@@ -133,9 +133,9 @@ class LiveUtterance:
             self._failure = ServiceError(FailureKind.INTERNAL, "the client went away", "client_gone")
 
     async def _send_committed(self, committed: str) -> None:
-        if not committed.startswith(self._sent) or len(committed) == len(self._sent):
+        if not (new := beyond(self._sent, committed)):
             return
-        new, self._sent = committed[len(self._sent) :], committed
+        self._sent = committed
         if self._finals and len(new) == len(committed):
             new = " " + new  # a later engine utterance: the transcript joins them with a space
         if not self.started:
