@@ -32,8 +32,8 @@ _COPY_BYTES = 1024 * 1024
 class Spool:
     """The directory of spooled uploads: one per server, removed (with anything left) at close."""
 
-    def __init__(self, parent: str | None = None) -> None:
-        self.directory = Path(tempfile.mkdtemp(prefix="asr-uploads-", dir=parent))  # mode 0700
+    def __init__(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="asr-uploads-"))  # in TMPDIR, mode 0700
 
     async def hold(self, upload: UploadFile) -> bytes | Path:
         """The upload's bytes, or for a large one the path of its copy in the spool.

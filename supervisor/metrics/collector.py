@@ -75,7 +75,8 @@ class ServerCollector(Collector):
             "Each CUDA device's memory in use, by any process (nvidia-smi).",
             labels=["gpu", "name"],
         )
-        for gpu in devices.detect()["cuda"]:  # none on a machine without nvidia-smi; cached for 5 s
+        reading = devices.latest()  # refreshed off the loop by the route (nvidia-smi is a subprocess)
+        for gpu in reading["cuda"] if reading else []:  # none on a machine without nvidia-smi
             labels = [str(gpu["index"]), str(gpu["name"])]
             total.add_metric(labels, gpu["memory_total_mb"] * _MIB)
             used.add_metric(labels, gpu["memory_used_mb"] * _MIB)

@@ -59,6 +59,12 @@ def detect() -> dict[str, Any]:
     return _cache[1]
 
 
+def latest() -> dict[str, Any] | None:
+    """The last `detect()` reading, without running nvidia-smi: for readers on the event
+    loop (the metrics collector), after the caller has refreshed it in a thread."""
+    return None if _cache is None else _cache[1]
+
+
 def cuda_memory_by_pid() -> dict[int, int] | None:
     """MB of GPU memory each process holds now; None when that cannot be known (no nvidia-smi)."""
     return nvidia_smi.memory_by_pid()
