@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import psutil
 
-from bench import report
+from bench import page, report
 from bench.clients import InProcess, http_throughput, http_transcribe, wyoming_throughput, wyoming_transcribe
 from bench.clips import Clip, load_clips
 from bench.servers import MB, REPO, Service, Supervisor, start_supervisor, start_wfw
@@ -334,16 +334,10 @@ def _version(dist: str) -> str:
 
 
 def _meta(args: argparse.Namespace, reps: Reps, commit: str) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     return {
         "mode": "quick" if args.quick else "full",
         "commit": commit,
-        "cpu": cpu,
+        "cpu": page.cpu_name(),
         "cores": os.cpu_count(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu_threads": args.cpu_threads,
@@ -355,16 +349,6 @@ def _meta(args: argparse.Namespace, reps: Reps, commit: str) -> dict[str, Any]:
         "reps": asdict(reps),
         "versions": {d: _version(d) for d in ("faster-whisper", "ctranslate2", "wyoming", "wyoming-faster-whisper")},
     }
-
-
-def _working_tree_commit() -> str:
-    """HEAD, plus "-dirty" when supervisor/ or worker/ differ from it (edits to bench/ don't count)."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") or "?"
-    return commit + ("-dirty" if git("status", "--porcelain", "--", "supervisor", "worker") else "")
 
 
 def _text_notes(texts: dict[str, dict[str, str]]) -> list[str]:
@@ -431,7 +415,7 @@ def run(args: argparse.Namespace) -> int:
             code = tmp / "code"
             commit = export_rev(args.rev, code)
         else:
-            commit = _working_tree_commit()
+            commit = page.working_tree_commit()
         meta = _meta(args, reps, commit)
         clips = load_clips(tmp)
         log(f"code {commit} ({code}); clips " + ", ".join(f"{c.name} {c.seconds:.1f} s" for c in clips.values()))
@@ -510,6 +494,7 @@ def run(args: argparse.Namespace) -> int:
     report.chart(out / "results.png", results)
     print(table)
     log(f"wrote {out / 'results.md'}, {out / 'results.json'}, {out / 'results.png'}")
+    page.update(out)
     return 1 if leftovers else 0
 
 
@@ -524,9 +509,11 @@ def run_live(args: argparse.Namespace) -> int:
             code = Path(tmp_name) / "code"
             commit = export_rev(args.rev, code)
         else:
-            commit = _working_tree_commit()
+            commit = page.working_tree_commit()
         meta = _meta(args, live.LIVE_QUICK if args.quick else live.LIVE_FULL, commit)
-        return live.run(args, meta, code, witness)
+        status = live.run(args, meta, code, witness)
+    page.update(Path(args.out))
+    return status
 
 
 def run_lanes(args: argparse.Namespace) -> int:
@@ -540,7 +527,7 @@ def run_lanes(args: argparse.Namespace) -> int:
             code = tmp / "code"
             commit = export_rev(args.rev, code)
         else:
-            commit = _working_tree_commit()
+            commit = page.working_tree_commit()
         meta = _meta(args, reps, commit)
         clips = load_clips(tmp)
         lanes = measure_lanes(tmp, clips["medium"], reps, args.cpu_threads, code)
@@ -567,6 +554,7 @@ def run_lanes(args: argparse.Namespace) -> int:
     report.write_json(out / "lanes.json", {"meta": meta, "lanes": lanes}, report.lanes_rows(lanes))
     print(table)
     log(f"wrote {out / 'lanes.md'}, {out / 'lanes.json'}")
+    page.update(out)
     return 1 if leftovers else 0
 
 

@@ -383,6 +383,9 @@ def main() -> int:
     write_json(path, results, rows)
     chart(path.parent / "live.png", results)
     print(markdown(rows, results))
+    from bench import page
+
+    page.update(path.parent)
     return 0
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench import page
 from bench.__main__ import export_rev
 from bench.live_text import normalize
 from bench.servers import REPO, start_supervisor
@@ -129,9 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="asr-long-") as name:
         tmp = Path(name)
         code = REPO
+        commit = None
         if args.rev:
             code = tmp / "code"
-            print(f"server at {export_rev(args.rev, code)}", flush=True)
+            commit = export_rev(args.rev, code)
+            print(f"server at {commit}", flush=True)
         for n, order in enumerate(args.orders):
             pause = args.pause[min(n, len(args.pause) - 1)]
             wav = tmp / f"long-{order}.wav"
@@ -148,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(row), flush=True)
     lines = [
         f"Long recordings: {args.minutes:g} min each, tiny.en, CPU int8, beam 5, {args.cpu_threads} threads",
+        "",
+        page.stamp(commit),
         "",
         "| recording | side | time (s) | × sequential | WER | deleted | inserted | words / reference |",
         "|---|---|---|---|---|---|---|---|",
@@ -169,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "long.md").write_text("\n".join(lines) + "\n")
     (args.out / "long.json").write_text(json.dumps(rows, indent=1) + "\n")
     print("\n".join(lines))
+    page.update(args.out)
     return 0
 
 

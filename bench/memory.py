@@ -1,4 +1,4 @@
-"""The worker's peak memory for one long upload (the figures in the README's "Limits on audio").
+"""The worker's peak memory for one long upload (docs/long-recordings.md, "Memory").
 
     .venv/bin/python -m bench.memory --hours 1 3           # about 5 and 15 minutes on 2 cores
     .venv/bin/python -m bench.memory --hours 3 --abort-after 120 --rev HEAD~3
@@ -10,13 +10,15 @@ of real speech, the test clips cycled with pauses for `hours`. The figure is the
 own high-water mark (VmHWM in /proc/PID/status), reset through /proc/PID/clear_refs once
 the model is loaded: exact, with no sampling to miss a short peak. `--abort-after`
 abandons the request after that many seconds (the peak of an old version, which reads
-its whole feature matrix at the start, is reached early; see the README).
+its whole feature matrix at the start, is reached early). Writes bench/results/memory.md and
+memory.json, then docs/performance.md (bench/page.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import json
 import sys
 import tempfile
 import time
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from bench import page
 from bench.__main__ import export_rev
 from bench.clips import ASSETS, RATE
 from bench.servers import MB, REPO, Supervisor, _spawn, free_port
@@ -158,16 +161,44 @@ def main() -> int:
     parser.add_argument("--batch-size", default="auto", help='the model\'s batch_size ("auto" or a number)')
     parser.add_argument("--silence", action="store_true", help="digital silence as FLAC instead of speech as WAV")
     args = parser.parse_args()
+    rows = []
     with tempfile.TemporaryDirectory(prefix="asr-memory-") as name:
         tmp = Path(name)
         code = REPO
+        commit = None
         if args.rev:
             code = tmp / "code"
-            print(f"code at {export_rev(args.rev, code)}", flush=True)
+            commit = export_rev(args.rev, code)
+            print(f"code at {commit}", flush=True)
         for hours in args.hours:
             batch = args.batch_size if args.batch_size.isdigit() else '"auto"'
-            print(measure(tmp, code, hours, args.abort_after, batch, args.silence), flush=True)
+            rows.append(measure(tmp, code, hours, args.abort_after, batch, args.silence))
+            print(rows[-1], flush=True)
+    results = page.RESULTS
+    results.mkdir(exist_ok=True)
+    (results / "memory.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (results / "memory.md").write_text(render(rows, page.stamp(commit)))
+    page.update(results)
     return 0
+
+
+def render(rows: list[dict[str, object]], stamp: str) -> str:
+    """The table docs/performance.md shows: the worker's peak over its idle RSS, per upload."""
+    lines = [
+        "Peak worker memory for one upload, tiny.en, CPU int8, beam 5, temperature 0",
+        "",
+        stamp,
+        "",
+        "| audio | upload | `batch_size` | idle worker | peak RSS | over idle | time | outcome |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        idle, peak = int(str(row["idle_rss_mb"])), int(str(row["peak_rss_mb"]))
+        lines.append(
+            f"| {row['hours']:g} h of {row['audio']} | {row['upload_mb']} MB | `{row['batch_size']}` | {idle} MB "
+            f"| {peak} MB | +{peak - idle} MB | {row['seconds']} s | {row['outcome']} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

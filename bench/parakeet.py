@@ -12,7 +12,7 @@ For each model: the first request on a cold model (no worker: process, imports, 
 decode), the same with a warm spare of its backend waiting, the load itself (READY's
 load_seconds), the worker's RSS once loaded and a spare's RSS, warm latency on the 9 s
 clip, and throughput with 4 clients (audio seconds per wall-clock second). Writes
-bench/results/parakeet.md and parakeet.json.
+bench/results/parakeet.md and parakeet.json, then docs/performance.md (bench/page.py).
 
 `--hour` instead sends each Parakeet model one hour of speech (the test clips cycled with
 pauses) and reports the worker's peak RSS while it decodes it (VmHWM, reset once the
@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 import psutil
 
+from bench import page
 from bench.servers import MB, REPO, Supervisor, _spawn, free_port
 
 sys.path.insert(0, str(REPO / "tests"))
@@ -205,8 +206,10 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "parakeet.json").write_text(json.dumps(rows, indent=1))
     table = render(rows)
-    (RESULTS / "parakeet.md").write_text(table)
+    mode = "quick" if args.quick else "full"
+    (RESULTS / "parakeet.md").write_text(f"{page.stamp()} · CPU, cpu_threads 2 · {mode}\n\n{table}")
     print(table)
+    page.update(RESULTS)
 
 
 def render(rows: dict[str, dict[str, Any]]) -> str:
