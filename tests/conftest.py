@@ -297,7 +297,7 @@ shared_server = server_fixture(BASIC_CONFIG, warm_spare=True)
 
 
 #: Figures the reliability and hostile-input tests measure (section, figure, value), printed
-#: after the run so the README's "Reliability" table can be checked against any CI log.
+#: after the run so the table in docs/reliability.md can be checked against any CI log.
 FIGURES: list[tuple[str, str, str]] = []
 
 
@@ -318,6 +318,7 @@ QUICK_MODULES = {
     "test_audio_stream.py",
     "test_batch_size.py",
     "test_boundaries.py",
+    "test_docs.py",
     "test_formats.py",
     "test_lane_plan.py",
     "test_lifecycle.py",

@@ -25,7 +25,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 #: A name for 127.0.0.1 that is not "localhost" or a loopback address, so not a secure origin.
 LAN_NAME = "ui-test.lan"
-#: The README shows these: taken by the test run that checks what they show.
+#: The README and docs/web-page.md show these: taken by the test run that checks what they show.
 SCREENSHOTS = REPO / "docs" / "screenshots"
 WINDOW = (1000, 700)
 

@@ -3,7 +3,7 @@
 Each case must get a clear error in its interface's own format (an OpenAI-style 4xx for
 HTTP; an `error` message and a non-1011 close for the live WebSocket), and after the whole
 corpus the same worker must still be serving and the log must hold no traceback. The
-counts are printed under "reliability figures" for the README.
+counts are printed under "reliability figures" for docs/reliability.md.
 """
 
 from __future__ import annotations

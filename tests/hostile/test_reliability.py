@@ -1,6 +1,6 @@
 """The service under abuse that is not the client's: TTL races, killed and frozen workers, a
-killed supervisor, and sustained load. Each test records the figures the README's
-"Reliability" section quotes (printed at the end of the run, under "reliability figures").
+killed supervisor, and sustained load. Each test records the figures docs/reliability.md
+quotes (printed at the end of the run, under "reliability figures").
 
 Clients here are what users run: the OpenAI SDK with its default retry of 503s, and httpx.
 """
