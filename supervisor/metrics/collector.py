@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from common.protocol import LATENCY_BUCKETS, Latencies
-from supervisor.models.states import State
+from supervisor.models.states import SHOWN_STATES, State
 from supervisor.observe import FILE_INTERFACES, LIVE_INTERFACES
 from supervisor.workers import devices
 
@@ -116,7 +116,7 @@ class ServerCollector(Collector):
         for name, snap in snapshots.items():
             info.add_metric([name, snap.backend], 1.0)
             loaded.add_metric([name], 1.0 if snap.state == State.READY.value else 0.0)
-            for each in State:
+            for each in SHOWN_STATES:
                 state.add_metric([name, each.value], 1.0 if snap.state == each.value else 0.0)
             if snap.load_seconds is not None:
                 load_time.add_metric([name], snap.load_seconds)

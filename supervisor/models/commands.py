@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from supervisor.config import ModelSpec
@@ -91,7 +91,6 @@ class Exited:
 class Started:
     """The start task's outcome: a READY worker, or why there is none."""
 
-    attempt: int
     worker: WorkerProcess | None = None
     error: BaseException | None = None
     capacity_full: bool = False  # the error is a full server, not a load failure
@@ -109,3 +108,13 @@ class Stopped:
 
 
 Command = Acquire | Release | Load | Unload | Status | Close | Respec | Retire | Exited | Started | Stopped
+
+
+def answer(future: asyncio.Future[Any], value: Any = None, *, error: BaseException | None = None) -> None:
+    """Resolve a caller's reply, unless the caller has gone (a cancelled wait) or it was answered."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
