@@ -2,20 +2,59 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from supervisor.config import ConfigError, Overrides, ServerTable, Settings, find_config, load_settings
+from supervisor.config import (
+    NO_OVERRIDES,
+    ConfigError,
+    Overrides,
+    ServerTable,
+    Settings,
+    find_config,
+    flags,
+    load_settings,
+)
 from supervisor.models.sources import check_sources
 
 cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
+def takes_overrides(command: Callable[..., None]) -> Callable[..., None]:
+    """`command` with its `overrides` parameter spelt out as one typer option per `Overrides`
+    field (`config.flags()`), which are gathered back into the `Overrides` it is called with."""
+    names = [flag.name for flag in flags()]
+    options = [
+        inspect.Parameter(
+            flag.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(None, *flag.decls, help=flag.help),
+            annotation=flag.parses,
+        )
+        for flag in flags()
+    ]
+
+    @functools.wraps(command)
+    def parsed(**values: Any) -> None:
+        overrides = Overrides.from_flags({name: values.pop(name) for name in names})
+        command(**values, overrides=overrides)
+
+    own = inspect.signature(command, eval_str=True).parameters.values()
+    spelt_out = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own if p.name != "overrides"]
+    at = [p.name for p in own].index("overrides")
+    parsed.__signature__ = inspect.Signature([*spelt_out[:at], *options, *spelt_out[at:]])  # type: ignore[attr-defined]
+    return parsed
+
+
 @cli.command()
+@takes_overrides
 def serve(
     config: Annotated[
         Path | None,
@@ -23,49 +62,7 @@ def serve(
             "--config", "-c", help="asr.toml to read (default: $ASR_CONFIG, ./asr.toml, /etc/asr-supervisor/asr.toml)"
         ),
     ] = None,
-    model: Annotated[
-        list[str] | None,
-        typer.Option("--model", "-m", help="serve this model (repeatable); default: every model in the config"),
-    ] = None,
-    default_model: Annotated[str | None, typer.Option(help="model used when a request names none")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda, for every model")] = None,
-    compute_type: Annotated[str | None, typer.Option(help="auto, int8, float16, ... for every model")] = None,
-    cache_dir: Annotated[str | None, typer.Option(help="where hub models are downloaded")] = None,
-    ttl: Annotated[
-        int | None, typer.Option(help="idle seconds before a model's worker ends (-1 never, 0 after each request)")
-    ] = None,
-    preload: Annotated[bool | None, typer.Option("--preload/--no-preload", help="load models at start-up")] = None,
-    host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
-    port: Annotated[int | None, typer.Option(help="HTTP port")] = None,
-    log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error")] = None,
-    log_format: Annotated[str | None, typer.Option(help="text, or json for one JSON object per line")] = None,
-    metrics: Annotated[
-        bool | None, typer.Option("--metrics/--no-metrics", help="serve Prometheus metrics at /metrics")
-    ] = None,
-    ui: Annotated[
-        bool | None, typer.Option("--ui/--no-ui", help="serve the web page (dictation, files, models) at /")
-    ] = None,
-    ssl_certfile: Annotated[
-        str | None, typer.Option(help="serve HTTPS with this PEM certificate (browsers give the mic only to https)")
-    ] = None,
-    ssl_keyfile: Annotated[str | None, typer.Option(help="the certificate's private key, PEM")] = None,
-    wyoming: Annotated[
-        bool | None, typer.Option("--wyoming/--no-wyoming", help="serve Home Assistant's Wyoming protocol")
-    ] = None,
-    wyoming_port: Annotated[int | None, typer.Option(help="Wyoming TCP port (default 10300)")] = None,
-    wyoming_uri: Annotated[
-        str | None, typer.Option(help="Wyoming listen URI, e.g. unix:///run/asr/wyoming.sock")
-    ] = None,
-    zeroconf: Annotated[
-        bool | None,
-        typer.Option("--zeroconf/--no-zeroconf", help="announce Wyoming on the LAN (mDNS) for Home Assistant"),
-    ] = None,
-    warm_spare: Annotated[
-        bool | None,
-        typer.Option(
-            "--warm-spare/--no-warm-spare", help="keep a worker with libraries imported for fast first requests"
-        ),
-    ] = None,
+    overrides: Overrides = NO_OVERRIDES,
     download_only: Annotated[
         bool, typer.Option("--download-only", help="download every configured model, then exit")
     ] = False,
@@ -73,28 +70,6 @@ def serve(
     # SIGHUP means "reload": until the reloader's handler is installed (once the app has
     # started), one must not kill the server, which is SIGHUP's default action.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    overrides = Overrides(
-        models=tuple(model or ()),
-        default_model=default_model,
-        device=device,
-        compute_type=compute_type,
-        cache_dir=cache_dir,
-        ttl=ttl,
-        preload=preload,
-        host=host,
-        port=port,
-        log_level=log_level,
-        log_format=log_format,
-        metrics=metrics,
-        ui=ui,
-        ssl_certfile=ssl_certfile,
-        ssl_keyfile=ssl_keyfile,
-        wyoming=wyoming,
-        wyoming_port=wyoming_port,
-        wyoming_uri=wyoming_uri,
-        zeroconf=zeroconf,
-        warm_spare=warm_spare,
-    )
     try:
         settings = load_settings(find_config(config), overrides)
         source_warnings = check_sources(settings)
@@ -102,10 +77,11 @@ def serve(
     except ConfigError as exc:
         typer.echo(f"asr-supervisor: invalid configuration: {exc}", err=True)
         raise typer.Exit(2) from None
+    raise typer.Exit(download_all(settings) if download_only else run(settings, source_warnings))
 
-    if download_only:
-        raise typer.Exit(download_all(settings))
 
+def run(settings: Settings, source_warnings: list[str]) -> int:
+    """Serve until told to stop; 1 when the server could not start (the reason on stderr)."""
     import uvicorn
 
     from common import logs
@@ -124,7 +100,7 @@ def serve(
         sock = listen(server_settings.host, server_settings.port)
     except StartupError as exc:
         typer.echo(f"asr-supervisor: {exc}", err=True)
-        raise typer.Exit(1) from None
+        return 1
     app = create_app(settings)
     server = Server(
         uvicorn.Config(
@@ -152,7 +128,8 @@ def serve(
     if not server.started:
         reason = getattr(app.state, "startup_error", "start-up failed (see the log above)")
         typer.echo(f"asr-supervisor: {reason}", err=True)
-        raise typer.Exit(1)
+        return 1
+    return 0
 
 
 def check_certificate(server: ServerTable) -> None:
