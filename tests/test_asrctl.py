@@ -240,7 +240,7 @@ def test_errors_with_the_bar_are_the_same_line(shared_server: Server, long_clip:
 
 def test_the_bar_follows_each_segment_end_and_an_error_event_fails() -> None:
     """The stream's reader alone, on recorded events: no server, no terminal."""
-    from supervisor.ctl import _Failed, _follow_transcript
+    from supervisor.ctl.transcribe import _Failed, _follow_transcript
 
     def segment(start: float, end: float, text: str) -> dict[str, object]:
         return {"type": "transcript.text.segment", "id": "seg_0", "start": start, "end": end, "text": text}
@@ -269,7 +269,7 @@ def test_the_bar_follows_each_segment_end_and_an_error_event_fails() -> None:
 
 
 def test_the_length_is_read_locally_and_av_only_when_needed(long_clip: Path) -> None:
-    from supervisor.ctl import _audio_seconds
+    from supervisor.ctl.transcribe import _audio_seconds
 
     assert _audio_seconds(long_clip) == pytest.approx(wav_seconds(long_clip), abs=0.01)
     assert _audio_seconds(ASSETS / "fox.mp3") == pytest.approx(3.4, abs=0.3)

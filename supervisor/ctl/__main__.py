@@ -1,0 +1,3 @@
+from supervisor.ctl import main
+
+main()
