@@ -33,6 +33,7 @@ def flag(default: _T, *decls: str, help: str | None = None, parses: object = Non
 class Overrides:
     """CLI flags; None means "not given", so the file's value stands."""
 
+    # The one flag that is not a key: the models to serve, instead of every configured one.
     models: tuple[str, ...] = flag(
         (),
         "--model",
