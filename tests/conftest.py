@@ -319,6 +319,7 @@ QUICK_MODULES = {
     "test_batch_size.py",
     "test_boundaries.py",
     "test_docs.py",
+    "test_flags.py",
     "test_formats.py",
     "test_lane_plan.py",
     "test_lifecycle.py",
