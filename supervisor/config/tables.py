@@ -141,7 +141,9 @@ class ModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
 
     #: Idle seconds before the model's worker ends; -1 never, 0 after each request.
     ttl: Annotated[int, msgspec.Meta(ge=-1, le=MAX_TTL)] = 300
+    #: Load the model when the server starts, instead of on its first request.
     preload: bool = False
+    #: Shown in /v1/models, asrctl, the web page and Home Assistant's model list.
     description: str = ""
 
 
