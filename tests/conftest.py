@@ -320,6 +320,7 @@ QUICK_MODULES = {
     "test_boundaries.py",
     "test_docs.py",
     "test_flags.py",
+    "test_worker_handle.py",
     "test_formats.py",
     "test_lane_plan.py",
     "test_lifecycle.py",
