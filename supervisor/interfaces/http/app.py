@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from supervisor.config import Settings
-from supervisor.interfaces.http import admin, audio, docs, errors, health, live, models, realtime
+from supervisor.interfaces.http import admin, audio, docs, errors, health, live_websocket, models, realtime
 from supervisor.interfaces.http.body_timeout import BodyTimeout
 from supervisor.interfaces.http.model_path import ModelBaseUrl
 from supervisor.interfaces.http.startup import QuietStartupFailure, StartupError, reason
@@ -50,7 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(QuietStartupFailure)
     app.add_middleware(ModelBaseUrl)  # /models/{name}/v1/... is /v1/... with a pinned model
     app.include_router(audio.router)
-    app.include_router(live.router)
+    app.include_router(live_websocket.router)
     app.include_router(realtime.router)
     app.include_router(models.router)
     app.include_router(admin.router)

@@ -47,7 +47,7 @@ from supervisor.config import Settings
 from supervisor.failures import ServiceError
 from supervisor.interfaces.http import g711
 from supervisor.interfaces.http.auth import bearer_token, key_matches
-from supervisor.interfaces.http.live import Close
+from supervisor.interfaces.http.live_websocket import Close
 from supervisor.interfaces.http.model_path import pinned_model
 from supervisor.interfaces.http.realtime_events import (
     CLIENT_EVENT_TYPES,
@@ -59,7 +59,7 @@ from supervisor.interfaces.http.realtime_events import (
     SessionConfig,
     SessionUpdate,
 )
-from supervisor.live import LiveStream, beyond
+from supervisor.live_stream import LiveStream, beyond
 from supervisor.service import TranscriptionService
 
 log = logging.getLogger("asr.realtime")

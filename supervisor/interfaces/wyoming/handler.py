@@ -45,8 +45,8 @@ from supervisor.interfaces.wyoming.events import (
 )
 from supervisor.interfaces.wyoming.info import build_info
 from supervisor.interfaces.wyoming.limits import WyomingLimits
-from supervisor.interfaces.wyoming.live import LiveUtterance
 from supervisor.interfaces.wyoming.reader import read_event
+from supervisor.interfaces.wyoming.transcript_stream import TranscriptStream
 from supervisor.service import TranscriptionService
 
 log = logging.getLogger("asr.wyoming")
@@ -68,7 +68,7 @@ class Utterance:
     """What the client has said so far in this request; a new one per transcribe/audio-start.
 
     Audio is kept in the client's own format and resampled by the worker with FFmpeg: the
-    supervisor's event loop does no DSP, and FFmpeg's band-limited resampler keeps words
+    supervisor's event loop does no resampling, and FFmpeg's band-limited resampler keeps words
     that wyoming's linear converter loses at 22.05 kHz. It is one growing `bytearray`, not
     a list of chunks: a large buffer lives in its own mapping and goes back to the OS when
     freed, where thousands of 2 KB chunks fragment the heap and stay resident.
@@ -92,7 +92,7 @@ class WyomingHandler(AsyncEventHandler):
         self._peername: object = self.writer.get_extra_info("peername")
         self._utterance = Utterance()
         self._streaming = False  # the client asked with transcribe (HA ≥ 2025 streams transcripts)
-        self._live: LiveUtterance | None = None  # this utterance, decoded while it is spoken
+        self._live: TranscriptStream | None = None  # this utterance, decoded while it is spoken
         self._in_utterance = False  # transcribe/audio-start/audio seen, its answer not yet written
         self._closing: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # set by `drain`
 
@@ -225,7 +225,7 @@ class WyomingHandler(AsyncEventHandler):
         if utterance.size + len(chunk.audio) > self._limits.max_utterance_bytes:
             raise Refusal("too_large", "utterance too long for this server (server.max_upload_mb)")
         if first:  # decode it live if we can
-            self._live = await LiveUtterance.open(
+            self._live = await TranscriptStream.open(
                 self._service,
                 utterance.model,
                 chunk.format,

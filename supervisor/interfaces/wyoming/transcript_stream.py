@@ -24,13 +24,16 @@ from wyoming.event import Event
 from common.protocol.live import Final, LiveParams, Partial
 from supervisor.failures import FailureKind, ServiceError
 from supervisor.interfaces.wyoming.events import AudioFormat, ChunkIn
-from supervisor.live import LiveStream, beyond
+from supervisor.live_stream import LiveStream, beyond
 from supervisor.service import TranscriptionService
 
 WriteEvent = Callable[[Event], Awaitable[None]]
 
 
-class LiveUtterance:
+class TranscriptStream:
+    """One Wyoming utterance on a live stream: its committed words go out as `transcript-chunk`
+    events while it is spoken, its finals are kept for the `transcript` at `audio-stop`."""
+
     def __init__(self, stream: LiveStream, write: WriteEvent, send_chunks: bool, language: str | None) -> None:
         self._stream = stream
         self._write = write
@@ -54,7 +57,7 @@ class LiveUtterance:
         prompt: str | None,
         write: WriteEvent,
         send_chunks: bool,
-    ) -> LiveUtterance | None:
+    ) -> TranscriptStream | None:
         """A live utterance in format `fmt`, or None when this one must be decoded whole at
         `audio-stop` (a rate outside 8-48 kHz, more than two channels, a backend that cannot
         stream, no session free)."""

@@ -32,7 +32,7 @@ from supervisor.config import Settings
 from supervisor.failures import FailureKind, ServiceError
 from supervisor.interfaces.http.auth import bearer_token, key_matches
 from supervisor.interfaces.http.model_path import pinned_model
-from supervisor.live import LiveStream
+from supervisor.live_stream import LiveStream
 from supervisor.service import TranscriptionService
 
 log = logging.getLogger("asr.live")
