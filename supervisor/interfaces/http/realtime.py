@@ -1,9 +1,10 @@
 """`WS /v1/realtime?intent=transcription`: OpenAI Realtime transcription sessions.
 
 An app written for OpenAI's Realtime transcription API works here by changing its base
-URL. This module only speaks that wire: the session is the service's `LiveStream` (the
-same lease, TTL, capacity and drain rules as `/v1/audio/transcriptions/stream`), and the
-words come from the worker's live engine.
+URL. This module only speaks that wire: the connection's loop (idle timeout, length limit,
+wind-down, ending) is `supervisor.interfaces.live_connection`'s, the session is the
+service's `LiveStream` (the same lease, TTL, capacity and drain rules as
+`/v1/audio/transcriptions/stream`), and the words come from the worker's live engine.
 
 Items are the engine's utterances: utterance n of a session is item `item_<token><n>`.
 Deltas are true deltas: while the speaker talks, each `…delta` carries the words the
@@ -26,28 +27,25 @@ in flight), the model being unloaded or the server stopping (1012, after
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
 import itertools
 import json
 import logging
 import math
 import secrets
+from collections.abc import MutableMapping
 from typing import Any
 
 import msgspec
 import pydantic
 from fastapi import APIRouter, WebSocket
-from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from common.protocol.live import Final, LiveEvent, LiveParams, Partial, SpeechStarted, SpeechStopped
 from supervisor.config import Settings
 from supervisor.failures import ServiceError
 from supervisor.interfaces.http import g711
 from supervisor.interfaces.http.auth import bearer_token, key_matches
-from supervisor.interfaces.http.live_websocket import Close
 from supervisor.interfaces.http.model_path import pinned_model
 from supervisor.interfaces.http.realtime_events import (
     CLIENT_EVENT_TYPES,
@@ -59,7 +57,8 @@ from supervisor.interfaces.http.realtime_events import (
     SessionConfig,
     SessionUpdate,
 )
-from supervisor.live_stream import LiveStream, beyond
+from supervisor.interfaces.live_connection import Close, LiveConnection
+from supervisor.live_stream import beyond
 from supervisor.service import TranscriptionService
 
 log = logging.getLogger("asr.realtime")
@@ -69,8 +68,6 @@ router = APIRouter()
 #: The largest client event: OpenAI's own limit is 15 MiB; a base64 append of this size
 #: carries about 60 s of 24 kHz audio, which is more than the 30 s a session may be ahead.
 MAX_EVENT_BYTES = 4 * 1024 * 1024
-#: Decoded audio is passed to the stream in pieces of at most this many bytes.
-PIECE_BYTES = 256 * 1024
 #: OpenAI refuses to commit less audio than this.
 MIN_COMMIT_MS = 100
 #: OpenAI's transcription model names: they mean the default model unless configured as aliases.
@@ -99,39 +96,26 @@ async def realtime_transcription(websocket: WebSocket) -> None:
     await RealtimeConnection(websocket, websocket.app.state.service, websocket.app.state.settings).run()
 
 
-class RealtimeConnection:
+class RealtimeConnection(LiveConnection):
     """One client's Realtime session: its events in, the engine's events out as OpenAI's."""
 
+    SESSION = "realtime"
+    ACTIVITY = "event"
+
     def __init__(self, websocket: WebSocket, service: TranscriptionService, settings: Settings) -> None:
-        self._ws = websocket
-        self._service = service
-        self._settings = settings
+        super().__init__(websocket, service, settings)
         self._config = SessionConfig()
         self._session_id = "sess_" + secrets.token_hex(10)
         self._token = secrets.token_hex(6)
         self._event_ids = itertools.count()
-        self._stack = contextlib.AsyncExitStack()
-        self._stream: LiveStream | None = None  # leased at the first audio
-        self._opened = asyncio.Event()
-        self._seconds = 0.0  # of audio received
         self._uncommitted = 0.0  # seconds of audio since the last commit or clear
         self._said: dict[int, str] = {}  # per utterance: the text its deltas carried so far
         self._committed: set[int] = set()  # utterances whose `committed` was sent
         self._last_item: str | None = None
-        self._ending: Close | None = None
 
-    async def run(self) -> None:
-        try:
-            self._check_request()
-            await self._send({"type": "session.created", "session": self._config.ga(self._session_id)})
-            async with self._stack:
-                await self._serve()
-        except Close as close:
-            await self._close(close)
-        except ServiceError as exc:
-            await self._close(Close.for_failure(exc))
-        except (WebSocketDisconnect, OSError):
-            pass  # the client went away: the stream was aborted on the way out
+    async def start(self) -> None:
+        self._check_request()
+        await self._send({"type": "session.created", "session": self._config.ga(self._session_id)})
 
     def _check_request(self) -> None:
         token = bearer_token(self._ws.headers.get("authorization", ""))
@@ -152,47 +136,20 @@ class RealtimeConnection:
                 "this server runs transcription sessions only: connect to /v1/realtime?intent=transcription",
             )
 
-    async def _serve(self) -> None:
-        relay = asyncio.create_task(self._relay())
-        receiver = asyncio.create_task(self._receive())
-        watcher = asyncio.create_task(self._watch_wind_down())
-        try:
-            done, _ = await asyncio.wait({relay, receiver}, return_when=asyncio.FIRST_COMPLETED)
-            if receiver in done and receiver.result() == "disconnected":
-                return
-            await relay  # the last final(s), then the stream's end
-            await self._close(self._ending or Close(1000))
-        finally:
-            for task in (relay, receiver, watcher):
-                task.cancel()
-            await asyncio.gather(relay, receiver, watcher, return_exceptions=True)
-
     # -- the client's events -----------------------------------------------------------------
 
-    async def _receive(self) -> str:
-        """Take the client's events until it goes away ("disconnected") or the session ends ("finishing")."""
-        idle = self._settings.server.session_idle_timeout
-        while True:
+    async def handle(self, message: MutableMapping[str, Any]) -> bool:
+        """One client event; a bad one is answered with an `error` event and the session goes on."""
+        try:
+            event = self._parse(message.get("text"))
             try:
-                async with asyncio.timeout(idle):
-                    message = await self._ws.receive()
-            except TimeoutError:
-                ending = Close(1000, "idle_timeout", f"no event for {idle:g} s: the session ended")
-                if await self._finish(ending):
-                    return "finishing"
-                raise ending from None
-            if message["type"] == "websocket.disconnect":
-                return "disconnected"
-            try:
-                event = self._parse(message.get("text"))
-                try:
-                    if await self._dispatch(event):
-                        return "finishing"
-                except BadEvent as bad:
-                    bad.event_id = event.event_id
-                    raise
+                return await self._dispatch(event)
             except BadEvent as bad:
-                await self._send_error(bad.code, bad.message, bad.param, bad.event_id)
+                bad.event_id = event.event_id
+                raise
+        except BadEvent as bad:
+            await self.send_error(bad.code, bad.message, bad.param, bad.event_id)
+        return False
 
     def _parse(self, text: str | None) -> SessionUpdate | BetaSessionUpdate | Append | Commit | Clear:
         if text is None:
@@ -242,21 +199,21 @@ class RealtimeConnection:
                         f"buffer too small: expected at least {MIN_COMMIT_MS} ms of audio, "
                         f"but it holds {self._uncommitted * 1000:.0f} ms",
                     )
-                assert self._stream is not None  # there was audio
+                assert self.stream is not None  # there was audio
                 self._uncommitted = 0.0
-                await self._stream.commit()
+                await self.stream.commit()
             case Clear():
                 self._uncommitted = 0.0
-                if self._stream is not None:
-                    await self._stream.clear()
+                if self.stream is not None:
+                    await self.stream.clear()
                 await self._send({"type": "input_audio_buffer.cleared"})
         return False
 
     def _configure(self, config: SessionConfig) -> None:
         """Take `config` if it is valid and, once audio has started, changes only what may change then."""
         params, model = self._params(config), self._model(config.model)
-        if self._stream is not None and (
-            params != self._stream.params or self._service.resolve(model) != self._stream.model
+        if self.stream is not None and (
+            params != self.stream.params or self._service.resolve(model) != self.stream.model
         ):
             raise BadEvent(
                 "session_update_too_late",
@@ -310,49 +267,29 @@ class RealtimeConnection:
             raise BadEvent("invalid_value", "audio/pcm is 16-bit samples: an even number of bytes", "audio")
         if not data:
             return False
-        stream = await self._open()
-        seconds = len(data) / (2 * self._config.rate)
-        self._seconds += seconds
-        limit = self._settings.server.max_session_seconds
-        if self._seconds > limit:
-            await self._finish(Close(1008, "session_too_long", f"a realtime session may last {limit:g} s"))
-            return True
-        self._uncommitted += seconds
-        for at in range(0, len(data), PIECE_BYTES):
-            await stream.queue_audio(data[at : at + PIECE_BYTES])  # never waits; refuses a client far ahead
-        return False
-
-    async def _open(self) -> LiveStream:
-        """The stream, leased at the first audio (the model is the session's then)."""
-        if self._stream is None:
+        if self.stream is None:  # leased at the first audio: the model is the session's from then on
             params, model = self._params(self._config), self._model(self._config.model)
-            self._stream = await self._stack.enter_async_context(
-                self._service.live(model, params, interface="realtime")
-            )
-            self._opened.set()
-        return self._stream
+            await self.open_stream(model, params, "realtime")
+        if await self.queue_audio(data):  # never waits; refuses a client far ahead
+            return True
+        self._uncommitted += len(data) / (2 * self._config.rate)
+        return False
 
     # -- the engine's events ------------------------------------------------------------------
 
-    async def _relay(self) -> None:
-        await self._opened.wait()
-        assert self._stream is not None
-        try:
-            async for event in self._stream:
-                await self._on_event(event)
-        except ServiceError as exc:
-            for utterance in sorted(self._said):
-                await self._send(
-                    {
-                        "type": "conversation.item.input_audio_transcription.failed",
-                        "item_id": self._item(utterance),
-                        "content_index": 0,
-                        "error": {"type": "server_error", "code": exc.code, "message": exc.message, "param": None},
-                    }
-                )
-            raise
+    async def failed(self, failure: ServiceError) -> None:
+        """Every item in flight fails with the session."""
+        for utterance in sorted(self._said):
+            await self._send(
+                {
+                    "type": "conversation.item.input_audio_transcription.failed",
+                    "item_id": self._item(utterance),
+                    "content_index": 0,
+                    "error": {"type": "server_error", "code": failure.code, "message": failure.message, "param": None},
+                }
+            )
 
-    async def _on_event(self, event: LiveEvent) -> None:
+    async def render(self, event: LiveEvent) -> None:
         vad = self._config.vad is not None
         match event:
             case SpeechStarted() if vad:
@@ -429,28 +366,12 @@ class RealtimeConnection:
     def _item(self, utterance: int) -> str:
         return f"item_{self._token}{utterance:04d}"
 
-    # -- endings ------------------------------------------------------------------------------
-
-    async def _watch_wind_down(self) -> None:
-        """The model is wanted back: give the speaker `session_drain_timeout` s, then end with the finals."""
-        await self._opened.wait()
-        assert self._stream is not None
-        await self._stream.wanted_back()
-        await self._finish(Close(1012, "model_unloading", f"model {self._stream.model!r} is being unloaded"))
-
-    async def _finish(self, ending: Close) -> bool:
-        """End the stream with its finals, then close with `ending`; False when there is no stream."""
-        if self._stream is None:
-            return False
-        if self._ending is None:
-            self._ending = ending
-        await self._stream.finish()
-        return True
+    # -- this wire's messages -------------------------------------------------------------------
 
     async def _send(self, body: dict[str, Any]) -> None:
         await self._ws.send_json({"event_id": f"event_{self._token}{next(self._event_ids)}", **body})
 
-    async def _send_error(self, code: str, message: str, param: str | None = None, event_id: str | None = None) -> None:
+    async def send_error(self, code: str, message: str, param: str | None = None, event_id: str | None = None) -> None:
         kind = "invalid_request_error" if code not in ("internal_error", "model_crashed") else "server_error"
         await self._send(
             {
@@ -458,11 +379,3 @@ class RealtimeConnection:
                 "error": {"type": kind, "code": code, "message": message, "param": param, "event_id": event_id},
             }
         )
-
-    async def _close(self, close: Close) -> None:
-        if self._ws.client_state is not WebSocketState.CONNECTED:
-            return
-        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
-            if close.error is not None:
-                await self._send_error(close.error, close.message)
-            await self._ws.close(close.code)

@@ -7,7 +7,9 @@ as it arrives, newly committed words go back at once as `transcript-chunk` event
 are never retracted: each final begins with its committed words, and the rest of it follows
 as one more chunk, so the chunks joined are the `transcript`), and `audio-stop` waits only
 for the final, which the engine has usually decoded already, speculatively, during the
-trailing silence.
+trailing silence. The relay of the stream's events and the notice of its model's wind-down
+are the live connection loop's (`supervisor.interfaces.live_connection.StreamRelay`); this
+module renders them in Wyoming's terms.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from wyoming.asr import TranscriptChunk, TranscriptStart
 from wyoming.audio import AudioChunk, AudioChunkConverter
 from wyoming.event import Event
 
-from common.protocol.live import Final, LiveParams, Partial
+from common.protocol.live import Final, LiveEvent, LiveParams, Partial
 from supervisor.failures import FailureKind, ServiceError
+from supervisor.interfaces.live_connection import StreamRelay
 from supervisor.interfaces.wyoming.events import AudioFormat, ChunkIn
 from supervisor.live_stream import LiveStream, beyond
 from supervisor.service import TranscriptionService
@@ -43,9 +46,10 @@ class TranscriptStream:
         self._finals: list[str] = []
         self._sent = ""  # the current engine utterance's committed text already sent as chunks
         self.started = False  # transcript-start sent
-        self._failure: ServiceError | None = None
-        self._relay = asyncio.create_task(self._relay_events())
-        self._watcher = asyncio.create_task(self._give_back_when_asked())
+        self._audio_failure: ServiceError | None = None  # sending the audio failed
+        self._relay = StreamRelay(self._render, self._give_back)
+        self._relay.attach(stream)
+        self._relaying = self._relay.start()
 
     @classmethod
     async def open(
@@ -77,6 +81,11 @@ class TranscriptStream:
             return None  # __aenter__ has released what it took; the whole-utterance path reports the error
         return cls(stream, write, send_chunks, language)
 
+    @property
+    def _failure(self) -> ServiceError | None:
+        """What failed: the stream's events (the relay) if they did, else the audio sent to it."""
+        return self._relay.failure or self._audio_failure
+
     async def add(self, chunk: ChunkIn) -> None:
         if self._failure is None:
             fmt = chunk.format
@@ -84,56 +93,48 @@ class TranscriptStream:
             try:
                 await self._stream.send_audio(pcm)
             except ServiceError as exc:
-                self._failure = exc
+                self._audio_failure = exc
 
     async def finish(self) -> str:
         """The utterance's text, once its last final is in; ServiceError if it failed."""
         try:
             if self._failure is None:
                 await self._stream.finish()
-            await self._relay
+            await self._relaying
         finally:
-            self._watcher.cancel()
+            await self._relay.stop()
             await self._stream.aclose()
         if self._failure is not None:
             raise self._failure
         return " ".join(self._finals)
 
     async def abort(self) -> None:
-        self._watcher.cancel()
-        self._relay.cancel()
-        await asyncio.wait({self._relay})
-        if not self._relay.cancelled():
-            self._relay.exception()  # it failed before the abort: the connection is ending anyway
+        await self._relay.stop()  # a relay that failed before the abort: the connection is ending anyway
         await self._stream.aclose()
 
-    async def _give_back_when_asked(self) -> None:
+    async def _give_back(self) -> None:
         """The model is wanted back (unload, eviction, shutdown) and the client has not said
         audio-stop within `session_drain_timeout`: finish what was heard now and give the model back;
         the text is kept for the audio-stop (or the connection's end) that follows."""
-        await self._stream.wanted_back()
         if self._failure is None:
             with contextlib.suppress(ServiceError):
                 await self._stream.finish()
-        await asyncio.wait({self._relay})
+        await asyncio.wait({self._relaying})
         await self._stream.aclose()
 
-    async def _relay_events(self) -> None:
+    async def _render(self, event: LiveEvent) -> None:
         try:
-            async for event in self._stream:
-                if isinstance(event, Partial) and self._send_chunks:
-                    await self._send_committed(event.committed)
-                elif isinstance(event, Final):
-                    text = event.text.strip()
-                    if self._send_chunks and self.started and text:
-                        await self._send_committed(text)  # the rest of it, after what was committed
-                    if text:
-                        self._finals.append(text)
-                    self._sent = ""
-        except ServiceError as exc:
-            self._failure = exc
-        except ConnectionError:
-            self._failure = ServiceError(FailureKind.INTERNAL, "the client went away", "client_gone")
+            if isinstance(event, Partial) and self._send_chunks:
+                await self._send_committed(event.committed)
+            elif isinstance(event, Final):
+                text = event.text.strip()
+                if self._send_chunks and self.started and text:
+                    await self._send_committed(text)  # the rest of it, after what was committed
+                if text:
+                    self._finals.append(text)
+                self._sent = ""
+        except ConnectionError:  # ends the relay: the failure is what `finish` raises
+            raise ServiceError(FailureKind.INTERNAL, "the client went away", "client_gone") from None
 
     async def _send_committed(self, committed: str) -> None:
         if not (new := beyond(self._sent, committed)):
