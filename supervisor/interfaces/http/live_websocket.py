@@ -7,7 +7,7 @@ that is not a normal end. This module only speaks that wire: the connection's lo
 timeout, length limit, wind-down, ending) is `supervisor.interfaces.live_connection`'s, the
 session itself is the service's `LiveStream`, and the words come from the worker's live engine.
 
-Close codes: 1000 normal end (after `end`, or an idle/length limit, with its final first);
+Close codes: 1000 normal end (after `end`, or the idle timeout, with its final first);
 1003 bad data (odd-length PCM, a text frame that is not a known message); 1008 refused
 (bad key, unknown model, bad parameter, a session past `max_session_seconds`, audio sent
 so much faster than real time that the session is 30 s ahead of the model); 1009 a
