@@ -27,7 +27,7 @@ from common.protocol.live import LiveParams
 from supervisor import uploads
 from supervisor.config import OPENAI_ALIAS
 from supervisor.failures import FailureKind, ServiceError, classify
-from supervisor.live import LiveStream
+from supervisor.live_stream import LiveStream
 from supervisor.models.owner import ModelOwner, ModelUnavailable
 from supervisor.models.registry import ModelRegistry, UnknownModel
 from supervisor.observe import Interface, Observers, RequestFinished

@@ -166,7 +166,7 @@ class SessionAck(_Kind, tag="session_ack", frozen=True):
     """Session `id` has taken its frames up to `seq` and can take more: the supervisor keeps
     only a few seconds of a session's audio sent and not yet acknowledged. The worker holds
     its ack back while the session owes finals it has not decoded, so a client faster than
-    the decoder is paced (see `supervisor.live` for what each interface does then)."""
+    the decoder is paced (see `supervisor.live_stream` for what each interface does then)."""
 
     id: str
     seq: int

@@ -17,7 +17,7 @@ Pace: at most `WINDOW_S` seconds of audio go out past the worker's last SESSION_
 `send_audio` waits for room beyond that. The worker holds its acks back while the session
 is too far ahead of its decoder, so a client that sends faster than the model transcribes
 is slowed down to it, one awaited `send_audio` at a time (what its client sees then is the
-interface's choice: `supervisor.live`). The window also bounds what one session can queue
+interface's choice: `supervisor.live_stream`). The window also bounds what one session can queue
 on the worker's socket, which every other request on the model shares.
 
 Its state, one of `SessionState`, says what may still be sent and what is still read:
