@@ -62,7 +62,7 @@ from supervisor.workers.session import WINDOW_S, WorkerSession
 from worker.audio.stream import MAX_FRAME_BYTES
 from worker.backends import OnSegment
 from worker.engine.lanes import Lanes
-from worker.engine.sessions import MAX_OWED_FINALS, Sessions
+from worker.engine.sessions import MAX_OWED_FINALS, SessionTable
 
 FOX_KEYS = ["quick", "brown", "fox", "jumps", "over", "lazy", "dog"]
 WEATHER_KEYS = ["morning", "weather", "sunny", "warm", "breeze", "garden", "dinner"]
@@ -404,7 +404,7 @@ async def test_the_scheduler_runs_finals_first_then_the_newest_partial_one_job_p
 
     tasks: set[asyncio.Task[None]] = set()
     info = ReadyInfo(pid=1, backend="gated", device="cpu", compute_type="int8", load_seconds=0, concurrency=1)
-    sessions = Sessions(
+    sessions = SessionTable(
         decoder,
         info,
         Lanes(1),
@@ -459,7 +459,7 @@ async def test_a_session_ahead_of_its_decoder_is_acknowledged_only_as_its_finals
     posted: list[Message] = []
     tasks: set[asyncio.Task[None]] = set()
     info = ReadyInfo(pid=1, backend="gated", device="cpu", compute_type="int8", load_seconds=0, concurrency=1)
-    sessions = Sessions(
+    sessions = SessionTable(
         decoder,
         info,
         Lanes(1),

@@ -2,7 +2,8 @@
 
 Socket I/O stays on the event loop; the imports, the model load and inference run in
 threads. File requests (`worker.engine.transcriber`) and live sessions
-(`worker.engine.sessions`) take turns on the same inference lanes. The socket is read in
+(`worker.engine.sessions`) take turns on the same inference lanes, which the server makes
+once the model is loaded and hands to both. The socket is read in
 every phase, so a SHUTDOWN (or SIGTERM) during a slow load ends the process at once:
 the load thread is abandoned, and `__main__` exits with os._exit, which does not wait
 for it. Otherwise stopping a loading worker would take the supervisor's SIGKILL phase.
@@ -30,6 +31,7 @@ import signal
 import time
 from collections.abc import Awaitable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
@@ -62,7 +64,8 @@ from common.protocol import (
     kind_of,
 )
 from worker.backends import Backend, LoadError, create_backend, warm_up
-from worker.engine.sessions import Sessions
+from worker.engine.lanes import Lanes
+from worker.engine.sessions import SessionTable
 from worker.engine.tally import Tally
 from worker.engine.transcriber import Transcriber
 from worker.engine.vitals import Vitals
@@ -83,6 +86,15 @@ class _Leave(Exception):
     """The phase in progress was interrupted: SHUTDOWN, SIGTERM or a fatal error."""
 
 
+@dataclass(frozen=True)
+class _Serving:
+    """What a worker with its model loaded serves with: one set of lanes, both kinds of work on them."""
+
+    lanes: Lanes
+    transcriber: Transcriber
+    sessions: SessionTable
+
+
 class WorkerServer:
     def __init__(self, backend_name: str, endpoint: str, heartbeat_interval: float, prewarm: bool = False) -> None:
         self._backend_name = backend_name
@@ -95,8 +107,7 @@ class WorkerServer:
         self._fatal: str | None = None
         self._load_requests: asyncio.Queue[Load] = asyncio.Queue(maxsize=1)
         self._load_chosen = False
-        self._transcriber: Transcriber | None = None
-        self._sessions: Sessions | None = None
+        self._serving: _Serving | None = None  # once the model is loaded
         self._vitals = Vitals(cuda=False)  # replaced once the model's device is known
         self._tally = Tally()  # what it did, for the heartbeat: counters for the supervisor's metrics
         # Every outgoing message goes through one queue and one sender task: segments
@@ -155,21 +166,17 @@ class WorkerServer:
             log.exception("model load failed")
             self._fail(f"{type(exc).__name__}: {exc}")
             return
-        # Phase 3: serve. The receiver task answers requests from here on.
-        self._transcriber = Transcriber(backend, info, self._post, self._tally)
-        # Live sessions decode on the transcriber's lanes: one pool of model copies, shared fairly.
-        self._sessions = Sessions(
-            backend,
-            info,
-            self._transcriber._lanes,
-            self._post,
-            self._start,
-            beam_size=options.beam_size,
-            tally=self._tally,
+        # Phase 3: serve. The receiver task answers requests from here on. File requests and
+        # live sessions decode on the same lanes: one pool of model copies, shared fairly.
+        lanes = Lanes.for_model(info)
+        sessions = SessionTable(
+            backend, info, lanes, self._post, self._start, beam_size=options.beam_size, tally=self._tally
         )
+        self._serving = _Serving(lanes, Transcriber(backend, info, lanes, self._post, self._tally), sessions)
         self._vitals = Vitals(cuda=info.device == "cuda")
         self._post(Ready(info=info))
-        self._start(self._transcriber.open_lanes(), "lanes")  # the other lanes' model copies, if any
+        # The other lanes' model copies, if any, each loaded on its own lane's thread.
+        self._start(lanes.open_rest(backend.load_lane), "lanes")
         log.info("ready: load_s=%.2f device=%s", info.load_seconds, info.device)
         await self._leave.wait()
 
@@ -203,16 +210,17 @@ class WorkerServer:
             # heartbeat and the sender, and the supervisor would kill a busy worker as hung.
             # So the loop gets a turn at least every _RECEIVE_TURN_S; not after every message,
             # which let partial decodes start between the frames of a burst and made the
-            # final after Wyoming's audio-stop wait for them (0.90 → 2.06 s, medium clip).
+            # final after Wyoming's audio-stop wait for them (`python -m bench` times that wait).
             if (now := time.monotonic()) >= turn_due:
                 await asyncio.sleep(0)
                 turn_due = now + _RECEIVE_TURN_S
 
     def _dispatch(self, message: Message, payload: Payload | None) -> None:
+        serving = self._serving
         match message:
             case Shutdown():
-                if self._sessions is not None:
-                    self._sessions.drop_all()  # no finals: the supervisor drained what it wanted
+                if serving is not None:
+                    serving.sessions.drop_all()  # no finals: the supervisor drained what it wanted
                 self._leave.set()
             case Load():
                 if self._load_chosen:
@@ -222,30 +230,31 @@ class WorkerServer:
                     self._post(self._beat())  # "alive, loading": the supervisor waits seconds for this, not minutes
                     self._load_requests.put_nowait(message)
             case Transcribe(id=request_id):
-                if self._transcriber is None:
+                if serving is None:
                     self._post(Error(id=request_id, code=ErrorCode.INTERNAL, message="this worker has no model yet"))
                 else:
                     assert payload is not None  # the codec guarantees a TRANSCRIBE its audio frame
-                    self._start(self._answer(self._transcriber, message, payload), f"request-{request_id}")
+                    self._start(self._answer(serving.transcriber, message, payload), f"request-{request_id}")
             case Cancel(id=request_id):
-                if self._transcriber is not None:
-                    self._transcriber.cancel(request_id)
+                if serving is not None:
+                    serving.transcriber.cancel(request_id)
             case SessionOpen() | SessionAudio() | SessionCommit() | SessionClose():
-                if self._sessions is None:
+                if serving is None:
                     self._post(Error(id=message.id, code=ErrorCode.INTERNAL, message="this worker has no model yet"))
                 else:
-                    self._sessions.handle(message, payload)
+                    serving.sessions.handle(message, payload)
             case _:
                 log.warning("ignoring a %s message: that kind is for the supervisor", kind_of(message))
 
     def _refuse(self, exc: ProtocolError) -> None:
         """Answer what a malformed message was about, so nobody waits for a reply that never comes."""
         log.warning("malformed message: %s", exc)
+        sessions = self._serving.sessions if self._serving is not None else None
         if exc.kind == "load" and not self._load_chosen:
             self._fail(f"the LOAD message could not be decoded: {exc}")  # DYING tells the supervisor why
-        elif exc.request_id is not None and self._sessions is not None and self._sessions.is_open(exc.request_id):
+        elif exc.request_id is not None and sessions is not None and sessions.is_open(exc.request_id):
             # An ERROR ends a session: the worker drops it too, so both sides agree it is over.
-            self._sessions.fail(exc.request_id, ErrorCode.BAD_PARAMETER, f"a message could not be decoded: {exc}")
+            sessions.fail(exc.request_id, ErrorCode.BAD_PARAMETER, f"a message could not be decoded: {exc}")
         elif exc.request_id is not None:
             self._post(
                 Error(
@@ -273,8 +282,8 @@ class WorkerServer:
             await asyncio.sleep(self._heartbeat_interval)
 
     def _beat(self) -> Heartbeat:
-        transcriber, sessions, vitals = self._transcriber, self._sessions, self._vitals
-        if transcriber is None or sessions is None:  # a spare, or loading: alive, no model yet
+        serving, vitals = self._serving, self._vitals
+        if serving is None:  # a spare, or loading: alive, no model yet
             return Heartbeat(
                 in_flight=0,
                 served=0,
@@ -285,12 +294,13 @@ class WorkerServer:
                 last_inference_at=None,
                 time=time.time(),
             )
+        transcriber, sessions = serving.transcriber, serving.sessions
         inferences = [t for t in (transcriber.last_inference_at, sessions.last_inference_at) if t is not None]
         return Heartbeat(
             in_flight=transcriber.in_flight,
             served=transcriber.served,
-            lanes=transcriber.lanes,
-            lanes_busy=transcriber.lanes_busy,
+            lanes=serving.lanes.count,
+            lanes_busy=serving.lanes.busy,
             rss_bytes=vitals.rss_bytes(),
             vram_bytes=vitals.vram_bytes(),
             last_inference_at=max(inferences, default=None),
@@ -302,7 +312,7 @@ class WorkerServer:
     async def _say_goodbye(self, sock: zmq.asyncio.Socket) -> None:
         """A last heartbeat on a clean exit: the work since the previous one (a request that
         ended just before an unload) is in the model's totals too. Best effort, like DYING."""
-        if self._transcriber is None:
+        if self._serving is None:
             return
         with contextlib.suppress(TimeoutError, zmq.ZMQError):
             await asyncio.wait_for(sock.send_multipart(encode(self._beat())), _DYING_SEND_S)

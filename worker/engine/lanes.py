@@ -10,9 +10,12 @@ lane's own thread (`open_rest`). READY already announces what all copies will ta
 supervisor counts them from then on; what is chosen here is only when the CPU is spent.
 A copy loads as soon as a request has to wait for a lane, or once no lane has been busy
 for `IDLE_BEFORE_COPY_S`: never beside the first request after a cold start, which
-arrives just after READY (loading tiny.en's copy took 0.6-1.1 s of CPU on 2 cores, as
-much as the request itself), and never by surprise under load, as when a copy loaded on
-a lane's first use. Until a lane is open, requests queue for the open ones.
+arrives just after READY (a copy's load costs CPU on the scale of a short request's
+decode, and would slow it down), and never by surprise under load, as when a copy loaded
+on a lane's first use. Until a lane is open, requests queue for the open ones.
+
+The server makes one `Lanes` per model (`for_model`) and hands it to both users: file
+requests (`worker.engine.transcriber`) and live sessions (`worker.engine.sessions`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TypeVar
+
+from common.protocol import ReadyInfo
 
 T = TypeVar("T")
 
@@ -42,6 +47,12 @@ class Lanes:
         self._available = asyncio.Semaphore(ready)
         self._waiting = 0  # run() calls waiting for a free lane
         self._changed = asyncio.Event()  # set and replaced whenever a request waits, starts or ends
+
+    @classmethod
+    def for_model(cls, info: ReadyInfo) -> Lanes:
+        """The lanes of a model just loaded: `info.concurrency` of them. With a model copy per
+        lane only lane 0's is loaded by READY: the others open in `open_rest`, as their copies load."""
+        return cls(max(1, info.concurrency), open_now=1 if info.copies > 1 else None)
 
     @property
     def count(self) -> int:

@@ -47,17 +47,21 @@ class RequestError(Exception):
 
 class Transcriber:
     def __init__(
-        self, backend: Backend, info: ReadyInfo, post: Callable[[FromWorker], None], tally: Tally | None = None
+        self,
+        backend: Backend,
+        info: ReadyInfo,
+        lanes: Lanes,
+        post: Callable[[FromWorker], None],
+        tally: Tally | None = None,
     ) -> None:
-        """`post` queues a message for the supervisor; it is called on the event loop only.
-        `tally` counts the lanes' time in the model, for the heartbeat."""
+        """`lanes` are the worker's inference lanes, shared with live sessions. `post` queues
+        a message for the supervisor; it is called on the event loop only. `tally` counts the
+        lanes' time in the model, for the heartbeat."""
         self._backend = backend
         self._tally = tally or Tally()
         self._info = info
         self._post = post
-        # With a model copy per lane, only lane 0's is loaded by READY: the others open in
-        # open_lanes(), as their copies load.
-        self._lanes = Lanes(max(1, info.concurrency), open_now=1 if info.copies > 1 else None)
+        self._lanes = lanes
         self._active: set[str] = set()
         self._cancelled: set[str] = set()
         self.served = 0
@@ -66,18 +70,6 @@ class Transcriber:
     @property
     def in_flight(self) -> int:
         return len(self._active)
-
-    @property
-    def lanes(self) -> int:
-        return self._lanes.count
-
-    @property
-    def lanes_busy(self) -> int:
-        return self._lanes.busy
-
-    async def open_lanes(self) -> None:
-        """Load the other lanes' model copies, each on its own lane's thread, and open each lane."""
-        await self._lanes.open_rest(self._backend.load_lane)
 
     def cancel(self, request_id: str) -> None:
         # Only a request still running is remembered: a CANCEL that crossed its RESULT on
