@@ -31,11 +31,10 @@ from live_script import (
 
 from common.protocol.live import Final, LiveParams, Partial, SpeechStarted, SpeechStopped
 from common.protocol.types import Word
-from worker.engine.live import DecodeJob, LiveSession, StreamingVad
+from worker.engine.live import DecodeJob, LiveSession, StreamingVad, Tuning
 from worker.engine.live.agreement import LocalAgreement
 from worker.engine.live.buffer import AudioBuffer
 from worker.engine.live.guards import clean
-from worker.engine.live.session import Tuning
 from worker.engine.live.vad import FRAME, SileroScorer
 
 ASSETS = Path(__file__).parent / "assets"

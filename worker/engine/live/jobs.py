@@ -14,11 +14,10 @@ from common.protocol.types import Heard, Segment, TranscribeParams
 SAMPLE_RATE = 16000
 #: The shortest context window a partial asks for (Whisper's own is 30 s): shorter costs
 #: less (faster-whisper pads every window to 30 s; the decoder here pads to the window asked
-#: for), but below about 15 s the greedy text degrades ("God-Morling" for "Good morning" at 5 s).
-#: Measured with `python -m bench --live` (2 cores, tiny.en), 30 s / 15 s for partials only /
-#: 15 s for partials and finals: final p50 960 / 916 / 622 ms, first partial 972 / 634 / 614 ms,
-#: streamed WER 16.4 / 16.4 / 13.0 %. Finals keep 30 s all the same: with 15 s the fox clip's
-#: final lost "fox" and "dog" ("the quick round-fark jump over the lazy nog") in five tests.
+#: for), but much shorter windows degrade the greedy text ("God-Morling" for "Good
+#: morning"); `python -m bench --live` measures what it saves. Finals keep 30 s all the
+#: same: in this window they were faster too, but the fox clip's final lost words ("the
+#: quick round-fark jump over the lazy nog").
 LIVE_WINDOW_SECONDS = 15
 WHISPER_WINDOW_SECONDS = 30
 
@@ -35,7 +34,7 @@ class DecodeJob:
 
     The caller decodes `audio` at temperature 0, with word timestamps when `word_timestamps`
     (always for partials, whose words LocalAgreement aligns; for finals only when the client
-    asked: the alignment pass costs a final about a tenth of its time) — `params()` says it
+    asked: the alignment pass adds to a final's time) — `params()` says it
     in the backend's own terms. Times in the segments it returns are relative to `audio`;
     the session shifts them by `offset`. `id` is unique within the session: `done` knows a
     job that was overtaken by events (speech resumed under a speculative final, the

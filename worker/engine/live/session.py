@@ -8,8 +8,8 @@ out at a time, which is what makes the partial cadence follow the decoder: the n
 partial is offered once the last one is back and at least `partial_step_s` of new audio
 has come, so a slow decoder gets fewer, longer partials rather than a queue. A final may
 overtake a partial that is out (one final at a time): when the speaker pauses, the final
-starts on another lane at once instead of after the partial, whose result is then stale.
-On 2 cores that took the end of speech → final from 1.3-2.3 s to the figures in the README.
+starts on another lane at once instead of after the partial, whose result is then stale
+(`python -m bench --live` measures the end of speech → final).
 
 States (the VAD's events drive them; `commit()` and `finish()` are the caller's):
 
@@ -33,69 +33,40 @@ States (the VAD's events drive them; `commit()` and `finish()` are the caller's)
 Closing an utterance queues its final (the speculative one if it covers the same pause);
 finals are offered before partials, and emitted in order, each once its decode is back and
 its silence complete. SpeechStarted/SpeechStopped follow the VAD alone, always in pairs.
+
+Beside it, one job each: `utterance` (the speech being heard), `cutter` (a job's audio,
+context and prompt), `finals` (the finals owed, emitted in order), `history` (what was
+said before), `times` (samples, seconds, decoder times moved onto the session's), `tuning`
+(the knobs).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Literal
 
-import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from common.protocol.live import Final, LiveEvent, LiveParams, Partial, SpeechStarted, SpeechStopped
+from common.protocol.live import LiveEvent, LiveParams, Partial, SpeechStarted, SpeechStopped
 from common.protocol.types import Heard, Segment, Word
 from worker.engine.live import guards
 from worker.engine.live.agreement import LocalAgreement
 from worker.engine.live.buffer import AudioBuffer
-from worker.engine.live.jobs import LIVE_WINDOW_SECONDS, SAMPLE_RATE, WHISPER_WINDOW_SECONDS, DecodeJob, PendingFinal
+from worker.engine.live.cutter import JobCutter
+from worker.engine.live.finals import OwedFinals
+from worker.engine.live.history import History
+from worker.engine.live.jobs import SAMPLE_RATE, DecodeJob, PendingFinal
+from worker.engine.live.times import sample, seconds, shift_word
+from worker.engine.live.tuning import Tuning
+from worker.engine.live.utterance import Utterance
 from worker.engine.live.vad import StreamingVad, VadEvent
 
 State = Literal["silence", "speech", "ending", "finished"]
 
 
-@dataclass(frozen=True)
-class Tuning:
-    """The engine's knobs; the defaults are the product's."""
-
-    partial_step_s: float = 0.3  # new audio needed before the next partial
-    speculate_ms: int = 250  # into a pause, the final is started; its audio ends there
-    preroll_ms: int = 300  # audio kept before speech starts
-    cut_after_s: float = 25.0  # an utterance this long is cut at its last committed word
-    max_utterance_s: float = 30.0  # ... and never grows past this (Whisper's window)
-    hold_back_s: float = 0.3  # a word ending this close to the audio's edge is not committed yet
-    #: The newest pass's probability for a word, at least, for it to be committed (the words
-    #: after it wait). The final is made to begin with the committed words, so a wrong one
-    #: stays: in a replay of the live benchmark's clips (tiny.en), committed words and the
-    #: finals' WER by threshold on the newest pass: 0.7: 116, 9.5 %; 0.8: 87, 9.3 %; on the
-    #: lower of both passes: 0.5: 177, 11.1 %; 0.6: 125, 10.3 %; 0.7: 97, 9.5 %; 0.8: 72,
-    #: 9.3 %; 0.9: 46, 8.7 %. Finals left free: 8.7 %, with 12 % of the committed words
-    #: contradicted without a threshold; every agreed word forced: 15.9 %.
-    commit_probability: float = 0.7
-    prompt_chars: int = 200  # of what was said, given as the prompt
-    #: Speech heard this long before an utterance is decoded with it (its audio, and the text
-    #: its finals gave), within the job's window: all of it for finals, what fits in the
-    #: shortest live window for partials.
-    context_s: float = 20.0
-
-
-@dataclass
-class Utterance:
-    """The speech being heard now; replaced, never reset, when it ends."""
-
-    index: int
-    start: int  # speech start, session samples
-    audio_from: int  # its audio begins here (the pre-roll before `start`)
-    lead: int  # zeros its jobs' audio starts with: the pre-roll the stream did not have
-    agreement: LocalAgreement
-    partial_mark: int  # the audio's end when its last partial was offered
-    pause_at: int | None = None  # set while ending: where the pause began
-    speculative: PendingFinal | None = None
-    shown: tuple[str, str] = field(default=("", ""))  # the last Partial's (text, committed)
+_DEFAULT_TUNING = Tuning()
 
 
 class LiveSession:
@@ -105,7 +76,7 @@ class LiveSession:
         vad: StreamingVad | None = None,
         *,
         beam_size: int = 5,
-        tuning: Tuning = Tuning(),
+        tuning: Tuning = _DEFAULT_TUNING,
         commits: bool = True,
     ) -> None:
         """`commits`: whether the decoder keeps a final's committed words (honours
@@ -125,15 +96,14 @@ class LiveSession:
         self._commit_probability = tuning.commit_probability if commits else math.inf
         self._buffer = AudioBuffer()
         self._utterance: Utterance | None = None
-        self._finals: deque[PendingFinal] = deque()
         self._out: DecodeJob | None = None  # the partial or final out, when only one is
         self._final_out: DecodeJob | None = None  # a final that overtook the partial out
-        self._job_ids = itertools.count()
         self._utterance_ids = itertools.count()
         self._last_index = -1  # the last utterance opened
         self._seq = itertools.count()
-        self._said = params.prompt or ""  # what the prompts are cut from: said before `_heard`
-        self._heard: deque[Heard] = deque()  # the latest finals' segments, session times, audio still held
+        self._history = History(params.prompt, tuning.prompt_chars)
+        self._finals = OwedFinals(params, self._history, self._seq)
+        self._jobs = JobCutter(params, self._buffer, self._history, tuning.context_s)
         self._finishing = False
 
     # -- the caller's verbs ------------------------------------------------------------
@@ -155,7 +125,7 @@ class LiveSession:
     def owed_finals(self) -> int:
         """Utterances over whose final is not decoded yet: how far the decoder is behind this
         stream (the caller stops taking audio from a client that keeps this growing)."""
-        return sum(1 for pending in self._finals if pending.segments is None)
+        return self._finals.undecoded
 
     @property
     def buffered(self) -> int:
@@ -174,7 +144,7 @@ class LiveSession:
             events += self._on_vad(event)
         events += self._limit_length()
         self._buffer.drop_before(self._keep_from())
-        self._forget_heard()
+        self._history.forget_before(self._buffer.start)
         return events
 
     def next_job(self) -> DecodeJob | None:
@@ -198,10 +168,8 @@ class LiveSession:
         else:
             raise ValueError(f"job {job.id} is not this session's job in flight")
         segments = guards.clean(segments)
-        for pending in self._finals:
-            if pending.job is job:
-                pending.segments = segments
-                return self._drain_finals()
+        if (finals := self._finals.decoded(job, segments)) is not None:
+            return finals
         u = self._utterance
         if u is None or job.utterance != u.index:
             return []  # the utterance ended or was cut under it
@@ -252,7 +220,7 @@ class LiveSession:
         u = self._utterance
         if self._vad.phase in ("speech", "pause"):
             at = self._vad.pause_at if self._vad.pause_at is not None else self._buffer.end
-            events.append(SpeechStopped(at=_seconds(at), utterance=u.index if u is not None else self._last_index))
+            events.append(SpeechStopped(at=seconds(at), utterance=u.index if u is not None else self._last_index))
         if u is not None and u.pause_at is not None:
             events += self._close(u.pause_at, self._pause_audio_end(u.pause_at))
         elif u is not None:
@@ -269,7 +237,7 @@ class LiveSession:
         if event.kind == "start":
             if u is None:
                 u = self._open(event.sample, preroll=True)
-            return [SpeechStarted(at=_seconds(event.sample), utterance=u.index)]
+            return [SpeechStarted(at=seconds(event.sample), utterance=u.index)]
         if event.kind == "pause":
             if u is not None and not manual:
                 u.pause_at = event.sample
@@ -281,7 +249,7 @@ class LiveSession:
                 u.pause_at, u.speculative = None, None  # a speculative final out is now stale
             return []
         index = u.index if u is not None else self._last_index
-        events: list[LiveEvent] = [SpeechStopped(at=_seconds(event.sample), utterance=index)]
+        events: list[LiveEvent] = [SpeechStopped(at=seconds(event.sample), utterance=index)]
         if u is not None and not manual:
             end = event.sample if u.pause_at is None else u.pause_at  # later than the VAD's after a cut
             events += self._close(end, self._pause_audio_end(end))
@@ -311,10 +279,9 @@ class LiveSession:
         self._utterance = None
         pending = u.speculative if u.speculative is not None and u.speculative.end == end else None
         if pending is None:
-            job = self._job("final", u, audio_end, self._beam_size)
+            job = self._jobs.cut("final", u, audio_end, self._beam_size)
             pending = PendingFinal(job, u.start, end, adds_context=adds_context)
-        self._finals.append(pending)
-        return self._drain_finals()
+        return self._finals.add(pending)
 
     def _limit_length(self) -> list[LiveEvent]:
         """Cut an utterance about to outgrow Whisper's window: a Final for its committed part,
@@ -332,7 +299,7 @@ class LiveSession:
         events = self._close(cut, cut, adds_context=False)
         committed = u.agreement.committed
         if committed:  # the cut part's final comes later: what was committed stands in for it
-            self._heard.append(Heard(committed[0].start, committed[-1].end, u.agreement.committed_text))
+            self._history.hear([Heard(committed[0].start, committed[-1].end, u.agreement.committed_text)])
         rest = self._open(cut, preroll=False, history=u.agreement.committed)
         rest.pause_at = None if u.pause_at is None else max(u.pause_at, cut)
         return events
@@ -354,13 +321,8 @@ class LiveSession:
             keep = self._vad.pending_from - self._ms(self._tuning.preroll_ms)
         horizon = keep - round(self._tuning.context_s * SAMPLE_RATE)
         preroll = self._ms(self._tuning.preroll_ms)  # where a final's audio begins
-        starts = [_sample(h.start) for h in self._heard] + [p.start - preroll for p in self._finals]
+        starts = [sample(h.start) for h in self._history.heard] + [p.start - preroll for p in self._finals]
         return min([keep, *(start for start in starts if start >= horizon)])
-
-    def _forget_heard(self) -> None:
-        """Heard speech whose audio is gone is no context any more: its text joins the prompt's."""
-        while self._heard and _sample(self._heard[0].start) < self._buffer.start:
-            self._add_said(self._heard.popleft().text)
 
     def _pause_audio_end(self, pause_at: int) -> int:
         """A final's audio ends a little into its pause (Whisper ends a sentence better with some silence)."""
@@ -378,7 +340,7 @@ class LiveSession:
             return None  # the silence after speech, before the client's commit: nothing new to show
         if self._buffer.end - u.partial_mark >= self._tuning.partial_step_s * SAMPLE_RATE:
             u.partial_mark = self._buffer.end
-            return self._job("partial", u, self._buffer.end, 1)
+            return self._jobs.cut("partial", u, self._buffer.end, 1)
         return None
 
     def _choose_final(self) -> DecodeJob | None:
@@ -396,69 +358,16 @@ class LiveSession:
         audio_end = pause_at + self._ms(self._tuning.speculate_ms)
         if u.speculative is not None or self._vad.processed < audio_end:
             return None
-        job = self._job("final", u, audio_end, self._beam_size)
+        job = self._jobs.cut("final", u, audio_end, self._beam_size)
         u.speculative = PendingFinal(job, u.start, pause_at)
         return job
-
-    def _job(self, kind: Literal["partial", "final"], u: Utterance, audio_end: int, beam_size: int) -> DecodeJob:
-        context = self._context(u, audio_end, kind)
-        begin = min([u.audio_from, *(_sample(h.start) for h in context)])
-        lead = 0 if context else u.lead
-        offset = (begin - lead) / SAMPLE_RATE
-        heard_until = max([u.audio_from, *(_sample(h.end) for h in context)]) if context else begin
-        return DecodeJob(
-            kind=kind,
-            audio=self._buffer.copy(begin, audio_end, lead=lead),
-            prompt=self._prompt(len(self._heard) - len(context)),
-            utterance=u.index,
-            beam_size=beam_size,
-            language=self.params.language,
-            offset=offset,
-            id=next(self._job_ids),
-            word_timestamps=kind == "partial" or self.params.word_timestamps,
-            heard=tuple(Heard(_at(h.start, -offset), _at(h.end, -offset), h.text) for h in context),
-            heard_seconds=(heard_until - begin) / SAMPLE_RATE,
-            prefix=(u.agreement.committed_text or None) if kind == "final" else None,
-        )
-
-    def _context(self, u: Utterance, audio_end: int, kind: Literal["partial", "final"]) -> list[Heard]:
-        """The heard segments a job is decoded with: the latest ones, as far back as `context_s`
-        before the utterance and as the job's window leaves room for (a partial keeps to the
-        shortest live window, where the context costs no more encoder time), each ending
-        before the utterance's speech starts."""
-        window = LIVE_WINDOW_SECONDS if kind == "partial" else WHISPER_WINDOW_SECONDS
-        earliest = max(
-            self._buffer.start,
-            audio_end - (window - 1) * SAMPLE_RATE,
-            u.audio_from - round(self._tuning.context_s * SAMPLE_RATE),
-        )
-        context: list[Heard] = []
-        for heard in reversed(self._heard):
-            if _sample(heard.start) < earliest:
-                break
-            end = min(heard.end, u.start / SAMPLE_RATE)
-            if end > heard.start:
-                context.insert(0, Heard(heard.start, end, heard.text))
-        return context
-
-    def _prompt(self, older: int) -> str | None:
-        """The end of what was said before (and before the first `older` heard segments, the
-        ones not in the job's context), cut at a word: Whisper's context for what follows."""
-        text = " ".join([self._said, *(self._heard[i].text for i in range(older))]).strip()
-        said = text[-self._tuning.prompt_chars :]
-        if len(text) > self._tuning.prompt_chars and " " in said:
-            said = said.split(" ", 1)[1]
-        return said.strip() or None
-
-    def _add_said(self, text: str) -> None:
-        self._said = f"{self._said} {text}".strip()[-4 * self._tuning.prompt_chars :]
 
     # -- events ------------------------------------------------------------------------------
 
     def _show_partial(self, u: Utterance, job: DecodeJob, segments: list[Segment]) -> list[LiveEvent]:
         if u.speculative is not None:
             return []  # its final is out, begun with the words committed then: no more now
-        words = [_shift_word(w, job.offset) for s in segments for w in s.words or []]
+        words = [shift_word(w, job.offset) for s in segments for w in s.words or []]
         u.agreement.insert(words, edge=job.offset + job.duration)
         shown = (u.agreement.text, u.agreement.committed_text)
         if not shown[0] or shown == u.shown:
@@ -466,60 +375,6 @@ class LiveSession:
         u.shown = shown
         return [Partial(seq=next(self._seq), text=shown[0], committed=shown[1], utterance=u.index)]
 
-    def _drain_finals(self) -> list[LiveEvent]:
-        """Finals whose decode is back, in utterance order; an utterance left with no text has none."""
-        events: list[LiveEvent] = []
-        while self._finals and self._finals[0].segments is not None:
-            pending = self._finals.popleft()
-            final = self._final(pending)
-            if final is not None:
-                events.append(final)
-        return events
-
-    def _final(self, pending: PendingFinal) -> Final | None:
-        assert pending.segments is not None
-        keep_words = self.params.word_timestamps
-        segments = [_shift(s, pending.job.offset, i, keep_words) for i, s in enumerate(pending.segments)]
-        text = "".join(s.text for s in segments).strip()
-        committed = pending.job.prefix
-        if committed and not text.startswith(committed):
-            # The model was made to write them, and a guard then dropped what it wrote
-            # after them (a loop, say): the committed words are its reading.
-            start, end = _seconds(pending.start), _seconds(pending.end)
-            segments, text = [Segment(id=0, start=start, end=end, text=" " + committed)], committed
-        if not text and not self.params.empty_finals:
-            return None
-        if pending.adds_context:
-            self._heard.extend(Heard(s.start, s.end, s.text.strip()) for s in segments if s.text.strip())
-        start, end = _seconds(pending.start), _seconds(pending.end)
-        return Final(
-            seq=next(self._seq), text=text, start=start, end=end, segments=segments, utterance=pending.job.utterance
-        )
-
     @staticmethod
     def _ms(ms: int) -> int:
         return ms * SAMPLE_RATE // 1000
-
-
-def _seconds(sample: int) -> float:
-    return round(sample / SAMPLE_RATE, 3)
-
-
-def _sample(seconds: float) -> int:
-    return round(seconds * SAMPLE_RATE)
-
-
-def _shift_word(word: Word, offset: float) -> Word:
-    return msgspec.structs.replace(word, start=_at(word.start, offset), end=_at(word.end, offset))
-
-
-def _at(t: float, offset: float) -> float:
-    """A time in a job's audio as session seconds (never before the session: a job may start with zeros)."""
-    return max(0.0, round(t + offset, 3))
-
-
-def _shift(segment: Segment, offset: float, index: int, keep_words: bool) -> Segment:
-    """A segment of a final, its times moved from the job's audio to the session."""
-    words = [_shift_word(w, offset) for w in segment.words] if keep_words and segment.words is not None else None
-    start, end = _at(segment.start, offset), _at(segment.end, offset)
-    return msgspec.structs.replace(segment, id=index, start=start, end=end, words=words)
