@@ -7,9 +7,9 @@ the section's tokens so far, timestamp tokens included (a prompt of plain text m
 model answer without timestamps, a 30-second segment a window, and lose whatever it stops
 early on: the bug that lost whole paragraphs). A section first reads the 15 s before it,
 for its prompt only, so a cut costs no context. Up to `batch_size` sections advance
-together: their current windows go through the encoder and the decoder in one call. On a
-CPU a batch of 8 costs about half as much a window as one window alone (tiny.en, beam 5,
-2 cores); on a GPU far less.
+together: their current windows go through the encoder and the decoder in one call, which
+costs less a window than one window at a time on a CPU, and far less on a GPU
+(`python -m bench --long` measures it).
 
 Two things differ from faster-whisper's loop, on purpose, to lose no words:
 
@@ -20,25 +20,29 @@ Two things differ from faster-whisper's loop, on purpose, to lose no words:
 - A window read as empty (or as no speech) that the speech detector says holds speech is
   read again without the prompt: a prompt can lead the model astray. Unprompted, the
   likeliest reading with words among the temperature fallback's is kept instead of the
-  silence (Whisper skipped the first 30 s of a repetitive clip in about 1 run in 6 so).
+  silence (Whisper now and then skipped the first window of a repetitive clip so).
 
 Segments come out in the recording's order, as soon as every earlier section is done.
+Beside it, one job each: `generate` (the temperature fallback and the CTranslate2 call),
+`seek_stream` (one section's state in the loop), `options`, and `wire` (the segments as
+the wire protocol's).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from common.protocol import Segment, Word
 from worker.audio import pieces
 from worker.audio.pieces import Section, SpeechDetector
 from worker.audio.resample import SAMPLE_RATE
 from worker.backends.faster_whisper.features import log_mel
+from worker.backends.faster_whisper.generate import Decoded, FallbackGenerator
+from worker.backends.faster_whisper.options import Options
+from worker.backends.faster_whisper.seek_stream import SeekStream
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -57,70 +61,6 @@ MIN_SPEECH_SECONDS = 1.0
 RESTART_LEAD_SECONDS = 0.2
 
 
-@dataclass(frozen=True)
-class Options:
-    """faster-whisper's transcription options, as this loop reads them."""
-
-    beam_size: int = 5
-    best_of: int = 5
-    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-    compression_ratio_threshold: float = 2.4
-    log_prob_threshold: float = -1.0
-    no_speech_threshold: float = 0.6
-    prompt_reset_on_temperature: float = 0.5
-    #: The client's prompt, as tokens: every section starts from it.
-    initial_tokens: tuple[int, ...] = ()
-    hotwords: str | None = None
-    word_timestamps: bool = False
-    max_initial_timestamp: float = 1.0
-    prepend_punctuations: str = "\"'“¿([{-"
-    append_punctuations: str = "\"'.。,，!！?？:：”)]}、"
-
-
-@dataclass
-class _Stream:
-    """One section on its way through the seek loop."""
-
-    start: int  # the recording's sample where the section starts
-    audio: np.ndarray  # the section's context, then its own samples
-    features: np.ndarray  # their log-mel features, one frame per HOP samples
-    frames: int  # content frames in `features`
-    #: The frame where the section's own audio starts: the window before it is decoded
-    #: for its text only, the prompt of the section's first window.
-    boundary: int = 0
-    seek: int = 0
-    tokens: list[int] = field(default_factory=list)
-    reset_since: int = 0
-    segments: list[dict[str, Any]] = field(default_factory=list)
-    last_speech: float = 0.0
-    #: Tokens forced after the task tokens of the first window: the timestamp where the audio
-    #: not heard before starts, and the words it must begin with (see BatchDecoder.continuation).
-    forced: list[int] = field(default_factory=list)
-    #: The frame where that audio starts (0: all of it is new), and the text heard before it,
-    #: as tokens with timestamps (part of the prompt, and aligned with the words).
-    skip: int = 0
-    heard: list[int] = field(default_factory=list)
-
-    @property
-    def done(self) -> bool:
-        return self.seek >= self.frames
-
-    def release(self) -> None:
-        """Let the audio go once decoded: a finished section may wait for earlier ones."""
-        self.audio = self.features = np.zeros((0, 0), dtype=np.float32)
-
-
-@dataclass
-class _Decoded:
-    tokens: list[int]
-    avg_logprob: float
-    temperature: float
-    compression_ratio: float
-    no_speech_prob: float
-    #: Every decode tried for the window, this one included (the temperature fallback's).
-    tried: list[_Decoded] = field(default_factory=list)
-
-
 class BatchDecoder:
     """Decodes sections with one model, `batch_size` windows a call."""
 
@@ -133,15 +73,12 @@ class BatchDecoder:
         speech: SpeechDetector | None = None,
         window_frames: int = WINDOW_FRAMES,
     ) -> None:
-        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
-
         self._model = model
         self._tokenizer = tokenizer
         self._options = options
         self._batch_size = max(1, batch_size)
         self._speech = speech
-        self._suppress = get_suppressed_tokens(tokenizer, [-1])
-        self._compression_ratio = get_compression_ratio
+        self._generator = FallbackGenerator(model, tokenizer, options)
         self._seconds_per_frame = HOP / SAMPLE_RATE
         #: The encoder's window: Whisper's 30 s, or shorter for live decodes, which are cheaper
         #: so (worker.engine.live.jobs.live_window).
@@ -167,14 +104,14 @@ class BatchDecoder:
         The model reads the new speech as it would in the middle of a file, one window holding
         the sentences before it too: the earlier audio goes in with the new, its text (with
         its timestamps) as the prompt, and the timestamp where the new audio starts is forced
-        as the first thing the model writes. On the live benchmark's clips (tiny.en, beam 5)
-        the finals' WER went from 14.3 % (each utterance alone, the text before as a plain
-        prompt) to 9.3 %; the clips decoded whole, as files, are at 10.6 %. Forcing the earlier
-        text as the start of the model's answer instead read as well (9.8 %) but costs a
-        decoder step a token (a final with 20 s before it: 0.97 s instead of 0.41 s on 2
-        cores); a prompt is read in one step. Without the forced timestamp the model often
-        ended its answer where the earlier text did (6 of 28 utterances lost). Should the
-        window still come back empty, the new audio is read again on its own.
+        as the first thing the model writes. Live finals read so are far more accurate than
+        each utterance read alone with the text before as a plain prompt, and as accurate as
+        the same speech decoded whole, as a file (`python -m bench --live` measures it).
+        Forcing the earlier text as the start of the model's answer instead reads as well but
+        costs a decoder step a token, where a prompt is read in one step. Without the forced
+        timestamp the model often ended its answer where the earlier text did, and the new
+        utterance was lost. Should the window still come back empty, the new audio is read
+        again on its own.
 
         With `prefix`, what the model writes for the new audio begins with those words (a live
         final keeps the words its partials committed). Forced words cost a decoder step each.
@@ -199,10 +136,10 @@ class BatchDecoder:
             stream.seek = stream.skip
         return self._run(iter([stream]))
 
-    def _run(self, streams: Iterator[_Stream]) -> Iterator[dict[str, Any]]:
+    def _run(self, streams: Iterator[SeekStream]) -> Iterator[dict[str, Any]]:
         source = streams
-        active: list[_Stream] = []
-        order: deque[_Stream] = deque()  # started, not yet fully given out, in the recording's order
+        active: list[SeekStream] = []
+        order: deque[SeekStream] = deque()  # started, not yet fully given out, in the recording's order
         given = 0  # segments of order[0] already yielded
         exhausted = False
         while True:
@@ -233,7 +170,7 @@ class BatchDecoder:
                     stream.release()
             active = [s for s in active if not s.done]
 
-    def _start(self, section: Section) -> _Stream:
+    def _start(self, section: Section) -> SeekStream:
         usable = (
             section.context.size >= HOP
             and bool((pieces.loudness(section.context) >= pieces.LOUD_DBFS).any())  # silence says nothing
@@ -241,15 +178,15 @@ class BatchDecoder:
         context = section.context[-(section.context.size // HOP) * HOP :] if usable else None
         return self._stream(section.start, section.samples, context)
 
-    def _stream(self, start: int, samples: np.ndarray, context: np.ndarray | None) -> _Stream:
+    def _stream(self, start: int, samples: np.ndarray, context: np.ndarray | None) -> SeekStream:
         audio = samples if context is None else np.concatenate([context, samples])
         features = log_mel(self._model.feature_extractor, audio)
         boundary = 0 if context is None else context.size // HOP
-        return _Stream(
+        return SeekStream(
             start, audio, features, features.shape[-1] - 1, boundary, tokens=list(self._options.initial_tokens)
         )
 
-    def _step(self, streams: list[_Stream]) -> None:
+    def _step(self, streams: list[SeekStream]) -> None:
         """One window for each stream: encode and decode them together, then move each one on.
 
         CTranslate2 batches prompts of one length only: the streams with earlier text are
@@ -266,7 +203,7 @@ class BatchDecoder:
                 [streams[i] for i in members], [previous[i][-shortest:] if shortest else [] for i in members]
             )
 
-    def _step_group(self, streams: list[_Stream], previous: list[list[int]]) -> None:
+    def _step_group(self, streams: list[SeekStream], previous: list[list[int]]) -> None:
         """One window each for streams whose prompts have one length."""
         from faster_whisper.audio import pad_or_trim
 
@@ -282,7 +219,7 @@ class BatchDecoder:
             self._model.get_prompt(self._tokenizer, p, hotwords=self._options.hotwords) + f
             for p, f in zip(previous, forced, strict=True)
         ]
-        decoded = self._generate(encoded, batch, prompts)
+        decoded = self._generator.generate(encoded, batch, prompts)
         found: list[list[dict[str, Any]]] = []
         seeks = [s.seek for s in streams]
         for i, (stream, size) in enumerate(zip(streams, sizes, strict=True)):
@@ -307,81 +244,7 @@ class BatchDecoder:
         for stream, result, segments in zip(streams, decoded, found, strict=True):
             self._keep(stream, result, segments)
 
-    def _generate(self, encoded: Any, batch: np.ndarray, prompts: list[list[int]]) -> list[_Decoded]:
-        """faster-whisper's generate_with_fallback, for a batch: only the windows that fail a
-        check are encoded and decoded again, together, at the next temperature."""
-        options = self._options
-        results: dict[int, _Decoded] = {}
-        tried: list[list[_Decoded]] = [[] for _ in prompts]
-        pending = list(range(len(prompts)))
-        for temperature in options.temperatures:
-            outputs = self._call(encoded, [prompts[i] for i in pending], temperature)
-            still = []
-            for i, out in zip(pending, outputs, strict=True):
-                tried[i].append(out)
-                if self._needs_fallback(out):
-                    still.append(i)
-                else:
-                    results[i] = out
-            if not still:
-                break
-            if len(still) < len(pending):
-                encoded = self._model.encode(batch[still])
-            pending = still
-        else:
-            for i in pending:  # every temperature failed: the likeliest text that is not a loop
-                below = [d for d in tried[i] if d.compression_ratio <= options.compression_ratio_threshold]
-                best = max(below or tried[i], key=lambda d: d.avg_logprob)
-                results[i] = _Decoded(
-                    best.tokens, best.avg_logprob, temperature, best.compression_ratio, best.no_speech_prob
-                )
-        for i, result in results.items():
-            result.tried = tried[i]
-        return [results[i] for i in range(len(prompts))]
-
-    def _call(self, encoded: Any, prompts: list[list[int]], temperature: float) -> list[_Decoded]:
-        """One generate call; a result's tokens begin with its forced start, if it has one
-        (CTranslate2 returns what follows the task tokens), as if the model had written it."""
-        options = self._options
-        if temperature > 0:
-            kwargs: dict[str, Any] = {
-                "beam_size": 1,
-                "num_hypotheses": options.best_of,
-                "sampling_topk": 0,
-                "sampling_temperature": temperature,
-            }
-        else:
-            kwargs = {"beam_size": options.beam_size}
-        max_length = self._model.max_length
-        outputs = self._model.model.generate(
-            encoded,
-            prompts,
-            max_length=max_length,
-            return_scores=True,
-            return_no_speech_prob=True,
-            suppress_blank=True,
-            suppress_tokens=self._suppress,
-            max_initial_timestamp_index=round(options.max_initial_timestamp / self._model.time_precision),
-            **kwargs,
-        )
-        decoded = []
-        for out in outputs:
-            tokens = list(out.sequences_ids[0])
-            avg_logprob = out.scores[0] * len(tokens) / (len(tokens) + 1)
-            text = self._tokenizer.decode(tokens).strip()
-            decoded.append(
-                _Decoded(tokens, avg_logprob, temperature, self._compression_ratio(text), out.no_speech_prob)
-            )
-        return decoded
-
-    def _needs_fallback(self, d: _Decoded) -> bool:
-        options = self._options
-        low_logprob = d.avg_logprob < options.log_prob_threshold
-        if d.no_speech_prob > options.no_speech_threshold and low_logprob:
-            return False  # silence: no other temperature will find words in it
-        return d.compression_ratio > options.compression_ratio_threshold or low_logprob
-
-    def _advance(self, stream: _Stream, size: int, result: _Decoded) -> tuple[list[dict[str, Any]], _Decoded]:
+    def _advance(self, stream: SeekStream, size: int, result: Decoded) -> tuple[list[dict[str, Any]], Decoded]:
         """The window's segments (times on the section's clock) and the decode they came from;
         moves the stream's seek on."""
         options = self._options
@@ -431,7 +294,7 @@ class BatchDecoder:
         return segments, result
 
     def _not_past_speech(
-        self, stream: _Stream, start: int, seek: int, size: int, segments: list[dict[str, Any]]
+        self, stream: SeekStream, start: int, seek: int, size: int, segments: list[dict[str, Any]]
     ) -> int:
         """`seek`, or an earlier frame when the window was left early with speech still in it."""
         if not segments or self._speech is None:
@@ -446,7 +309,7 @@ class BatchDecoder:
         restart = ended + max(0, round((spans[0][0] / SAMPLE_RATE - RESTART_LEAD_SECONDS) / self._seconds_per_frame))
         return min(restart, seek)
 
-    def _holds_speech(self, stream: _Stream, start: int, end: int) -> bool:
+    def _holds_speech(self, stream: SeekStream, start: int, end: int) -> bool:
         """Whether frames [start, end) of the stream hold MIN_SPEECH_SECONDS of speech."""
         if self._speech is None:
             return False
@@ -467,7 +330,7 @@ class BatchDecoder:
             last_speech_timestamp=0.0,
         )
 
-    def _keep(self, stream: _Stream, result: _Decoded, segments: list[dict[str, Any]]) -> None:
+    def _keep(self, stream: SeekStream, result: Decoded, segments: list[dict[str, Any]]) -> None:
         offset = (stream.start / SAMPLE_RATE) - stream.boundary * self._seconds_per_frame
         for s in segments:
             text = self._tokenizer.decode(s["tokens"])
@@ -496,31 +359,3 @@ class BatchDecoder:
 
 def _has_text(tokenizer: Tokenizer, tokens: list[int]) -> bool:
     return bool(tokenizer.decode([t for t in tokens if t < tokenizer.eot]).strip())
-
-
-def segment(index: int, s: dict[str, Any]) -> Segment:
-    """Our wire segment for one of `BatchDecoder.run`'s (or faster-whisper's, as a dict on the
-    recording's clock)."""
-    return Segment(
-        id=index,
-        start=round(float(s["start"]), 3),
-        end=round(float(s["end"]), 3),
-        text=s["text"],
-        seek=int(s["seek"]),
-        tokens=[int(t) for t in s["tokens"]],
-        temperature=float(s["temperature"]),
-        avg_logprob=float(s["avg_logprob"]),
-        compression_ratio=float(s["compression_ratio"]),
-        no_speech_prob=float(s["no_speech_prob"]),
-        words=None
-        if s["words"] is None
-        else [
-            Word(
-                start=round(float(w["start"]), 3),
-                end=round(float(w["end"]), 3),
-                word=w["word"],
-                probability=round(float(w["probability"]), 4),
-            )
-            for w in s["words"]
-        ],
-    )

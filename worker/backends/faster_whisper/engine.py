@@ -22,7 +22,8 @@ from worker.audio.resample import SAMPLE_RATE
 from worker.audio.speech import speech
 from worker.backends import sources
 from worker.backends.base import LoadError, OnSegment
-from worker.backends.faster_whisper import decoder
+from worker.backends.faster_whisper import decoder, wire
+from worker.backends.faster_whisper.options import Options
 
 BUNDLED = "bundled"
 if TYPE_CHECKING:
@@ -34,9 +35,8 @@ log = logging.getLogger("worker")
 def warm_up(inference: bool) -> None:
     """Import faster-whisper and, with `inference`, run one throwaway inference, then drop the model.
 
-    The first inference in a fresh process pays CTranslate2's one-time set-up (measured on
-    2 cores: 0.57 s for the first short clip against 0.48 s once warmed), and that set-up
-    outlives the model that paid for it. A spare pays it with the bundled tiny model on a
+    The first inference in a fresh process pays CTranslate2's one-time set-up, and that
+    set-up outlives the model that paid for it. A spare pays it with the bundled tiny model on a
     second of silence, on the CPU: no VRAM, and the model is gone before LOAD arrives.
     """
     import gc
@@ -166,8 +166,8 @@ class FasterWhisperBackend:
         log.info("long files: %d windows a batch", self._batch_size)
         rss = process.memory_info().rss / _MB
         # The load's RSS growth understates a copy when the heap reuses what an earlier model
-        # freed (a warm spare's warm-up model: 25 MB instead of 56 for tiny.en), and the file
-        # understates one loaded wider than stored: the larger of the two is counted.
+        # freed (a warm spare's warm-up model), and the file understates one loaded wider
+        # than stored: the larger of the two is counted.
         copy_mb = max(rss - base, estimate)
         return ReadyInfo(
             pid=os.getpid(),
@@ -228,7 +228,7 @@ class FasterWhisperBackend:
         tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task=params.task, language=language)
         temperatures = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if params.temperature is None else (params.temperature,)
         prompt = params.prompt or self._prompt
-        options = decoder.Options(
+        options = Options(
             beam_size=params.beam_size or self._beam_size,
             temperatures=temperatures,
             initial_tokens=tuple(tokenizer.encode(" " + prompt.strip())) if prompt else (),
@@ -244,7 +244,7 @@ class FasterWhisperBackend:
             found = batch.run(sections)
         segments: list[Segment] = []
         for s in found:
-            segment = decoder.segment(len(segments), s)
+            segment = wire.segment(len(segments), s)
             segments.append(segment)
             if not on_segment(segment):
                 break
@@ -303,8 +303,10 @@ def _language(model: Any, first: pieces.Section) -> str:
 _MB = 1_048_576
 _FRAMES_PER_SECOND = 100
 
-#: The most windows a batch holds: on a CPU CTranslate2's decoder cost per window fell until
-#: 8 (tiny.en, 2 cores: 1.03 s alone, 0.53 in a batch of 4, 0.38 in a batch of 8).
+#: The most windows a batch holds. On a CPU, CTranslate2's decoder costs less a window the
+#: more windows a batch holds, up to about this many, while the batch's memory keeps
+#: growing with each (`python -m bench --long` measures a long file's time); a GPU gains
+#: from wider batches.
 CPU_MAX_BATCH = 8
 CUDA_MAX_BATCH = 16
 #: What one window in a batch holds while it is decoded, as a share of the weights file per
@@ -345,8 +347,8 @@ def _cuda_free_mb() -> float | None:
 def _weights_mb(path: Path) -> float:
     """One copy's RAM before it is loaded: the size of its weights file (model.bin).
 
-    An upper bound for the usual conversions (a float16 file loaded as int8 takes less:
-    tiny.en's 72 MB file took 56 MB), which is the safe side for deciding whether copies fit.
+    An upper bound for the usual conversions (a float16 file loaded as int8 takes less),
+    which is the safe side for deciding whether copies fit.
     """
     weights = path / "model.bin"
     files = [weights] if weights.is_file() else [f for f in path.rglob("*") if f.is_file()]
@@ -371,4 +373,4 @@ def _segment(index: int, s: FasterWhisperSegment, start: int = 0) -> Segment:
     if shifted["words"] is not None:
         for w in shifted["words"]:
             w.update(start=w["start"] + offset, end=w["end"] + offset)
-    return decoder.segment(index, shifted)
+    return wire.segment(index, shifted)
