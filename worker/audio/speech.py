@@ -1,7 +1,7 @@
 """Where audio holds speech, by faster-whisper's Silero VAD: shared by every backend.
 
 faster-whisper is part of the base install, so its ONNX Silero model is always there;
-it costs about 3 ms a second of audio, and is only asked about quiet stretches (see
+it costs little next to the decoder, and is only asked about quiet stretches (see
 worker.audio.pieces).
 """
 

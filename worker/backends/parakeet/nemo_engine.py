@@ -28,7 +28,7 @@ _MB = 1_048_576
 
 
 def warm_up(inference: bool) -> None:
-    """Import NeMo's ASR collection: 12-15 s on 2 cores, which a spare pays before any request.
+    """Import NeMo's ASR collection, the slowest part of a start, which a spare pays before any request.
 
     No throwaway inference: there is no bundled Parakeet model to run one with.
     """

@@ -1,9 +1,9 @@
 """parakeet-onnx: a Parakeet ONNX export run by onnx-asr and onnxruntime (worker only).
 
-About 170 MB of libraries instead of NeMo's gigabytes, for CPU boxes. onnxruntime's
-sessions may be run from several threads at once, so the lanes share one model (one copy
-of the weights, whatever `lane_weights` says). Published exports hold float32 and int8
-graphs side by side: int8 is the CPU default, as it is for faster-whisper.
+A small fraction of NeMo's libraries, for CPU boxes. onnxruntime's sessions may be run
+from several threads at once, so the lanes share one model (one copy of the weights,
+whatever `lane_weights` says). Published exports hold float32 and int8 graphs side by
+side: int8 is the CPU default, as it is for faster-whisper.
 """
 
 from __future__ import annotations
