@@ -8,7 +8,7 @@ a final that is never skipped. So each frame taken is acknowledged (SESSION_ACK,
 audio past its last ack. While a session owes `MAX_OWED_FINALS` finals not yet decoded, its
 acks are held back: the supervisor stops sending, and the session is paced to what the
 decoder does (the client is slowed down or, over the WebSocket, refused once far ahead:
-`supervisor.live`). Once a final is back, what was taken is acknowledged at once. The
+`supervisor.live_stream`). Once a final is back, what was taken is acknowledged at once. The
 audio and finals held per session are bounded, and the loop keeps answering everyone
 (heartbeats included).
 """
