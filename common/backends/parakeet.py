@@ -74,7 +74,7 @@ NEMO = BackendDescription(
     ),
     aliases={"parakeet": "parakeet-tdt-0.6b-v2", "parakeet-v3": "parakeet-tdt-0.6b-v3"},
     extra="parakeet",
-    runtime_mb=800.0,  # torch + NeMo imported: a spare holds 710 MB, a worker 775 MB with a 62k-parameter model
+    runtime_mb=800.0,  # torch + NeMo imported, before any weights: a little over what a spare holds (bench.parakeet)
 )
 
 ONNX = BackendDescription(
@@ -107,5 +107,5 @@ ONNX = BackendDescription(
     ),
     aliases={"parakeet-onnx": "parakeet-tdt-0.6b-v2-onnx", "parakeet-v3-onnx": "parakeet-tdt-0.6b-v3-onnx"},
     extra="parakeet-onnx",
-    runtime_mb=150.0,  # onnxruntime + onnx-asr: a spare holds 63 MB, a worker 142 MB with a tiny model
+    runtime_mb=150.0,  # onnxruntime + onnx-asr imported, before any weights: a little over a worker's (bench.parakeet)
 )

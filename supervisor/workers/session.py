@@ -76,8 +76,9 @@ _OVER = frozenset({SessionState.ENDED, SessionState.RELEASED, SessionState.GONE}
 
 #: Seconds of audio sent and not yet acknowledged by the worker. Many of the worker's ack
 #: steps (`worker.engine.sessions.ACK_STEP_S`, 0.5 s), so a session that keeps up never
-#: waits, and silence (which the worker takes at ~100x real time) streams without stalls
-#: on a busy machine (4 s took a 3-minute flood of silence twice as long); still little
+#: waits, and silence (which the worker takes far faster than real time) streams without
+#: stalls on a busy machine (a window of a few seconds made a flood of silence wait on every
+#: ack round trip); still little
 #: memory (320 KB at 16 kHz), and a few hundred milliseconds of the worker's loop at most
 #: ahead of another request's message on the socket the model's clients share.
 WINDOW_S = 10.0
