@@ -317,6 +317,7 @@ CONTAINER_TEST = "test_container.py::test_the_image_"
 QUICK_MODULES = {
     "test_audio_stream.py",
     "test_batch_size.py",
+    "test_cuda_libs.py",
     "test_boundaries.py",
     "test_docs.py",
     "test_flags.py",

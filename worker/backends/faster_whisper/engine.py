@@ -22,6 +22,7 @@ from worker.audio.resample import SAMPLE_RATE
 from worker.audio.speech import speech
 from worker.backends import sources
 from worker.backends.base import LoadError, OnSegment
+from worker.backends.faster_whisper import cuda as cuda_setup
 from worker.backends.faster_whisper import decoder, wire
 from worker.backends.faster_whisper.options import Options
 
@@ -78,11 +79,13 @@ def resolve_device(device: str) -> str:
         log.warning("faster-whisper (CTranslate2) has no Apple MPS support: using the CPU")
         return "cpu"
     if device == "auto":
-        return "cuda" if cuda > 0 else "cpu"
+        return "cuda" if cuda > 0 and cuda_setup.libraries_ready("auto") else "cpu"
     if device == "cuda" and cuda == 0:
         raise LoadError('device \'cuda\' was asked for but no CUDA device is visible (set device = "cpu" or "auto")')
     if device not in ("cpu", "cuda"):
         raise LoadError(f"faster-whisper runs on 'cpu' or 'cuda', not {device!r}")
+    if device == "cuda":
+        cuda_setup.libraries_ready("cuda")  # a LoadError naming each missing library and its fix
     return device
 
 
