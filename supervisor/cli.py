@@ -23,6 +23,7 @@ from supervisor.config import (
     load_settings,
 )
 from supervisor.models.sources import check_sources
+from supervisor.preflight import startup_warnings
 
 cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -72,7 +73,7 @@ def serve(
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         settings = load_settings(find_config(config), overrides)
-        source_warnings = check_sources(settings)
+        source_warnings = check_sources(settings) + startup_warnings(settings)
         check_certificate(settings.server)
     except ConfigError as exc:
         typer.echo(f"asr-supervisor: invalid configuration: {exc}", err=True)

@@ -318,6 +318,7 @@ QUICK_MODULES = {
     "test_audio_stream.py",
     "test_batch_size.py",
     "test_cuda_libs.py",
+    "test_doctor.py",
     "test_boundaries.py",
     "test_docs.py",
     "test_flags.py",

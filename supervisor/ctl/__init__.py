@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from supervisor.ctl.client import DEFAULT_URL, Target
+from supervisor.ctl.doctor import doctor
 from supervisor.ctl.model_commands import models_app
 from supervisor.ctl.status import reload_config, status
 from supervisor.ctl.transcribe import transcribe
@@ -42,6 +43,7 @@ def _options(
 app.command()(status)
 app.command("reload")(reload_config)
 app.command()(transcribe)
+app.command()(doctor)
 app.add_typer(models_app, name="models")
 
 
