@@ -1,4 +1,4 @@
-"""`asrctl doctor`, run as a user runs it, against configs on this machine.
+"""`asrctl doctor`, run as a user runs it, against configs on this machine; and `scripts/gpu-check`.
 
 This machine has no GPU: the doctor must say so, show the CPU's compute types, and call that
 fine for CPU serving; it must name what is missing (a port another program holds, a model
@@ -20,7 +20,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from conftest import REPO, free_port
 
 NO_NVIDIA = shutil.which("nvidia-smi") is None
 needs_no_gpu = pytest.mark.skipif(not NO_NVIDIA, reason="this machine has an NVIDIA driver: the no-GPU answer differs")
@@ -159,3 +159,11 @@ def test_the_startup_check_names_the_missing_libraries_when_a_gpu_is_listed(
     (warning,) = startup_warnings(settings)
     assert warning.startswith("cuBLAS 12: not found (libcublasLt.so.12, libcublas.so.12): tiny.en run on the CPU")
     assert warning.endswith("(pip install 'asr-supervisor[cuda]')")
+
+
+@needs_no_gpu
+def test_gpu_check_says_there_is_no_gpu_and_exits_skipped() -> None:
+    done = subprocess.run([str(REPO / "scripts" / "gpu-check")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 77, done.stdout + done.stderr
+    assert done.stderr.startswith("gpu-check: no CUDA GPU here: nvidia-smi not found")
+    assert "not measured yet" in done.stderr and done.stdout == ""
