@@ -288,14 +288,17 @@ def measure_cold(
 
 
 def export_rev(rev: str, dest: Path) -> str:
-    """supervisor/ and worker/ as committed at `rev`, into `dest`; returns the short commit id."""
+    """supervisor/ and worker/ (and common/, where the revision has it: what both share) as
+    committed at `rev`, into `dest`; returns the short commit id."""
     git = ["git", "-C", str(REPO)]
     commit = subprocess.run(
         [*git, "rev-parse", "--short", rev], check=True, capture_output=True, text=True
     ).stdout.strip()
-    tar = subprocess.run(
-        [*git, "archive", "--format=tar", commit, "supervisor", "worker"], check=True, capture_output=True
-    ).stdout
+    tops = subprocess.run(
+        [*git, "ls-tree", "--name-only", commit], check=True, capture_output=True, text=True
+    ).stdout.split()
+    parts = [part for part in ("supervisor", "worker", "common") if part in tops]
+    tar = subprocess.run([*git, "archive", "--format=tar", commit, *parts], check=True, capture_output=True).stdout
     with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
         archive.extractall(dest, filter="data")
     return commit
