@@ -171,6 +171,23 @@ class Server:
             wait_for(lambda: self.model(model)["in_flight"] == 1, 30, what=f"a request in flight on {model}")
             yield pending
 
+    @contextlib.contextmanager
+    def held(self, model: str = "tiny.en") -> Iterator[int]:
+        """Hold `model`'s worker still (SIGSTOP) until the block ends (SIGCONT), and yield its PID.
+
+        What it has in flight stays in flight for as long as the test needs, however fast the
+        machine: the way to overlap a request with a reload, an unload or a TTL without a clip
+        long enough to outlast them. A pause far shorter than `heartbeat_timeout` (30 s unless
+        the config says less) is not taken for a hang."""
+        pid = self.model(model)["pid"]
+        assert pid is not None, f"{model} has no worker to hold"
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield pid
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     def model_worker_pids(self) -> list[int]:
         """Worker processes that hold a model: every worker but the warm spares."""
         spares = set(self.health()["spare_pids"].values())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import psutil
-from conftest import Server, make_long_clip, wait_for, worker_pids
+from conftest import ASSETS, Server, wait_for, worker_pids
 
 
 def _gone(pid: int) -> bool:
@@ -66,7 +66,7 @@ def test_single_resident_model(make_server) -> None:  # type: ignore[no-untyped-
     assert server.model("b")["state"] == "unloaded" and len(worker_pids(server.pid)) == 1
 
 
-def test_busy_full_server_answers_503_and_loses_nothing(make_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_busy_full_server_answers_503_and_loses_nothing(make_server) -> None:  # type: ignore[no-untyped-def]
     server: Server = make_server("""
     [server]
     max_loaded_models = 1
@@ -78,10 +78,11 @@ def test_busy_full_server_answers_503_and_loses_nothing(make_server, tmp_path) -
     [models."b"]
     source = "bundled"
     """)
-    clip = make_long_clip(tmp_path, repeats=3)  # 44 s of audio: busy far longer than capacity_wait
+    clip = (ASSETS / "weather.wav").read_bytes()
     assert server.transcribe("short.wav", model="a").status_code == 200
     with server.request_in_flight(clip, model="a") as busy:
-        refused = server.transcribe("short.wav", model="b")
+        with server.held("a"):  # a's worker keeps it busy far longer than capacity_wait
+            refused = server.transcribe("short.wav", model="b")
         long_response = busy.result()
     assert refused.status_code == 503, refused.text
     assert refused.json()["error"]["code"] == "capacity_full" and int(refused.headers["retry-after"]) >= 1

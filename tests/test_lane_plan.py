@@ -154,8 +154,12 @@ async def test_a_copy_loads_when_a_request_waits_for_a_lane_not_beside_a_lone_re
 
     first = asyncio.create_task(lanes.run(job, "first"))
     opening = asyncio.create_task(lanes.open_rest(prepare, idle_s=0.05))
-    await asyncio.sleep(0.3)  # six idle periods: a lone busy lane does not count as idle
-    assert not prepared.is_set() and lanes.count == 1
+    # The clock: lanes with nothing to do, waiting six of those idle periods before they prepare.
+    idle, idle_prepared = Lanes(2, open_now=1), asyncio.Event()
+    clock = asyncio.create_task(idle.open_rest(lambda lane: loop.call_soon_threadsafe(idle_prepared.set), idle_s=0.3))
+    await asyncio.wait_for(idle_prepared.wait(), 5)
+    await clock
+    assert not prepared.is_set() and lanes.count == 1  # a lone busy lane does not count as idle
     second = asyncio.create_task(lanes.run(job, "second"))  # waits for a lane: the copy is wanted now
     await asyncio.wait_for(prepared.wait(), 5)
     await opening

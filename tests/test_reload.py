@@ -20,11 +20,10 @@ import time
 import uuid
 import wave
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import psutil
-from conftest import ASSETS, Server, key_words_found, make_long_clip, record_figure, wait_for, worker_pids
+from conftest import ASSETS, Server, key_words_found, record_figure, wait_for, worker_pids
 from websockets.asyncio.client import connect
 from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
@@ -78,9 +77,7 @@ def _transcribe(server: Server, model: str, key: str | None = None) -> httpx.Res
     )
 
 
-def test_an_added_model_serves_and_a_removed_one_finishes_its_request(
-    make_server: Callable[..., Server], tmp_path: Path
-) -> None:
+def test_an_added_model_serves_and_a_removed_one_finishes_its_request(make_server: Callable[..., Server]) -> None:
     server = make_server(ONE)
     added = _reload(server, ONE + SECOND)
     assert added.status_code == 200, added.text
@@ -92,18 +89,19 @@ def test_an_added_model_serves_and_a_removed_one_finishes_its_request(
     assert first.status_code == 200 and "fox" in first.json()["text"].lower()
     pid = server.model("second")["pid"]
 
-    clip = make_long_clip(tmp_path, repeats=3)
+    clip = (ASSETS / "weather.wav").read_bytes()
     with server.request_in_flight(clip, model="second") as pending:
-        removed = _reload(server, ONE)
-        assert removed.status_code == 200 and removed.json()["removed"] == ["second"], removed.text
-        assert not pending.done()  # the reload did not wait for it, nor end it
-        refused = _transcribe(server, "second")
-        assert refused.status_code == 404 and refused.json()["error"]["code"] == "model_not_found", refused.text
-        assert "second" not in _model_ids(server)
-        # /health still shows its worker, whose memory and PID are real until it ends.
-        retiring = server.health()["models"]["second"]
-        assert retiring["retiring"] is True and retiring["pid"] == pid and retiring["in_flight"] == 1
-        assert pid in worker_pids(server.pid)  # still decoding the request it took on
+        with server.held("second"):  # its worker keeps the request in flight until this block ends
+            removed = _reload(server, ONE)
+            assert removed.status_code == 200 and removed.json()["removed"] == ["second"], removed.text
+            assert not pending.done()  # the reload did not wait for it, nor end it
+            refused = _transcribe(server, "second")
+            assert refused.status_code == 404 and refused.json()["error"]["code"] == "model_not_found", refused.text
+            assert "second" not in _model_ids(server)
+            # /health still shows its worker, whose memory and PID are real until it ends.
+            retiring = server.health()["models"]["second"]
+            assert retiring["retiring"] is True and retiring["pid"] == pid and retiring["in_flight"] == 1
+            assert pid in worker_pids(server.pid)  # still holding the request it took on
         assert pending.result().status_code == 200, pending.result().text
     wait_for(lambda: pid not in worker_pids(server.pid), 20, what="the removed model's worker to end")
     wait_for(lambda: "second" not in server.health()["models"], 10, what="the removed model to leave /health")
@@ -111,23 +109,22 @@ def test_an_added_model_serves_and_a_removed_one_finishes_its_request(
     assert _transcribe(server, "tiny.en").status_code == 200
 
 
-def test_a_changed_model_is_replaced_once_its_request_in_flight_is_done(
-    make_server: Callable[..., Server], tmp_path: Path
-) -> None:
+def test_a_changed_model_is_replaced_once_its_request_in_flight_is_done(make_server: Callable[..., Server]) -> None:
     server = make_server(ONE)
     assert server.transcribe().status_code == 200
     old = server.model()
     assert old["compute_type"] == "int8"
 
     changed = ONE.replace('compute_type = "int8"', 'compute_type = "float32"').replace("ttl = -1", "ttl = 3600")
-    clip = make_long_clip(tmp_path, repeats=3)
+    clip = (ASSETS / "weather.wav").read_bytes()
     with server.request_in_flight(clip) as pending, concurrent.futures.ThreadPoolExecutor(1) as pool:
-        reloaded = _reload(server, changed)
-        assert reloaded.status_code == 200, reloaded.text
-        assert reloaded.json()["changed_models"] == {"tiny.en": "replaced once idle"}
-        assert not pending.done() and server.model()["pid"] == old["pid"]  # it finishes where it started
-        queued = pool.submit(_transcribe, server, "tiny.en")  # sent mid-drain: waits for the new worker
-        wait_for(lambda: server.model()["queued"] == 1, 20, what="the new request to wait for the new worker")
+        with server.held():  # the old worker keeps the request in flight until this block ends
+            reloaded = _reload(server, changed)
+            assert reloaded.status_code == 200, reloaded.text
+            assert reloaded.json()["changed_models"] == {"tiny.en": "replaced once idle"}
+            assert not pending.done() and server.model()["pid"] == old["pid"]  # it finishes where it started
+            queued = pool.submit(_transcribe, server, "tiny.en")  # sent mid-drain: waits for the new worker
+            wait_for(lambda: server.model()["queued"] == 1, 20, what="the new request to wait for the new worker")
         assert pending.result().status_code == 200, pending.result().text
         assert queued.result().status_code == 200, queued.result().text
     new = server.model()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures
-import time
 
 import psutil
-from conftest import Server, make_long_clip, wait_for, worker_pids
+from conftest import ASSETS, Server, wait_for, worker_pids
 
 
 def _config(ttl: int) -> str:
@@ -43,10 +42,12 @@ def test_worker_process_is_gone_after_the_ttl(make_server) -> None:  # type: ign
 
 
 def test_ttl_minus_one_keeps_the_worker(make_server) -> None:  # type: ignore[no-untyped-def]
-    server: Server = make_server(_config(-1))
+    # "brief" beside it is the clock: loaded after tiny.en's request ended, with a 3 s TTL, it
+    # ends once tiny.en has been idle for longer than 3 s, TTL checks and all.
+    server: Server = make_server(_config(-1) + _WITNESS.format(ttl=3))
     assert server.transcribe("short.wav").status_code == 200
     pid = server.model()["pid"]
-    time.sleep(3)
+    _wait_out_a_ttl(server)
     assert server.model()["state"] == "ready" and server.model()["pid"] == pid
     assert psutil.pid_exists(pid)
 
@@ -67,19 +68,39 @@ def test_ttl_zero_ends_the_worker_after_each_request_and_loses_none(make_server)
     assert "state=stopping→unloaded" in server.log()
 
 
-def test_ttl_never_fires_under_a_request_in_flight(make_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    # A 1 s TTL and requests that each take longer than that, overlapping: the worker
-    # must survive every one of them, and stop only once they are all done.
-    server: Server = make_server(_config(1))
-    long_clip = make_long_clip(tmp_path, repeats=1)
+def test_ttl_never_fires_under_a_request_in_flight(make_server) -> None:  # type: ignore[no-untyped-def]
+    # A 1 s TTL and three requests held in flight (their worker stopped) for longer than that,
+    # then let go: the worker must survive every one of them, and stop only once they are all done.
+    server: Server = make_server(_config(1) + _WITNESS.format(ttl=1))
+    clip = (ASSETS / "weather.wav").read_bytes()
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
-        futures = []
-        for _ in range(3):
-            futures.append(
-                pool.submit(server.client.post, "/v1/audio/transcriptions", files={"file": ("long.wav", long_clip)})
-            )
-            time.sleep(0.7)
+        futures = [pool.submit(server.client.post, "/v1/audio/transcriptions", files={"file": ("weather.wav", clip)})]
+        wait_for(lambda: server.model()["in_flight"] == 1, 30, what="the first request to load the worker")
+        with server.held() as pid:
+            futures += [
+                pool.submit(server.client.post, "/v1/audio/transcriptions", files={"file": ("weather.wav", clip)})
+                for _ in range(2)
+            ]
+            wait_for(lambda: server.model()["in_flight"] == 3, 30, what="three requests in flight")
+            _wait_out_a_ttl(server)  # a second past the last request's arrival: its TTL had every chance
+            assert server.model()["state"] == "ready" and server.model()["pid"] == pid
         responses = [f.result() for f in futures]
     assert [r.status_code for r in responses] == [200, 200, 200], [r.text for r in responses]
     assert len({r.headers["x-asr-worker-pid"] for r in responses}) == 1
     wait_for(lambda: server.model()["state"] == "unloaded", 10, what="unload after the last request")
+
+
+#: A second model, loaded only to time a TTL: what it does the model under test would do too.
+_WITNESS = """
+    [models."brief"]
+    source = "bundled"
+    ttl = {ttl}
+    """
+
+
+def _wait_out_a_ttl(server: Server) -> None:
+    """Load "brief" now and wait for its TTL to end its worker: by then as long as its TTL has
+    passed since every request that came before, with the server's TTL checks running."""
+    response = server.transcribe("short.wav", model="brief")
+    assert response.status_code == 200, response.text
+    wait_for(lambda: server.model("brief")["state"] == "unloaded", 30, what="brief's TTL to end its worker")

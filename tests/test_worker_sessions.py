@@ -12,6 +12,7 @@ sends the rest.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import threading
 import time
@@ -507,6 +508,15 @@ async def poll_until(condition: Callable[[], bool]) -> None:
         await asyncio.sleep(0.01)
 
 
+async def parked(task: asyncio.Task[None]) -> bool:
+    """Whether `task` has started and now waits at an await, not done: the loop first runs
+    every callback that is ready (nothing here waits on a clock or a socket), so a task that
+    would finish has finished, and one that has not started yet does not count as waiting."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+    return not task.done() and inspect.getcoroutinestate(task.get_coro()) == inspect.CORO_SUSPENDED
+
+
 async def test_the_supervisor_sends_at_most_a_window_past_the_last_ack() -> None:
     """The supervisor's half of the pace (pure bookkeeping, so its `send` is a list): a sender
     ahead by WINDOW_S waits for an ack; a close or the worker's death wakes it."""
@@ -522,15 +532,13 @@ async def test_the_supervisor_sends_at_most_a_window_past_the_last_ack() -> None
     for _ in range(window):
         await session.send_audio(frame)
     waiting = asyncio.create_task(session.send_audio(frame))
-    await asyncio.sleep(0.05)
-    assert not waiting.done() and len(sent) == window
+    assert await parked(waiting) and len(sent) == window
     session.acknowledged(4)  # five frames taken: room for five more, the one waiting first
     await asyncio.wait_for(waiting, 5)
     for _ in range(4):
         await asyncio.wait_for(session.send_audio(frame), 5)
     blocked = asyncio.create_task(session.send_audio(frame))
-    await asyncio.sleep(0.05)
-    assert not blocked.done() and sent == list(range(window + 5))
+    assert await parked(blocked) and sent == list(range(window + 5))
     await session.close()  # the frame waiting is dropped: the session is closing
     await asyncio.wait_for(blocked, 5)
     assert len(sent) == window + 5
