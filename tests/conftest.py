@@ -188,13 +188,22 @@ class Server:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
 
+    def live_sessions(self) -> float:
+        """Live sessions open (WebSocket, Realtime, Wyoming streaming), by the server's own gauge."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        families = text_string_to_metric_families(self.client.get("/metrics").text)
+        return sum(s.value for f in families if f.name == "asr_live_sessions" for s in f.samples)
+
     def model_worker_pids(self) -> list[int]:
         """Worker processes that hold a model: every worker but the warm spares."""
         spares = set(self.health()["spare_pids"].values())
         return [pid for pid in worker_pids(self.pid) if pid not in spares]
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    def log(self, since: int = 0) -> str:
+        """Its output so far; from `since` (an earlier `len(log())`), what came after that mark:
+        on a shared server, what one test caused."""
+        return self.log_path.read_text(errors="replace")[since:]
 
     def stop(self) -> None:
         self.client.close()
@@ -263,9 +272,18 @@ def start_server(
     return server
 
 
+def stop_and_check(server: Server) -> None:
+    """Stop a supervisor and check that it leaves no worker behind, whatever its tests did."""
+    pid = server.pid
+    server.stop()
+    wait_for(lambda: not all_worker_pids_with_parent_arg(pid), 10, what=f"workers of {pid} to exit")
+
+
 @pytest.fixture
 def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Start supervisors with a given asr.toml; each is stopped, and checked for leftovers, at the end."""
+    """Start supervisors with a given asr.toml, for a test that needs its own: one that kills or
+    stops it, reloads its configuration, changes a TTL, crashes a worker, or counts what a test
+    before it would have disturbed. Each is stopped, and checked for leftovers, at the end."""
     started: list[Server] = []
 
     def make(
@@ -277,10 +295,7 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 
     yield make
     for server in started:
-        pid = server.pid
-        server.stop()
-        # Whatever happened in the test, a stopped supervisor leaves no worker behind.
-        wait_for(lambda pid=pid: not all_worker_pids_with_parent_arg(pid), 10, what=f"workers of {pid} to exit")
+        stop_and_check(server)
 
 
 BASIC_CONFIG = """
@@ -296,21 +311,86 @@ description = "bundled test model"
 """
 
 
-def server_fixture(config: str, **kwargs: object) -> Callable[..., Iterator[Server]]:
-    """A module-scoped fixture: one server with `config` for every test in the module."""
+class ServerPool:
+    """Servers shared across modules: one per configuration, started by the first test that
+    asks for it and stopped at the end of the run. A test on one may load and unload models
+    and send what it likes, but never stop it, reload it or crash its workers (make_server)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.servers: dict[str, Server] = {}
+
+    def get(self, config: str, **kwargs: object) -> Server:
+        key = repr((textwrap.dedent(config), sorted(kwargs.items())))
+        if key not in self.servers:
+            home = self.root / f"shared-{len(self.servers)}"
+            home.mkdir()
+            self.servers[key] = start_server(home, config, **kwargs)  # type: ignore[arg-type]
+        server = self.servers[key]
+        assert server.proc.poll() is None, f"a shared server ended (exit {server.proc.returncode}):\n{server.log()}"
+        return server
+
+    def close(self) -> None:
+        for server in self.servers.values():
+            stop_and_check(server)
+
+
+@pytest.fixture(scope="session")
+def server_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPool]:
+    pool = ServerPool(tmp_path_factory.mktemp("shared"))
+    yield pool
+    pool.close()
+
+
+def server_fixture(config: str, *, shared: bool = False, **kwargs: object) -> Callable[..., Iterator[Server]]:
+    """A module-scoped fixture: one server with `config` for every test in the module. With
+    `shared`, the server comes from the run's ServerPool, and every module that asks for the
+    same configuration (and `kwargs`) gets the same server."""
+
+    if shared:
+
+        @pytest.fixture(scope="module")
+        def pooled(server_pool: ServerPool) -> Iterator[Server]:
+            yield server_pool.get(config, **kwargs)
+
+        return pooled
 
     @pytest.fixture(scope="module")
     def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         server = start_server(tmp_path_factory.mktemp("server"), config, **kwargs)  # type: ignore[arg-type]
         yield server
-        server.stop()
+        stop_and_check(server)
 
     return fixture
 
 
-#: One long-lived server (TTL off) for tests that only need a working endpoint; it runs
-#: the default configuration, warm spare included.
-shared_server = server_fixture(BASIC_CONFIG, warm_spare=True)
+#: One long-lived server (TTL off) for the whole run, for tests that only need a working
+#: endpoint; it runs the default configuration, warm spare included. A live session it
+#: unloads under gets half a second to finish (tests/test_live.py times that).
+shared_server = server_fixture(
+    BASIC_CONFIG.replace("[server]\n", "[server]\nsession_drain_timeout = 0.5\n"), shared=True, warm_spare=True
+)
+
+#: Every test module's keys, on one shared server: each uses its own, and none may load
+#: "other" (tests/hostile/test_auth.py counts on it staying unloaded).
+KEYED_CONFIG = """
+[server]
+default_model = "tiny.en"
+api_keys = ["user-key", "k1", "s3cret", "other", "sk-scrape-secret-1234", "sk-realtime-test"]
+admin_keys = ["admin-key"]
+[defaults]
+ttl = -1
+[models."tiny.en"]
+source = "bundled"
+[models."other"]
+source = "bundled"
+"""
+keyed_server = server_fixture(KEYED_CONFIG, shared=True)
+
+#: Room for one live session (WebSocket or Realtime), shared by the tests of that limit.
+one_session_server = server_fixture(
+    '[server]\nmax_live_sessions = 1\n[models."tiny.en"]\nsource = "bundled"\nttl = -1\n', shared=True
+)
 
 
 #: Figures the reliability and hostile-input tests measure (section, figure, value), printed

@@ -96,11 +96,10 @@ def test_load_and_unload_by_hand(make_server) -> None:  # type: ignore[no-untype
     assert out.returncode == 1 and "nope" in out.stderr
 
 
-def test_seed_unload_path_waits_for_in_flight_work(make_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
-
+def test_seed_unload_path_waits_for_in_flight_work(shared_server: Server, tmp_path: Path) -> None:
     from conftest import make_long_clip
 
-    server: Server = make_server("[defaults]\nttl = -1\n")
+    server = shared_server
     clip = make_long_clip(tmp_path, repeats=1)
     with server.request_in_flight(clip) as busy:
         report = server.client.post("/v1/model/unload", params={"model": "tiny.en"}).json()

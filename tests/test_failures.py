@@ -111,8 +111,8 @@ def test_cuda_asked_for_on_a_machine_without_it_fails_clearly(make_server) -> No
     assert "no CUDA device" in server.model()["last_error"]
 
 
-def test_port_in_use_is_a_clean_failure(make_server) -> None:  # type: ignore[no-untyped-def]
-    first: Server = make_server(TTL_OFF)
+def test_port_in_use_is_a_clean_failure(shared_server: Server) -> None:
+    first = shared_server
     second = subprocess.run(
         [sys.executable, "-m", "supervisor", "--config", str(first.config_path), "--port", str(first.port)],
         capture_output=True,

@@ -13,23 +13,16 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ASSETS, Server, key_words_found, reference, server_fixture, wait_for, words
-from prometheus_client.parser import text_string_to_metric_families
+from conftest import ASSETS, Server, key_words_found, reference, shared_server, wait_for, words
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 FRAME = 3200  # 100 ms of 16 kHz 16-bit mono
 SILENCE = b"\0\0" * 16000  # one second
 
-live_server = server_fixture("""
-[server]
-default_model = "tiny.en"
-api_keys = []
-[defaults]
-ttl = -1
-[models."tiny.en"]
-source = "bundled"
-""")
+#: The run's shared server (tests/conftest.py): tiny.en, no keys, TTL off, and half a second
+#: for a session to finish when its model is unloaded.
+live_server = shared_server
 
 
 def pcm(name: str) -> bytes:
@@ -179,8 +172,8 @@ def test_config_after_audio_is_refused(live_server: Server) -> None:
     assert seen.of("error")[-1]["code"] == "config_too_late" and seen.close_code == 1008
 
 
-def test_keys_are_checked_header_or_query(make_server) -> None:  # type: ignore[no-untyped-def]
-    server: Server = make_server('[server]\napi_keys = ["k1"]\n[models."tiny.en"]\nsource = "bundled"\nttl = -1\n')
+def test_keys_are_checked_header_or_query(keyed_server: Server) -> None:
+    server = keyed_server  # "k1" among its keys
     refused = run(talk(server.url, end=False))
     assert refused.of("error")[0]["code"] == "invalid_api_key" and refused.close_code == 1008
     by_query = run(talk(server.url, pcm("short") + SILENCE, query="api_key=k1"))
@@ -197,10 +190,8 @@ def test_the_ttl_never_ends_a_worker_under_a_live_session(make_server) -> None: 
     wait_for(lambda: server.model()["state"] == "unloaded", 15, what="the TTL after the session")
 
 
-def test_unload_drains_a_session_with_a_final_then_1012(make_server) -> None:  # type: ignore[no-untyped-def]
-    server: Server = make_server(
-        '[server]\nsession_drain_timeout = 0.5\n[models."tiny.en"]\nsource = "bundled"\nttl = -1\n'
-    )
+def test_unload_drains_a_session_with_a_final_then_1012(live_server: Server) -> None:
+    server = live_server  # session_drain_timeout = 0.5
 
     async def scenario() -> tuple[Session, httpx.Response]:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -251,8 +242,9 @@ def test_shutdown_lets_a_session_finish_with_its_final(make_server) -> None:  # 
     assert "Application shutdown complete" in server.log()
 
 
-def test_sessions_over_the_limit_are_told_to_come_back_later(make_server) -> None:  # type: ignore[no-untyped-def]
-    server: Server = make_server('[server]\nmax_live_sessions = 1\n[models."tiny.en"]\nsource = "bundled"\nttl = -1\n')
+def test_sessions_over_the_limit_are_told_to_come_back_later(one_session_server: Server) -> None:
+    server = one_session_server  # max_live_sessions = 1
+    wait_for(lambda: server.live_sessions() == 0, 10, what="the place of an earlier test's session to be free")
 
     async def scenario() -> Session:
         ws_url = server.url.replace("http://", "ws://") + "/v1/audio/transcriptions/stream"
@@ -263,12 +255,6 @@ def test_sessions_over_the_limit_are_told_to_come_back_later(make_server) -> Non
     refused = asyncio.run(asyncio.wait_for(scenario(), 120))
     assert refused.of("error")[0]["code"] == "too_many_sessions" and refused.close_code == 1013
     # The first client has hung up; once the server has seen it, the place is free again.
-    wait_for(lambda: _live_sessions(server) == 0, 10, what="the first session to end")
+    wait_for(lambda: server.live_sessions() == 0, 10, what="the first session to end")
     later = asyncio.run(asyncio.wait_for(talk(server.url, pcm("short") + SILENCE), 120))
     assert later.of("final") and later.close_code == 1000, later.messages
-
-
-def _live_sessions(server: Server) -> float:
-    """Live sessions open, by the server's own gauge."""
-    families = text_string_to_metric_families(server.client.get("/metrics").text)
-    return sum(s.value for f in families if f.name == "asr_live_sessions" for s in f.samples)

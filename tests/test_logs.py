@@ -32,8 +32,9 @@ def _fox_seconds() -> float:
         return w.getnframes() / w.getframerate()
 
 
-def test_each_request_gets_one_line_with_its_id_model_worker_and_timings(make_server: Callable[..., Server]) -> None:
-    server = make_server(CONFIG)
+def test_each_request_gets_one_line_with_its_id_model_worker_and_timings(shared_server: Server) -> None:
+    server = shared_server
+    mark = len(server.log())  # what came before is other tests' output
     response = server.transcribe("fox.wav")
     assert response.status_code == 200
     request_id, pid = response.headers["x-request-id"], response.headers["x-asr-worker-pid"]
@@ -49,8 +50,8 @@ def test_each_request_gets_one_line_with_its_id_model_worker_and_timings(make_se
     bad = server.client.post("/v1/audio/transcriptions", files={"file": ("a.wav", b"not audio at all" * 64)})
     assert bad.status_code == 400
     refused = re.compile(r"worker\[pid=\d+\] INFO request=(\w+) refused \(bad_audio\)")
-    wait_for(lambda: refused.search(server.log()), 10, what="the worker's line about the refused request")
-    match = refused.search(server.log())
+    wait_for(lambda: refused.search(server.log(mark)), 10, what="the worker's line about the refused request")
+    match = refused.search(server.log(mark))
     assert match is not None
     wait_for(lambda: len(_request_lines(server, match[1])) == 2, 10, what="the supervisor's line for the same id")
     supervisor_line = next(line for line in _request_lines(server, match[1]) if "asr.request" in line)
@@ -60,8 +61,10 @@ def test_each_request_gets_one_line_with_its_id_model_worker_and_timings(make_se
     with wave.open(str(ASSETS / "fox.wav"), "rb") as w:
         audio, rate = w.readframes(w.getnframes()), w.getframerate()
     assert "fox" in asyncio.run(wyoming_transcribe(server.wyoming_port, audio, rate)).lower()
-    wait_for(lambda: "interface=wyoming" in server.log(), 10, what="the Wyoming request's line")
-    assert re.search(r"asr\.request request=\w+ interface=wyoming \S+ model=tiny\.en pid=\d+ status=ok", server.log())
+    wait_for(lambda: "interface=wyoming" in server.log(mark), 10, what="the Wyoming request's line")
+    assert re.search(
+        r"asr\.request request=\w+ interface=wyoming \S+ model=tiny\.en pid=\d+ status=ok", server.log(mark)
+    )
 
 
 def test_json_logs_are_one_object_per_line_from_every_process(make_server: Callable[..., Server]) -> None:

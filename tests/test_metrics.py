@@ -397,11 +397,9 @@ def test_metrics_can_be_turned_off(make_server) -> None:  # type: ignore[no-unty
     assert by_file.client.get("/health").status_code == 200
 
 
-def test_with_api_keys_a_scrape_needs_one_and_never_shows_it(make_server) -> None:  # type: ignore[no-untyped-def]
-    key = "sk-scrape-secret-1234"
-    keyed = make_server(
-        f'[server]\ndefault_model = "tiny.en"\napi_keys = ["{key}"]\n[models."tiny.en"]\nsource = "bundled"\n'
-    )
+def test_with_api_keys_a_scrape_needs_one_and_never_shows_it(keyed_server: Server) -> None:
+    key = "sk-scrape-secret-1234"  # one of the shared keyed server's API keys
+    keyed = keyed_server
     assert keyed.client.get("/metrics").status_code == 401
     assert keyed.client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
     response = keyed.client.get("/metrics", headers={"Authorization": f"Bearer {key}"})

@@ -339,8 +339,8 @@ def test_sidecar_contracts(api: Server) -> None:
     assert response.status_code == 400
 
 
-def test_api_keys_guard_v1_but_not_health(make_server) -> None:  # type: ignore[no-untyped-def]
-    server: Server = make_server('[server]\napi_keys = ["s3cret", "other"]\n[defaults]\nttl = -1\n')
+def test_api_keys_guard_v1_but_not_health(keyed_server: Server) -> None:
+    server = keyed_server  # "s3cret" and "other" among its keys
     assert server.client.get("/health").status_code == 200
     wrong = OpenAI(base_url=f"{server.url}/v1", api_key="guess", max_retries=0)
     with pytest.raises(openai.AuthenticationError):

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import ASSETS, Server, key_words_found, resample_pcm16, server_fixture
+from conftest import ASSETS, Server, key_words_found, keyed_server, resample_pcm16, wait_for
 from openai import AsyncOpenAI
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -22,15 +22,8 @@ RATE = 24000
 CHUNK = 4800  # 100 ms of 24 kHz 16-bit mono
 SILENCE = b"\0\0" * RATE  # one second
 
-realtime_server = server_fixture(f"""
-[server]
-default_model = "tiny.en"
-api_keys = ["{KEY}"]
-[defaults]
-ttl = -1
-[models."tiny.en"]
-source = "bundled"
-""")
+#: The run's keyed server (tests/conftest.py), KEY among its keys; tiny.en its default model.
+realtime_server = keyed_server
 
 DELTA = "conversation.item.input_audio_transcription.delta"
 COMPLETED = "conversation.item.input_audio_transcription.completed"
@@ -282,10 +275,11 @@ def test_beta_shape_with_telephone_audio(realtime_server: Server) -> None:
     assert key_words_found(completed["transcript"], ["weather", "garden"]) == ["weather", "garden"], completed
 
 
-def test_a_session_over_max_live_sessions_is_told_to_come_back_later(make_server: Any) -> None:
+def test_a_session_over_max_live_sessions_is_told_to_come_back_later(one_session_server: Server) -> None:
     """The Realtime endpoint shares the live sessions' cap: the place is taken at the first
     audio, and a session over the cap gets an `error` event, then close 1013."""
-    server: Server = make_server('[server]\nmax_live_sessions = 1\n[models."tiny.en"]\nsource = "bundled"\nttl = -1\n')
+    server = one_session_server
+    wait_for(lambda: server.live_sessions() == 0, 10, what="the place of an earlier test's session to be free")
     append = {"type": "input_audio_buffer.append", "audio": b64(SILENCE[:CHUNK])}
 
     async def scenario() -> tuple[dict[str, Any], int | None]:

@@ -311,11 +311,9 @@ def test_words_committed_while_the_user_speaks_begin_the_transcript(server: Serv
     print(f"audio-stop → transcript: {done - stopped:.3f} s")
 
 
-def test_an_unload_does_not_wait_for_an_audio_stop_that_never_comes(make_server) -> None:  # type: ignore[no-untyped-def]
+def test_an_unload_does_not_wait_for_an_audio_stop_that_never_comes(shared_server: Server) -> None:
     """A satellite that streams and never says audio-stop holds its model only for the drain time."""
-    srv: Server = make_server(
-        '[server]\nsession_drain_timeout = 0.5\n[models."tiny.en"]\nsource = "bundled"\nttl = -1\n'
-    )
+    srv = shared_server  # session_drain_timeout = 0.5
     audio, rate = pcm("fox")
 
     async def run() -> tuple[dict[str, object], list[Event]]:

@@ -5,20 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import Server, server_fixture
+from conftest import Server, keyed_server
 
-#: One server for the module; a test that changes the default model puts it back.
-keyed = server_fixture("""
-[server]
-api_keys = ["user-key"]
-admin_keys = ["admin-key"]
-[models."tiny.en"]
-source = "bundled"
-ttl = -1
-[models."other"]
-source = "bundled"
-ttl = -1
-""")
+#: The run's keyed server (tests/conftest.py): "user-key" among its API keys, "admin-key" its
+#: admin key, and a model "other" no test loads; a test that changes the default model puts it back.
+keyed = keyed_server
 
 
 def _auth(key: str) -> dict[str, str]:
@@ -59,8 +50,8 @@ def test_the_api_description_needs_a_key_and_its_pages_are_off(keyed: Server) ->
         assert response.status_code == 404 and "openapi.json" in response.json()["error"]["message"]
 
 
-def test_without_keys_the_api_pages_are_open(make_server) -> None:  # type: ignore[no-untyped-def]
-    server: Server = make_server('[models."tiny.en"]\nsource = "bundled"\nttl = -1\n')
+def test_without_keys_the_api_pages_are_open(shared_server: Server) -> None:
+    server = shared_server
     assert "swagger" in server.client.get("/docs").text.lower()
     assert server.client.get("/redoc").status_code == 200
     assert "/v1/models" in server.client.get("/openapi.json").json()["paths"]

@@ -50,8 +50,8 @@ def test_an_address_outside_wyoming_allow_is_refused(make_server, tmp_path: Path
     assert "SECURITY" not in unix.log()
 
 
-def test_the_default_serves_loopback(make_server) -> None:  # type: ignore[no-untyped-def]
-    server: Server = make_server(BASE)
+def test_the_default_serves_loopback(shared_server: Server) -> None:
+    server = shared_server  # no wyoming_allow in its configuration
     events = asyncio.run(describe(AsyncTcpClient("127.0.0.1", server.wyoming_port)))
     assert [e.type for e in events] == ["info"], events
 
