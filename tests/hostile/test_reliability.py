@@ -109,8 +109,8 @@ def _rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 1e6
 
 
-def test_sustained_load_has_no_errors_and_no_supervisor_growth(make_server) -> None:  # type: ignore[no-untyped-def]
-    server: Server = make_server('[models."tiny.en"]\nsource = "bundled"\nttl = -1\n')
+def test_sustained_load_has_no_errors_and_no_supervisor_growth(shared_server: Server) -> None:
+    server = shared_server  # tiny.en, TTL off
     clip = (ASSETS / "fox.wav").read_bytes()
     for _ in range(3):  # warm: both inference lanes loaded, allocator pools in place
         assert server.transcribe("fox.wav").status_code == 200

@@ -7,16 +7,22 @@ import json
 import wave
 
 import pytest
-from conftest import ASSETS, Server, record_figure, server_fixture
+from conftest import ASSETS, Server, record_figure, shared_server
 from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
 from wyoming.event import Event, async_read_event
 
-server = server_fixture(
-    '[server]\ndefault_model = "tiny.en"\n[defaults]\nttl = -1\n[models."tiny.en"]\nsource = "bundled"\n'
-)
+#: The run's shared server (tests/conftest.py): tiny.en, the default model, TTL off.
+server = shared_server
+
+
+@pytest.fixture(scope="module", autouse=True)
+def log_mark(server: Server) -> int:
+    """Where this module's part of the shared server's log begins (taken before its first test)."""
+    return len(server.log())
+
 
 FORMAT = {"rate": 16000, "width": 2, "channels": 1}
 
@@ -85,9 +91,9 @@ def test_a_malformed_event_gets_an_error_and_the_close(server: Server, case: str
     assert error.code == code, error
 
 
-def test_the_log_has_one_line_per_refusal_and_no_traceback(server: Server) -> None:
+def test_the_log_has_one_line_per_refusal_and_no_traceback(server: Server, log_mark: int) -> None:
     # Runs after the parametrized cases above (pytest keeps file order).
-    log = server.log()
+    log = server.log(log_mark)
     assert "Traceback" not in log and "Task exception" not in log, log[-3000:]
     refusals = [line for line in log.splitlines() if "WARNING asr.wyoming" in line and "closing (" in line]
     assert len(refusals) >= len(MALFORMED), "\n".join(refusals)
