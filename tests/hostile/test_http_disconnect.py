@@ -14,9 +14,9 @@ import psutil
 import pytest
 from conftest import BASIC_CONFIG, Server, make_long_clip, server_fixture, wait_for
 
-# Two windows a batch: the first segment of a long file (and a stop) come after two windows'
+# One window a batch: the first segment of a long file (and a stop) come after one window's
 # decoding, not eight, and the test is about the hang-up, not the batch.
-server = server_fixture(BASIC_CONFIG + "batch_size = 2\n")
+server = server_fixture(BASIC_CONFIG + "batch_size = 1\n")
 
 BOUNDARY = "hangup"
 
