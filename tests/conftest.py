@@ -282,8 +282,10 @@ def stop_and_check(server: Server) -> None:
 @pytest.fixture
 def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start supervisors with a given asr.toml, for a test that needs its own: one that kills or
-    stops it, reloads its configuration, changes a TTL, crashes a worker, or counts what a test
-    before it would have disturbed. Each is stopped, and checked for leftovers, at the end."""
+    stops it, reloads its configuration, changes a TTL, crashes a worker, counts what a test
+    before it would have disturbed, or leaves a worker decoding what nobody waits for any more
+    (the tests after it would pay for that CPU). Each is stopped, and checked for leftovers,
+    at the end."""
     started: list[Server] = []
 
     def make(
