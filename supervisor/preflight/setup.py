@@ -13,8 +13,6 @@ import socket
 from collections.abc import Callable
 from urllib.parse import urlparse
 
-import httpx
-
 from supervisor.config import ConfigError, ModelSpec, Settings, wyoming_uri
 from supervisor.models import files as model_files
 from supervisor.models.sources import check_source
@@ -88,6 +86,8 @@ def _reachable(host: str) -> str:
 
 def _answers_http(host: str, port: int) -> bool:
     """Whether asr-supervisor's liveness answer comes from `host:port` (http or https)."""
+    import httpx  # here: importing httpx pulls in its command line's rich and pygments, megabytes the server never needs
+
     where = f"[{host}]" if ":" in host else host
     for scheme in ("http", "https"):
         try:
