@@ -232,3 +232,19 @@ def test_the_check_reports_a_cycle(tmp_path: Path) -> None:
     )
     (cycle,) = cycles(all_imports(tmp_path))
     assert _describe(cycle) == "import cycle: common.a → common.b (line 1) → common.c (line 1) → common.a (line 1)"
+
+
+def test_the_server_imports_no_ml_library_and_no_client_tooling() -> None:
+    """What `asr-supervisor` imports to serve: no ML library (a worker's), and not httpx or
+    rich (asrctl's): importing httpx pulls in its command line's rich and pygments, megabytes
+    an idle server held for nothing."""
+    import subprocess
+    import sys
+
+    modules = ("torch", "ctranslate2", "faster_whisper", "nemo", "onnxruntime", "httpx", "rich", "pygments")
+    script = (
+        "import sys, supervisor.cli, supervisor.interfaces.http.app, supervisor.interfaces.wyoming.server, "
+        f"supervisor.preflight, supervisor.service; print([m for m in {modules!r} if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
