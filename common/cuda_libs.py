@@ -18,7 +18,6 @@ the supervisor's start-up check and `asrctl doctor` read it; a CUDA worker calls
 
 from __future__ import annotations
 
-import ctypes
 import mmap
 import os
 import re
@@ -208,7 +207,7 @@ def find(paths: Sequence[str] | None = None, system: bool = True) -> Lookup:
 
 
 #: Every library this process loaded, kept: CTranslate2's later `dlopen` finds them loaded.
-_held: dict[str, ctypes.CDLL] = {}
+_held: dict[str, object] = {}
 
 
 def preload(lookup: Lookup) -> Preloaded:
@@ -220,6 +219,8 @@ def preload(lookup: Lookup) -> Preloaded:
     file that is not a shared library is refused unread, and nothing here raises: what could
     not be loaded is in the result, for the caller to say.
     """
+    import ctypes  # only where libraries are loaded (a worker): the supervisor's lookups need none
+
     required: dict[str, str] = {}
     optional: dict[str, str] = {}
     for status in lookup.libraries:
