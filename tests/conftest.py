@@ -397,17 +397,42 @@ one_session_server = server_fixture(
 
 #: Figures the reliability and hostile-input tests measure (section, figure, value), printed
 #: after the run so the table in docs/reliability.md can be checked against any CI log.
+#: Figures recorded by this process's tests and not yet reported (see pytest_runtest_makereport).
 FIGURES: list[tuple[str, str, str]] = []
+#: Every figure of the run, in the process that prints the summary (the xdist controller).
+REPORTED: list[tuple[str, str, str]] = []
+_FIGURE = "asr-figure"
 
 
 def record_figure(section: str, figure: str, value: object) -> None:
     FIGURES.append((section, figure, str(value)))
 
 
-#: The container image's build (tests/fleet/image_build.py), started in the background when
-#: the container test is among the selected tests; that test runs last and waits for it.
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """A test's figures travel with its report: under pytest-xdist it ran in a worker, and
+    only the controller prints the summary."""
+    report = yield
+    report.user_properties += [(_FIGURE, figure) for figure in FIGURES]
+    FIGURES.clear()
+    return report
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    REPORTED.extend(tuple(value) for name, value in report.user_properties if name == _FIGURE)
+
+
+#: The container image's build (tests/fleet/image_build.py): one a run, started in the
+#: background as soon as the container test is known to be among the selected tests, which
+#: runs last and waits for the status file the build writes. Under pytest-xdist the
+#: controller starts it (the workers inherit the log's path from the environment); without,
+#: this process does, after collection.
 IMAGE_BUILD: subprocess.Popen[bytes] | None = None
-IMAGE_BUILD_LOG = Path(os.environ.get("TMPDIR", "/tmp")) / f"asr-image-build-{os.getpid()}.log"
+IMAGE_BUILD_LOG = Path(
+    os.environ.setdefault(
+        "ASR_IMAGE_BUILD_LOG", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"asr-image-build-{os.getpid()}.log")
+    )
+)
 CONTAINER_TEST = "test_container.py::test_the_image_"
 
 
@@ -440,19 +465,32 @@ def pytest_itemcollected(item: pytest.Item) -> None:
 
 @pytest.hookimpl(trylast=True)  # after -k / -m have deselected what they do
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Start the image build at the lowest CPU priority, so its downloads and unpacking
-    overlap the other tests instead of adding two minutes to the suite, and run its test last."""
-    global IMAGE_BUILD
+    """Run the container test last, and start the image build now (see IMAGE_BUILD)."""
     items.sort(key=lambda item: CONTAINER_TEST in item.nodeid)  # stable: the rest keep their order
-    builder = Path(__file__).parent / "fleet" / "image_build.py"
-    needs = any(CONTAINER_TEST in item.nodeid for item in items)
-    if needs and IMAGE_BUILD is None and shutil.which("podman") and shutil.which("mmdebstrap"):
-        IMAGE_BUILD = subprocess.Popen(
-            [sys.executable, str(builder), str(IMAGE_BUILD_LOG)],
-            preexec_fn=lambda: os.nice(19),  # noqa: PLW1509 - a plain fork, no threads to upset yet
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    if "PYTEST_XDIST_WORKER" not in os.environ and any(CONTAINER_TEST in item.nodeid for item in items):
+        _start_image_build()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
+    """The xdist controller's side of pytest_collection_modifyitems: a worker's selected tests."""
+    if any(CONTAINER_TEST in nodeid for nodeid in ids):
+        _start_image_build()
+
+
+def _start_image_build() -> None:
+    """At the lowest CPU priority, so its downloads and unpacking overlap the other tests
+    instead of adding two minutes to the suite."""
+    global IMAGE_BUILD
+    if IMAGE_BUILD is not None or not (shutil.which("podman") and shutil.which("mmdebstrap")):
+        return
+    IMAGE_BUILD_LOG.write_bytes(b"")  # the container test's sign that a build is under way
+    IMAGE_BUILD = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "fleet" / "image_build.py"), str(IMAGE_BUILD_LOG)],
+        preexec_fn=lambda: os.nice(19),  # noqa: PLW1509 - a plain fork, no threads to upset yet
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -461,9 +499,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not FIGURES:
+    if not REPORTED:
         return
     terminalreporter.section("reliability figures")
-    width = max(len(f"{section}: {figure}") for section, figure, _ in FIGURES)
-    for section, figure, value in FIGURES:
+    width = max(len(f"{section}: {figure}") for section, figure, _ in REPORTED)
+    for section, figure, value in REPORTED:
         terminalreporter.write_line(f"{f'{section}: {figure}':<{width}}  {value}")

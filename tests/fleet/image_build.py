@@ -8,7 +8,8 @@ then `podman import`; the Containerfile takes it as its BASE build argument (use
 public Python image by default). pip reaches PyPI during the build with the machine's CA
 certificates. The suite starts this in the background at its start, at the lowest CPU
 priority (tests/conftest.py), so the two minutes of downloads and unpacking overlap the
-other tests instead of adding to them; the container test, run last, waits for it.
+other tests instead of adding to them; the container test, run last, waits for the status
+file this writes when it ends (`wait`): with pytest-xdist it may run in another process.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,5 +74,29 @@ def build(log: Path) -> int:
     return 0
 
 
+def status_file(log: Path) -> Path:
+    """Where the build started in the background writes its exit status when it ends."""
+    return log.with_name(log.name + ".status")
+
+
+def wait(log: Path, timeout: float) -> int:
+    """The exit status of the background build writing `log`, once it ends (124 after `timeout`)."""
+    status, deadline = status_file(log), time.monotonic() + timeout
+    while not status.exists():
+        if time.monotonic() > deadline:
+            return 124
+        time.sleep(1)
+    return int(status.read_text())
+
+
+def main(log: Path) -> int:
+    status_file(log).unlink(missing_ok=True)
+    status = build(log)
+    partial = status_file(log).with_suffix(".partial")
+    partial.write_text(str(status))
+    partial.rename(status_file(log))  # whole or not at all, for `wait`
+    return status
+
+
 if __name__ == "__main__":
-    sys.exit(build(Path(sys.argv[1])))
+    sys.exit(main(Path(sys.argv[1])))

@@ -45,8 +45,8 @@ def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def image() -> str:
     """The image, from the build the suite started in the background (or built now)."""
-    if conftest.IMAGE_BUILD is not None:
-        status, log = conftest.IMAGE_BUILD.wait(900), conftest.IMAGE_BUILD_LOG
+    if conftest.IMAGE_BUILD_LOG.exists():
+        status, log = image_build.wait(conftest.IMAGE_BUILD_LOG, 900), conftest.IMAGE_BUILD_LOG
     else:
         log = Path(os.environ.get("TMPDIR", "/tmp")) / f"asr-image-build-{os.getpid()}.log"
         status = image_build.build(log)
