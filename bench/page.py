@@ -174,8 +174,8 @@ def render_headline(results: Path = RESULTS) -> str:
         )
     if wer := _ratio(live, "WER: finals joined"):
         bullets.append(f"- live finals: {wer:.2f}× the word error rate of the same audio sent as a file")
-    if long := _long_ratio(results / "long.json"):
-        bullets.append(f"- 10-minute recordings: {long:.2f}× the time of faster-whisper reading them sequentially")
+    if long := _long_summary(results / "long.json"):
+        bullets.append(long)
     runs = [(label, _meta(results / f"{stem}.json")) for label, stem in (("files", "results"), ("live", "live"))]
     source = "; ".join(
         f"{label}: {m['date'][:10]}, {m['cpu']}, {m['cores']} cores, commit {m['commit']}" for label, m in runs if m
@@ -207,14 +207,26 @@ def _meta(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()).get("meta") if path.is_file() else None
 
 
-def _long_ratio(path: Path) -> float | None:
-    """The server's time over sequential faster-whisper's, both recordings pooled."""
+def _long_summary(path: Path) -> str | None:
+    """The server against sequential faster-whisper, every recording pooled: time, WER, deletions."""
     if not path.is_file():
         return None
     rows = json.loads(path.read_text())
     rows = rows.get("rows", []) if isinstance(rows, dict) else rows
-    seconds = {side: sum(r["seconds"] for r in rows if r["side"] == side) for side in ("server", "sequential")}
-    return seconds["server"] / seconds["sequential"] if seconds["sequential"] else None
+    sides = {side: [r for r in rows if r["side"] == side] for side in ("server", "sequential")}
+    if not sides["sequential"] or not sides["server"]:
+        return None
+    seconds = {side: sum(r["seconds"] for r in mine) for side, mine in sides.items()}
+    wer = {
+        side: sum(r["wer"] * r["reference"] for r in mine) / sum(r["reference"] for r in mine)
+        for side, mine in sides.items()
+    }
+    deleted = {side: sum(r["deleted"] for r in mine) for side, mine in sides.items()}
+    return (
+        f"- 10-minute recordings ({len(sides['server'])}): {seconds['server'] / seconds['sequential']:.2f}× the time of "
+        f"faster-whisper reading them sequentially, at WER {wer['server'] * 100:.1f} % against its "
+        f"{wer['sequential'] * 100:.1f} %, {deleted['server']} deleted words against its {deleted['sequential']}"
+    )
 
 
 def with_headline(readme: str, results: Path = RESULTS) -> str:
