@@ -107,8 +107,14 @@ def test_live_dictation_shows_partials_then_finals(browser: Page, server: Server
     page.wait(lambda: len(key_words_found(finals(), WEATHER_WORDS)) >= 5, 30, "finals with the clip's words")
     seen = page.js("return window.seen")
     assert any(s["committed"] + s["tentative"] for s in seen if s["finals"] == 0), "no partial before the first final"
-    partials = {s["committed"] + s["tentative"] for s in seen} - {""}
-    assert len(partials) >= 2, f"the words did not grow while spoken: {partials}"
+
+    # A slow decoder sends fewer, longer partials (a busy machine may show one for the clip's
+    # first utterance): the fake microphone loops the clip, so the next words are waited for.
+    def partials() -> set[str]:
+        return {s["committed"] + s["tentative"] for s in page.js("return window.seen")} - {""}
+
+    page.wait(lambda: len(partials()) >= 2, 30, "the words shown to grow while spoken")
+    seen = page.js("return window.seen")
     assert any(s["tentative"] for s in seen), "no word was shown as tentative"
     # Tentative words look different from settled ones.
     styles = page.js("""
