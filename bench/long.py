@@ -1,6 +1,6 @@
 """Long recordings: the server against in-process faster-whisper, sequential and batched.
 
-    .venv/bin/python -m bench --long                # the same as: python -m bench.long (about 12 minutes on 2 cores)
+    .venv/bin/python -m bench --long                # the same as: python -m bench.long (about 14 minutes on 2 cores)
     .venv/bin/python -m bench.long
     .venv/bin/python -m bench.long --minutes 10 --orders 0123 2031 --rev HEAD~1
 
@@ -8,7 +8,9 @@ Each recording is the benchmark's speech clips (bench/clips, 4 voices, about 35 
 cycled in the given order with `--pause` seconds between them, to `--minutes`; its
 reference is their texts. Six recordings by default: which single words a decoder drops
 changes with where its windows fall, so two recordings said little (on one of them
-sequential faster-whisper dropped 6 words, on another 65). Three sides decode the same WAV bytes with the bundled tiny.en
+sequential faster-whisper dropped 6 words, on another 65). A seventh has a noise bed under
+the speech (`--noise-bed`: white noise at that RMS level in dBFS, 0 for none), a room or a
+street behind the speaker: no pause in it is quiet. Three sides decode the same WAV bytes with the bundled tiny.en
 (CPU, int8, beam 5, English, the same CTranslate2 threads): the server (one
 `POST /v1/audio/transcriptions`, upload to JSON), `WhisperModel.transcribe` in this process
 (sequential, what faster-whisper users run), and faster-whisper's
@@ -42,8 +44,8 @@ CLIPS = Path(__file__).resolve().parent / "clips"
 RATE = 16000
 
 
-def recording(path: Path, minutes: float, order: str, pause: float) -> str:
-    """Write the recording to `path`; return its reference text."""
+def recording(path: Path, minutes: float, order: str, pause: float, noise_dbfs: float = 0) -> str:
+    """Write the recording to `path`, with a noise bed at `noise_dbfs` under it (0: none); return its reference text."""
     import av
 
     clips = sorted(CLIPS.glob("*.flac"))
@@ -64,7 +66,11 @@ def recording(path: Path, minutes: float, order: str, pause: float) -> str:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(RATE)
-        out.writeframes(np.concatenate(parts).tobytes())
+        samples = np.concatenate(parts)
+        if noise_dbfs:
+            bed = np.random.default_rng(int(order)).standard_normal(samples.size) * 32767 * 10 ** (noise_dbfs / 20)
+            samples = np.clip(samples + bed, -32768, 32767).astype(np.int16)
+        out.writeframes(samples.tobytes())
     return " ".join(texts)
 
 
@@ -125,11 +131,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--orders",
         nargs="+",
-        default=["0123", "2031", "3210", "1302", "0213", "3120"],
+        default=["0123", "2031", "3210", "1302", "0213", "3120", "1230"],
         help="clip orders, one recording each",
     )
     parser.add_argument(
-        "--pause", type=float, nargs="+", default=[0.5, 1.0, 0.5, 1.0, 0.7, 0.7], help="pause per recording"
+        "--pause", type=float, nargs="+", default=[0.5, 1.0, 0.5, 1.0, 0.7, 0.7, 0.7], help="pause per recording"
+    )
+    parser.add_argument(
+        "--noise-bed",
+        type=float,
+        nargs="+",
+        default=[0, 0, 0, 0, 0, 0, -40],
+        help="dBFS of white noise under each recording (0: none)",
     )
     parser.add_argument("--cpu-threads", type=int, default=2)
     parser.add_argument("--rev", default=None, help="the server as committed at REV")
@@ -146,15 +159,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"server at {commit}", flush=True)
         for n, order in enumerate(args.orders):
             pause = args.pause[min(n, len(args.pause) - 1)]
+            noise = args.noise_bed[n] if n < len(args.noise_bed) else 0
             wav = tmp / f"long-{order}.wav"
-            reference = recording(wav, args.minutes, order, pause)
+            reference = recording(wav, args.minutes, order, pause, noise)
             data = wav.read_bytes()
             for side in ("server", "sequential", "batched"):
                 if side == "server":
                     text, seconds = server(tmp, code, data, args.cpu_threads)
                 else:
                     text, seconds = in_process(data, args.cpu_threads, side == "batched")
-                row = {"recording": f"{order}/{pause}s", "side": side, "seconds": round(seconds, 1)}
+                label = f"{order}/{pause}s" + (f"/noise {noise:g} dBFS" if noise else "")
+                row = {"recording": label, "side": side, "seconds": round(seconds, 1)}
                 row.update(score(reference, text))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
