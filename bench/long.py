@@ -6,13 +6,13 @@
 
 Each recording is the benchmark's speech clips (bench/clips, 4 voices, about 35 s each)
 cycled in the given order with `--pause` seconds between them, to `--minutes`; its
-reference is their texts. Six recordings by default: which single words a decoder drops
+reference is their texts. Seven recordings by default: which single words a decoder drops
 changes with where its windows fall, so two recordings said little (on one of them
-sequential faster-whisper dropped 6 words, on another 65). A seventh has a noise bed under
-the speech (`--noise-bed`: white noise at that RMS level in dBFS, 0 for none), a room or a
-street behind the speaker: no pause in it is quiet. Three sides decode the same WAV bytes with the bundled tiny.en
-(CPU, int8, beam 5, English, the same CTranslate2 threads): the server (one
-`POST /v1/audio/transcriptions`, upload to JSON), `WhisperModel.transcribe` in this process
+sequential faster-whisper dropped 6 words, on another 65). The seventh has a noise bed
+under the speech (`--noise-bed`: white noise at that RMS level in dBFS, 0 for none), a
+room or a street behind the speaker: no pause in it is quiet. Three sides decode the same
+WAV bytes with the bundled tiny.en (CPU, int8, beam 5, English, the same CTranslate2
+threads): the server (one `POST /v1/audio/transcriptions`, upload to JSON), `WhisperModel.transcribe` in this process
 (sequential, what faster-whisper users run), and faster-whisper's
 `BatchedInferencePipeline` (`batch_size=8`). WER is over words normalised as in the live
 benchmark (digits spelled out, punctuation dropped); deleted words are counted from the

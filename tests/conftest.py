@@ -396,8 +396,8 @@ one_session_server = server_fixture(
 
 
 #: Figures the reliability and hostile-input tests measure (section, figure, value), printed
-#: after the run so the table in docs/reliability.md can be checked against any CI log.
-#: Figures recorded by this process's tests and not yet reported (see pytest_runtest_makereport).
+#: after the run so the table in docs/reliability.md can be checked against any CI log: those
+#: this process's tests recorded and its reports have not carried yet (pytest_runtest_makereport).
 FIGURES: list[tuple[str, str, str]] = []
 #: Every figure of the run, in the process that prints the summary (the xdist controller).
 REPORTED: list[tuple[str, str, str]] = []

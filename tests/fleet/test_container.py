@@ -45,11 +45,8 @@ def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def image() -> str:
     """The image, from the build the suite started in the background (or built now)."""
-    if conftest.IMAGE_BUILD_LOG.exists():
-        status, log = image_build.wait(conftest.IMAGE_BUILD_LOG, 900), conftest.IMAGE_BUILD_LOG
-    else:
-        log = Path(os.environ.get("TMPDIR", "/tmp")) / f"asr-image-build-{os.getpid()}.log"
-        status = image_build.build(log)
+    log = conftest.IMAGE_BUILD_LOG
+    status = image_build.wait(log, 900) if log.exists() else image_build.build(log)
     assert status == 0, f"the image build failed:\n{log.read_text()[-4000:] if log.exists() else ''}"
     return image_build.IMAGE
 
