@@ -279,6 +279,7 @@ def test_params_keep_their_defaults() -> None:
         "heard": [],  # live decodes only: what earlier finals heard in the audio
         "heard_seconds": 0.0,
         "prefix": None,  # live finals only: the committed words
+        "live": None,  # live decodes only: "partial" or "final", how soon it is decoded
     }
 
 

@@ -117,8 +117,8 @@ class Heartbeat(_Kind, tag="heartbeat", frozen=True):
 
     in_flight: int  # requests received and not yet answered
     served: int  # requests answered since READY, errors included
-    lanes: int  # requests it can decode in parallel
-    lanes_busy: int
+    lanes: int  # model calls it can run side by side (ReadyInfo.concurrency, once every copy is loaded)
+    lanes_busy: int  # requests and live decodes in progress: more than `lanes` where they share passes
     rss_bytes: int  # its own resident memory now
     vram_bytes: int | None  # its own GPU memory (sampled every ~10 s); None off CUDA or when unknown
     last_inference_at: float | None  # wall time the last inference finished; None before the first

@@ -64,6 +64,9 @@ class TranscribeParams(msgspec.Struct, frozen=True):
     #: Live finals only: the words the new audio's text must begin with (those its partials
     #: committed); a backend that cannot force words decodes freely.
     prefix: str | None = None
+    #: Live decodes only: a partial or a final. A backend that batches decodes finals first,
+    #: partials last (file requests between).
+    live: Literal["partial", "final"] | None = None
 
 
 class Word(msgspec.Struct, frozen=True):
@@ -104,7 +107,10 @@ class ReadyInfo(msgspec.Struct, frozen=True):
     load_seconds: float
     languages: list[str] = msgspec.field(default_factory=list)
     multilingual: bool = True
-    concurrency: int = 1  # requests it decodes in parallel (its lanes)
+    concurrency: int = 1  # its lanes: model calls run side by side (see common.lane_plan)
+    #: Requests and live decodes it takes at once (0: `concurrency`), more than its lanes
+    #: where a backend decodes the windows of several in one batch.
+    slots: int = 0
     #: Full copies of the weights it holds once every lane is open: `concurrency` when each
     #: lane has its own, 1 when they share one (see common.lane_plan), with why.
     copies: int = 1

@@ -135,10 +135,16 @@ class ServerCollector(Collector):
             labels=["model"],
         )
         lanes = GaugeMetricFamily(
-            "asr_worker_lanes", "Requests the model's worker can decode side by side now.", labels=["model"]
+            "asr_worker_lanes",
+            "Model calls the model's worker can run side by side now (its lanes); more requests than that share "
+            "batched passes.",
+            labels=["model"],
         )
         busy = GaugeMetricFamily(
-            "asr_worker_lanes_busy", "Lanes decoding now, by the worker's last heartbeat.", labels=["model"]
+            "asr_worker_lanes_busy",
+            "Requests and live decodes in progress, by the worker's last heartbeat (more than the lanes where "
+            "they share batched passes).",
+            labels=["model"],
         )
         starts = CounterMetricFamily("asr_worker_starts", "Workers that loaded the model and served.", labels=["model"])
         exits = CounterMetricFamily(

@@ -89,6 +89,7 @@ def snapshot(
         device=info.device if info else None,
         compute_type=info.compute_type if info else None,
         concurrency=info.concurrency if info else None,
+        slots=(info.slots or info.concurrency) if info else None,
         copies=info.copies if info else None,
         lane_weights=info.lane_weights if info else None,
         lanes_reason=info.lanes_reason or None if info else None,

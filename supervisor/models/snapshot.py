@@ -23,7 +23,10 @@ class ModelSnapshot(BaseModel):
     pid: int | None = Field(description="the worker process, while there is one")
     device: str | None = Field(description="cpu or cuda, once loaded")
     compute_type: str | None
-    concurrency: int | None = Field(description="requests the worker decodes side by side (its lanes)")
+    concurrency: int | None = Field(description="model calls the worker runs side by side (its lanes)")
+    slots: int | None = Field(
+        None, description="requests and live decodes it takes at once; beyond its lanes they share batched passes"
+    )
     copies: int | None = Field(None, description="full copies of the model's weights the worker holds for its lanes")
     lane_weights: str | None = Field(
         None, description="copy: a model copy per lane; shared: the lanes share one copy (CTranslate2 workers)"

@@ -1,5 +1,11 @@
 """Inference lanes: one thread per concurrent request, each on its own model copy or all on one.
 
+Where a backend batches (faster-whisper: worker.backends.faster_whisper.passes), a lane is a
+*slot*: there are more of them than model copies (`ReadyInfo.slots`), a request's seek loop
+runs on one and hands its windows to the backend's compute lanes, which decode the windows
+of several slots in one call. Only the first `copies` lanes then need a copy loaded; the
+others open with the last of them.
+
 A request takes the lowest-numbered free lane. With one client at a time every request
 runs on lane 0, the same thread (and with copies, the same model copy), so its caches stay
 warm. Whether lanes share one model's weights or hold a copy each is decided at load time
@@ -38,9 +44,14 @@ IDLE_BEFORE_COPY_S = 1.0
 
 
 class Lanes:
-    def __init__(self, count: int, open_now: int | None = None) -> None:
-        """`count` lanes, of which the first `open_now` (all by default) take requests at once."""
+    def __init__(self, count: int, open_now: int | None = None, prepared: int | None = None) -> None:
+        """`count` lanes, of which the first `open_now` (all by default) take requests at once.
+
+        Only the first `prepared` (all by default) need `open_rest`'s preparation: the rest
+        open with the last of those, at once.
+        """
         self._executors = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lane{i}") for i in range(count)]
+        self._prepared = count if prepared is None else prepared
         ready = count if open_now is None else max(1, min(open_now, count))
         self._free = list(range(ready))
         self._open = ready
@@ -50,14 +61,17 @@ class Lanes:
 
     @classmethod
     def for_model(cls, info: ReadyInfo) -> Lanes:
-        """The lanes of a model just loaded: `info.concurrency` of them. With a model copy per
-        lane only lane 0's is loaded by READY: the others open in `open_rest`, as their copies load."""
-        return cls(max(1, info.concurrency), open_now=1 if info.copies > 1 else None)
+        """The lanes of a model just loaded: one per slot (`info.slots`, or `info.concurrency`).
+        With a model copy per compute lane only the first copy is loaded by READY: lanes
+        1 to copies - 1 load the others in `open_rest`, and the rest open with the last."""
+        count = max(1, info.slots or info.concurrency)
+        return cls(count, open_now=1 if info.copies > 1 else None, prepared=info.copies)
 
     @property
     def count(self) -> int:
-        """Lanes that take requests now (the heartbeat's `lanes`)."""
-        return self._open
+        """Model calls that can run side by side now (the heartbeat's `lanes`): the lanes
+        open, or where more lanes than model copies take requests (slots), the copies loaded."""
+        return min(self._open, self._prepared)
 
     @property
     def planned(self) -> int:
@@ -65,6 +79,7 @@ class Lanes:
 
     @property
     def busy(self) -> int:
+        """Requests and live decodes on a lane now: more than `count` where slots share passes."""
         return self._open - len(self._free)
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
@@ -99,12 +114,13 @@ class Lanes:
         """
         loop = asyncio.get_running_loop()
         for lane in range(self._open, len(self._executors)):
-            await self._until_wanted_or_idle(idle_s)
-            try:
-                await loop.run_in_executor(self._executors[lane], prepare, lane)
-            except Exception:
-                log.exception("lane %d could not be prepared: serving with %d lane(s)", lane, self._open)
-                return
+            if lane < self._prepared:
+                await self._until_wanted_or_idle(idle_s)
+                try:
+                    await loop.run_in_executor(self._executors[lane], prepare, lane)
+                except Exception:
+                    log.exception("lane %d could not be prepared: serving with %d lane(s)", lane, self._open)
+                    return
             self._open += 1
             self._free.append(lane)
             self._available.release()

@@ -7,9 +7,10 @@ the section's tokens so far, timestamp tokens included (a prompt of plain text m
 model answer without timestamps, a 30-second segment a window, and lose whatever it stops
 early on: the bug that lost whole paragraphs). A section first reads the 15 s before it,
 for its prompt only, so a cut costs no context. Up to `batch_size` sections advance
-together: their current windows go through the encoder and the decoder in one call, which
-costs less a window than one window at a time on a CPU, and far less on a GPU
-(`python -m bench --long` measures it).
+together: their current windows go to the model's shared passes (`passes`), which encode
+and decode them in as few calls as the compute lanes allow, beside the windows of other
+requests and live sessions. A window costs less so than one at a time on a CPU, and far
+less on a GPU (`python -m bench --long` measures it).
 
 Two things differ from faster-whisper's loop, on purpose, to lose no words:
 
@@ -23,7 +24,8 @@ Two things differ from faster-whisper's loop, on purpose, to lose no words:
   silence (Whisper now and then skipped the first window of a repetitive clip so).
 
 Segments come out in the recording's order, as soon as every earlier section is done.
-Beside it, one job each: `generate` (the temperature fallback and the CTranslate2 call),
+Beside it, one job each: `passes` (the compute lanes, and which windows share a call),
+`generate` (the temperature fallback and the CTranslate2 call),
 `seek_stream` (one section's state in the loop), `options`, and `wire` (the segments as
 the wire protocol's).
 """
@@ -39,8 +41,9 @@ import numpy as np
 from worker.audio import pieces
 from worker.audio.pieces import Section, SpeechDetector
 from worker.audio.resample import SAMPLE_RATE
+from worker.backends.faster_whisper import passes
 from worker.backends.faster_whisper.features import log_mel
-from worker.backends.faster_whisper.generate import Decoded, FallbackGenerator
+from worker.backends.faster_whisper.generate import Decoded
 from worker.backends.faster_whisper.options import Options
 from worker.backends.faster_whisper.seek_stream import SeekStream
 
@@ -62,7 +65,7 @@ RESTART_LEAD_SECONDS = 0.2
 
 
 class BatchDecoder:
-    """Decodes sections with one model, `batch_size` windows a call."""
+    """Decodes sections with one model, up to `batch_size` of them at once."""
 
     def __init__(
         self,
@@ -70,15 +73,20 @@ class BatchDecoder:
         tokenizer: Tokenizer,
         options: Options,
         batch_size: int,
+        shared: passes.SharedPasses,
         speech: SpeechDetector | None = None,
         window_frames: int = WINDOW_FRAMES,
+        urgency: int = passes.FILE,
     ) -> None:
+        """`model` is read for what needs no compute (features, prompts, token splits); the
+        encoder and decoder run in `shared`'s passes, `urgency` says how soon."""
         self._model = model
+        self._passes = shared
+        self._urgency = urgency
         self._tokenizer = tokenizer
         self._options = options
         self._batch_size = max(1, batch_size)
         self._speech = speech
-        self._generator = FallbackGenerator(model, tokenizer, options)
         self._seconds_per_frame = HOP / SAMPLE_RATE
         #: The encoder's window: Whisper's 30 s, or shorter for live decodes, which are cheaper
         #: so (worker.engine.live.jobs.live_window).
@@ -187,24 +195,33 @@ class BatchDecoder:
         )
 
     def _step(self, streams: list[SeekStream]) -> None:
-        """One window for each stream: encode and decode them together, then move each one on.
+        """One window for each stream: decoded in the model's shared passes, then each moved on.
 
         CTranslate2 batches prompts of one length only: the streams with earlier text are
         given the same number of its last tokens (the fewest any of them has), streams with
-        none go in a call of their own, and a stream with a forced start in one of its own.
+        none go in a group of their own, and a stream with a forced start in one of its own.
+        The groups are handed to the passes together, so they may run side by side.
         """
         previous = [s.tokens[s.reset_since :] for s in streams]
         groups: dict[object, list[int]] = {}
         for i, p in enumerate(previous):
             groups.setdefault(i if streams[i].forced else bool(p), []).append(i)  # a forced start: alone
+        planned = []
         for members in groups.values():
             shortest = min(len(previous[i]) for i in members)
-            self._step_group(
-                [streams[i] for i in members], [previous[i][-shortest:] if shortest else [] for i in members]
+            group = [streams[i] for i in members]
+            planned.append(
+                (group, *self._windows(group, [previous[i][-shortest:] if shortest else [] for i in members]))
             )
+        outcomes = iter(self._passes.decode([w for _group, _sizes, _batch, windows in planned for w in windows]))
+        for group, sizes, batch, windows in planned:
+            self._finish(group, sizes, batch, [next(outcomes) for _ in windows])
 
-    def _step_group(self, streams: list[SeekStream], previous: list[list[int]]) -> None:
-        """One window each for streams whose prompts have one length."""
+    def _windows(
+        self, streams: list[SeekStream], previous: list[list[int]]
+    ) -> tuple[list[int], np.ndarray, list[passes.Window]]:
+        """Each stream's next window (its length in frames, the features padded to the
+        window), and what the passes decode for it."""
         from faster_whisper.audio import pad_or_trim
 
         window = self._window
@@ -212,14 +229,25 @@ class BatchDecoder:
         batch = np.stack(
             [pad_or_trim(s.features[:, s.seek : s.seek + n], window) for s, n in zip(streams, sizes, strict=True)]
         )
-        encoded = self._model.encode(batch)
-        forced = [s.forced for s in streams]
-        heard = [s.heard if s.forced else [] for s in streams]
-        prompts = [
-            self._model.get_prompt(self._tokenizer, p, hotwords=self._options.hotwords) + f
-            for p, f in zip(previous, forced, strict=True)
+        windows = [
+            passes.Window(
+                features=batch[i],
+                prompt=self._model.get_prompt(self._tokenizer, p, hotwords=self._options.hotwords) + s.forced,
+                options=self._options,
+                tokenizer=self._tokenizer,
+                urgency=self._urgency,
+                keep_encoded=self._options.word_timestamps,
+            )
+            for i, (s, p) in enumerate(zip(streams, previous, strict=True))
         ]
-        decoded = self._generator.generate(encoded, batch, prompts)
+        return sizes, batch, windows
+
+    def _finish(
+        self, streams: list[SeekStream], sizes: list[int], batch: np.ndarray, outcomes: list[passes.Outcome]
+    ) -> None:
+        """Move each stream on by what its window read, words aligned where asked."""
+        decoded = [o.decoded for o in outcomes]
+        heard = [s.heard if s.forced else [] for s in streams]
         found: list[list[dict[str, Any]]] = []
         seeks = [s.seek for s in streams]
         for i, (stream, size) in enumerate(zip(streams, sizes, strict=True)):
@@ -227,10 +255,8 @@ class BatchDecoder:
             found.append(segments)
         if self._options.word_timestamps and any(found):
             # faster-whisper aligns a batch only where every window has a segment: the windows
-            # without (a context window, silence) are left out, and the rest encoded again.
+            # without (a context window, silence) are left out.
             spoken = [i for i, segments in enumerate(found) if segments]
-            if len(spoken) < len(found):
-                encoded = self._model.encode(batch[spoken])
             # The text heard before is aligned too (its words are not kept): the new words then
             # start where the new audio does, not at the window's start.
             spf = self._seconds_per_frame
@@ -240,7 +266,13 @@ class BatchDecoder:
                 else []
                 for i in spoken
             ]
-            self._add_words([sizes[i] for i in spoken], [before[n] + found[i] for n, i in enumerate(spoken)], encoded)
+            kept = [outcomes[i].encoded for i in spoken]
+            self._add_words(
+                [sizes[i] for i in spoken],
+                [before[n] + found[i] for n, i in enumerate(spoken)],
+                None if any(e is None for e in kept) else np.stack(kept),  # type: ignore[arg-type]
+                batch[spoken],
+            )
         for stream, result, segments in zip(streams, decoded, found, strict=True):
             self._keep(stream, result, segments)
 
@@ -316,19 +348,30 @@ class BatchDecoder:
         spans = self._speech(stream.audio[start * HOP : end * HOP])
         return sum(b - a for a, b in spans) >= MIN_SPEECH_SECONDS * SAMPLE_RATE
 
-    def _add_words(self, sizes: list[int], found: list[list[dict[str, Any]]], encoded: Any) -> None:
+    def _add_words(
+        self, sizes: list[int], found: list[list[dict[str, Any]]], encoded: np.ndarray | None, batch: np.ndarray
+    ) -> None:
+        """Word timestamps for the windows' segments: aligned on the encoder output the pass
+        kept, or on the windows encoded again where it could not keep it (CUDA)."""
+        import ctranslate2
+
         for segments in found:
             for s in segments:
                 s.setdefault("words", [])
-        self._model.add_word_timestamps(
-            found,
-            self._tokenizer,
-            encoded,
-            sizes,
-            self._options.prepend_punctuations,
-            self._options.append_punctuations,
-            last_speech_timestamp=0.0,
-        )
+
+        def align(model: WhisperModel) -> None:
+            features = model.encode(batch) if encoded is None else ctranslate2.StorageView.from_array(encoded)
+            model.add_word_timestamps(
+                found,
+                self._tokenizer,
+                features,
+                sizes,
+                self._options.prepend_punctuations,
+                self._options.append_punctuations,
+                last_speech_timestamp=0.0,
+            )
+
+        self._passes.solo(align, self._urgency)
 
     def _keep(self, stream: SeekStream, result: Decoded, segments: list[dict[str, Any]]) -> None:
         offset = (stream.start / SAMPLE_RATE) - stream.boundary * self._seconds_per_frame

@@ -23,7 +23,7 @@ from worker.audio.speech import speech
 from worker.backends import sources
 from worker.backends.base import LoadError, OnSegment
 from worker.backends.faster_whisper import cuda as cuda_setup
-from worker.backends.faster_whisper import decoder, wire
+from worker.backends.faster_whisper import decoder, passes, wire
 from worker.backends.faster_whisper.options import Options
 
 BUNDLED = "bundled"
@@ -119,6 +119,9 @@ class FasterWhisperBackend:
         # Lane i runs on _models[i], or on _models[0] when the lanes share it (see
         # common.lane_plan): load() loads the first, load_lane() each further copy.
         self._models: list[Any] = []
+        #: Where every model call of the seek loop runs: one compute lane per copy, or per
+        #: CTranslate2 worker on shared weights. Requests run on slots and wait for them.
+        self._passes = passes.SharedPasses(1)
         self._options: dict[str, object] = {}
         self._path = ""
         self._copies = 1
@@ -166,7 +169,13 @@ class FasterWhisperBackend:
             raise LoadError(f"faster-whisper could not load {self._source!r}: {exc}") from exc
         self._models, self._copies = [model], plan.copies
         self._batch_size = batch_size(self._batch_option, device, compute_type, estimate, self._beam_size)
-        log.info("long files: %d windows a batch", self._batch_size)
+        self._passes = passes.SharedPasses(self._batch_size)
+        for _lane in range(lanes if plan.weights == "shared" else 1):
+            self._passes.add_lane(model)
+        # A request waits for the compute lanes on a slot of its own: as many slots as a batch
+        # holds windows, so concurrent requests and live sessions can fill one.
+        slots = max(lanes, self._batch_size)
+        log.info("batches of up to %d windows; %d requests decoded side by side", self._batch_size, slots)
         rss = process.memory_info().rss / _MB
         # The load's RSS growth understates a copy when the heap reuses what an earlier model
         # freed (a warm spare's warm-up model), and the file understates one loaded wider
@@ -181,6 +190,7 @@ class FasterWhisperBackend:
             languages=list(model.supported_languages),
             multilingual=bool(model.model.is_multilingual),
             concurrency=lanes,
+            slots=slots,
             copies=plan.copies,
             lane_weights=plan.weights,
             lanes_reason=plan.reason,
@@ -195,7 +205,9 @@ class FasterWhisperBackend:
         from faster_whisper import WhisperModel
 
         log.info("loading a copy of the model for lane %d", lane)
-        self._models.append(WhisperModel(self._path, **self._options))
+        copy = WhisperModel(self._path, **self._options)
+        self._models.append(copy)
+        self._passes.add_lane(copy)
 
     def transcribe(
         self, audio: np.ndarray | Iterable[np.ndarray], params: TranscribeParams, on_segment: OnSegment, lane: int = 0
@@ -209,8 +221,9 @@ class FasterWhisperBackend:
         section, each prompted with the text so far as tokens, timestamps included.
         """
         assert self._models, "transcribe() before load()"
-        model = self._models[lane] if lane < len(self._models) else self._models[0]
+        model = self._models[0]  # for what needs no compute: the passes run the model itself
         live = params.heard_seconds > 0 or bool(params.prefix)
+        urgency = _URGENCY[params.live]
         if live:  # a live decode with context: read whole, if the new audio holds sound
             whole = np.asarray(audio, dtype=np.float32)
             new = pieces.Blocks(whole[round(params.heard_seconds * SAMPLE_RATE) :])
@@ -222,7 +235,7 @@ class FasterWhisperBackend:
         first = next(sections, None)
         if first is None:
             return _result([], params.language or (None if model.model.is_multilingual else "en"), blocks.seconds)
-        language = params.language or _language(model, first)
+        language = params.language or self._passes.solo(lambda m: _language(m, first), urgency)
         sections = itertools.chain([first], sections)
         if params.vad_filter:
             return self._transcribe_plain(model, sections, blocks, language, params, on_segment)
@@ -239,7 +252,7 @@ class FasterWhisperBackend:
             word_timestamps=params.word_timestamps,
         )
         window = decoder.WINDOW_FRAMES if params.window_seconds is None else params.window_seconds * _FRAMES_PER_SECOND
-        batch = decoder.BatchDecoder(model, tokenizer, options, self._batch_size, speech, window)
+        batch = decoder.BatchDecoder(model, tokenizer, options, self._batch_size, self._passes, speech, window, urgency)
         if live:
             heard = [(h.start, h.end, h.text) for h in params.heard]
             found = batch.continuation(first.samples, heard, params.heard_seconds, params.prefix)
@@ -288,6 +301,10 @@ class FasterWhisperBackend:
             # text makes it answer without timestamps, a whole 30 s window as one segment.
             prompt = tokens[-_PROMPT_TOKENS:] or prompt
         return _result(segments, language, blocks.seconds)
+
+
+#: How soon a request's windows are decoded: live finals first, live partials last.
+_URGENCY = {"final": passes.FINAL, None: passes.FILE, "partial": passes.PARTIAL}
 
 
 def _sounds(audio: pieces.Blocks) -> bool:

@@ -23,3 +23,16 @@ class Options:
     max_initial_timestamp: float = 1.0
     prepend_punctuations: str = "\"'“¿([{-"
     append_punctuations: str = "\"'.。,，!！?？:：”)]}、"
+
+    def generate_key(self) -> tuple[object, ...]:
+        """The options CTranslate2's generate and the temperature fallback read: windows whose
+        options agree on these may share one call (worker.backends.faster_whisper.passes)."""
+        return (
+            self.beam_size,
+            self.best_of,
+            self.temperatures,
+            self.compression_ratio_threshold,
+            self.log_prob_threshold,
+            self.no_speech_threshold,
+            self.max_initial_timestamp,
+        )

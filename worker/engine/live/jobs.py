@@ -75,6 +75,7 @@ class DecodeJob:
             heard=list(self.heard),
             heard_seconds=self.heard_seconds,
             prefix=self.prefix,
+            live=self.kind,
         )
 
 
