@@ -164,10 +164,11 @@ def wait_lanes_open(client: httpx.Client, model: dict[str, Any], timeout: float 
     """Until every lane of the model's worker is open (its extra model copies, if any, loaded).
 
     Copies load when the worker is idle or a request waits for a lane: a memory figure taken
-    before that would leave them out. Code without `lanes_open` (an older --rev) is not waited for.
+    before that would leave them out, and so would a timing. `lanes_open` is None until the
+    worker's first heartbeat. Code without `lanes_open` (an older --rev) is not waited for.
     """
     deadline = time.monotonic() + timeout
-    while model.get("lanes_open") is not None and model["lanes_open"] < (model.get("concurrency") or 1):
+    while "lanes_open" in model and (model["lanes_open"] or 0) < (model.get("concurrency") or 1):
         if time.monotonic() > deadline or model["state"] != "ready":
             log(f"lanes still loading after {timeout:.0f} s: {model.get('lanes_open')} of {model.get('concurrency')}")
             return

@@ -36,7 +36,7 @@ import httpx
 import numpy as np
 
 from bench import page
-from bench.__main__ import export_rev
+from bench.__main__ import export_rev, wait_lanes_open
 from bench.live_text import normalize
 from bench.servers import REPO, start_supervisor
 
@@ -117,6 +117,9 @@ def server(tmp: Path, code: Path, data: bytes, threads: int) -> tuple[str, float
         with httpx.Client(base_url=sup.url, timeout=None) as client:
             files = {"file": ("short.wav", (REPO / "tests" / "assets" / "short.wav").read_bytes())}
             client.post("/v1/audio/transcriptions", files=files).raise_for_status()  # loads the model
+            # A worker serving, as a server does after its first idle second: its other model
+            # copy loaded (a file that arrives first would have lane 0 alone).
+            wait_lanes_open(client, client.get("/health").json()["models"]["tiny.en"])
             started = time.perf_counter()
             response = client.post("/v1/audio/transcriptions", files={"file": ("long.wav", data)})
             response.raise_for_status()

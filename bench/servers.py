@@ -9,6 +9,7 @@ then SIGKILL, with every descendant it had checked and killed if it outlived it.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -173,16 +174,18 @@ def start_supervisor(
     code: Path = REPO,
     timeout: float = 60.0,
     lane_weights: str | None = None,
+    batch_size: int | str | None = None,
 ) -> Supervisor:
     """asr-supervisor serving the bundled tiny.en on CPU int8, beam 5; returns once /health says 200.
 
     `code` is the checkout whose supervisor/ and worker/ run (PYTHONPATH reaches the
     workers too, and wins over the venv's editable install): another branch's worktree,
-    or this one even if the venv holds a non-editable install. `lane_weights` sets that
-    key (the default, auto, when None).
+    or this one even if the venv holds a non-editable install. `lane_weights` and
+    `batch_size` set those keys (the defaults when None).
     """
     config = tmp / f"{name}.toml"
     lanes = "" if lane_weights is None else f'lane_weights = "{lane_weights}"\n'
+    lanes += "" if batch_size is None else f"batch_size = {json.dumps(batch_size)}\n"
     config.write_text(
         '[server]\ndefault_model = "tiny.en"\n\n'
         f'[defaults]\nttl = {ttl}\ndevice = "cpu"\ncompute_type = "int8"\nbeam_size = 5\ncpu_threads = {cpu_threads}\n'

@@ -168,6 +168,23 @@ async def test_a_copy_loads_when_a_request_waits_for_a_lane_not_beside_a_lone_re
     assert await first == ("first", 0)
 
 
+async def test_a_copy_loads_beside_a_long_request() -> None:
+    """A long file that arrives first does not keep its own copies from loading until it ends."""
+    lanes = Lanes(2, open_now=1)
+    prepared = asyncio.Event()
+    release = threading.Event()
+    loop = asyncio.get_running_loop()
+    long_request = asyncio.create_task(lanes.run(lambda lane: release.wait(10) and lane))
+    opening = asyncio.create_task(
+        lanes.open_rest(lambda lane: loop.call_soon_threadsafe(prepared.set), idle_s=60, busy_s=0.1)
+    )
+    await asyncio.wait_for(prepared.wait(), 5)  # with the request still running
+    await opening
+    assert lanes.count == 2 and not long_request.done()
+    release.set()
+    assert await long_request == 0
+
+
 async def test_copies_load_by_themselves_once_the_worker_is_idle() -> None:
     lanes = Lanes(3, open_now=1)
     started = time.monotonic()

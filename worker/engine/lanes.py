@@ -14,11 +14,12 @@ warm. Whether lanes share one model's weights or hold a copy each is decided at 
 With copies, lanes beyond the first open after READY, each once its copy has loaded on the
 lane's own thread (`open_rest`). READY already announces what all copies will take, so the
 supervisor counts them from then on; what is chosen here is only when the CPU is spent.
-A copy loads as soon as a request has to wait for a lane, or once no lane has been busy
-for `IDLE_BEFORE_COPY_S`: never beside the first request after a cold start, which
-arrives just after READY (a copy's load costs CPU on the scale of a short request's
-decode, and would slow it down), and never by surprise under load, as when a copy loaded
-on a lane's first use. Until a lane is open, requests queue for the open ones.
+A copy loads as soon as a request has to wait for a lane, once no lane has been busy
+for `IDLE_BEFORE_COPY_S`, or once a request has run for `BUSY_BEFORE_COPY_S`: never
+beside the first short request after a cold start, which arrives just after READY (a
+copy's load costs CPU on the scale of a short request's decode, and would slow it down),
+and never by surprise under load, as when a copy loaded on a lane's first use. A long file
+that arrives first gets its copies after two seconds, not after it ends. Until a lane is open, requests queue for the open ones.
 
 The server makes one `Lanes` per model (`for_model`) and hands it to both users: file
 requests (`worker.engine.transcriber`) and live sessions (`worker.engine.sessions`).
@@ -41,6 +42,9 @@ log = logging.getLogger("worker")
 
 #: Quiet time after which the lanes still closed load their copies when no request needs them yet.
 IDLE_BEFORE_COPY_S = 1.0
+#: A request on a lane this long is long work (a long file): the copies load beside it, for
+#: its own windows to use (worker.backends.faster_whisper.passes splits them over the lanes).
+BUSY_BEFORE_COPY_S = 2.0
 
 
 class Lanes:
@@ -102,11 +106,14 @@ class Lanes:
             self._available.release()
             self._poke()
 
-    async def open_rest(self, prepare: Callable[[int], None], idle_s: float = IDLE_BEFORE_COPY_S) -> None:
+    async def open_rest(
+        self, prepare: Callable[[int], None], idle_s: float = IDLE_BEFORE_COPY_S, busy_s: float = BUSY_BEFORE_COPY_S
+    ) -> None:
         """Open the lanes not open yet, in order, each once `prepare(lane)` has run on its thread.
 
-        Each preparation starts when a request waits for a lane or no lane has been busy
-        for `idle_s` (see the module's docstring).
+        Each preparation starts when a request waits for a lane, no lane has been busy for
+        `idle_s`, or no request has started or ended for `busy_s` while one runs (see the
+        module's docstring).
 
         A lane whose preparation fails (say, its copy does not fit in memory after all)
         stays closed with the ones after it: the worker serves with fewer lanes, which the
@@ -115,7 +122,7 @@ class Lanes:
         loop = asyncio.get_running_loop()
         for lane in range(self._open, len(self._executors)):
             if lane < self._prepared:
-                await self._until_wanted_or_idle(idle_s)
+                await self._until_wanted(idle_s, busy_s)
                 try:
                     await loop.run_in_executor(self._executors[lane], prepare, lane)
                 except Exception:
@@ -125,15 +132,12 @@ class Lanes:
             self._free.append(lane)
             self._available.release()
 
-    async def _until_wanted_or_idle(self, idle_s: float) -> None:
-        """Return once a request waits for a lane, or no lane has been busy for `idle_s`."""
+    async def _until_wanted(self, idle_s: float, busy_s: float) -> None:
+        """Return once a request waits for a lane, no lane has been busy for `idle_s`, or
+        lanes have been busy for `busy_s` with no request starting or ending."""
         while not self._waiting:
-            changed = self._changed
-            if self.busy:
-                await changed.wait()
-                continue
             try:
-                await asyncio.wait_for(changed.wait(), idle_s)
+                await asyncio.wait_for(self._changed.wait(), busy_s if self.busy else idle_s)
             except TimeoutError:
                 return
 

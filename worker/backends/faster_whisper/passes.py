@@ -11,8 +11,9 @@ the lanes are busy gather into the next pass by themselves, so nothing waits on 
 fill a batch: a lone window goes at once.
 
 What windows must share to go in one call (`Window.key`): the generate options, the
-window's length (the encoder's input), and the prompt's length and where its
-`<|startoftranscript|>` sits (CTranslate2 batches prompts of one length only).
+window's length (the encoder's input), where the prompt's `<|startoftranscript|>` sits
+(after as many tokens of earlier text) and how many task tokens follow it: CTranslate2's
+rule for a batch. A forced start after those may differ in length.
 
 A pass takes at most its fair share of the windows waiting with its key: with two lanes
 free and six windows, three each. On a CPU two calls side by side beat one call twice as
@@ -75,9 +76,14 @@ class Window:
 
     @property
     def key(self) -> tuple[object, ...]:
-        """What windows in one call share."""
-        sot = self.prompt.index(self.tokenizer.sot) if self.tokenizer.sot in self.prompt else -1
-        return (self.options.generate_key(), self.features.shape[-1], len(self.prompt), sot)
+        """What windows in one call share: CTranslate2 requires `<|startoftranscript|>` at one
+        position, and as many task tokens after it; what follows (a forced start) may differ."""
+        tokenizer, prompt = self.tokenizer, self.prompt
+        sot = prompt.index(tokenizer.sot) if tokenizer.sot in prompt else -1
+        end = sot + 1
+        while end < len(prompt) and tokenizer.sot <= prompt[end] <= tokenizer.no_timestamps:
+            end += 1
+        return (self.options.generate_key(), self.features.shape[-1], sot, end)
 
 
 @dataclass(eq=False)
