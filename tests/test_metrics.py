@@ -24,6 +24,7 @@ from wyoming.client import AsyncTcpClient
 from common.protocol import LATENCY_BUCKETS, Heartbeat, Latencies, WorkTotals
 from supervisor.metrics.collector import _cumulative
 from supervisor.models.tally import ModelTally
+from worker.engine.batcher import Work
 from worker.engine.tally import Arrivals, Tally
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -459,11 +460,12 @@ def test_the_worker_tally_sorts_latencies_into_buckets() -> None:
     tally.first_partial(0.05)  # first bucket (<= 0.1)
     tally.first_partial(0.1)  # le is inclusive
     tally.first_partial(99.0)  # +Inf
-    tally.inference(1.5, 6.0)
-    totals = tally.totals()
+    tally.decoded(6.0)
+    totals = tally.totals(Work(file_seconds=1.5, live_seconds=0.5, passes=3, items=5))
     assert totals.first_partial.counts[0] == 2 and totals.first_partial.counts[-1] == 1
     assert totals.first_partial.sum == pytest.approx(99.15)
-    assert (totals.inference_seconds, totals.audio_seconds) == (1.5, 6.0)
+    assert (totals.inference_seconds, totals.audio_seconds, totals.live_inference_seconds) == (1.5, 6.0, 0.5)
+    assert (totals.passes, totals.pass_items) == (3, 5)
     cumulative = _cumulative(totals.first_partial.counts)
     assert cumulative[0] == ("0.1", 2.0) and cumulative[-1] == ("+Inf", 3.0)
 

@@ -16,12 +16,14 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import ASSETS, wait_for, words
+from test_live_engine import edit_distance
 
 from worker.audio import pieces
 from worker.audio.speech import speech
 from worker.backends.faster_whisper import decoder
 from worker.backends.faster_whisper.options import Options
-from worker.backends.faster_whisper.passes import FILE, FINAL, PARTIAL, SharedPasses
+from worker.backends.faster_whisper.passes import SharedPasses, shared_passes
+from worker.engine.batcher import Batcher
 
 CLIPS = ["weather", "fox", "siobhan", "sonos"]
 
@@ -59,7 +61,7 @@ def pool() -> Iterator[ThreadPoolExecutor]:
         yield threads
 
 
-def _held(passes: SharedPasses, pool: ThreadPoolExecutor, lanes: int = 1) -> Callable[[], None]:
+def _held(passes: Batcher[Any, Any], pool: ThreadPoolExecutor, lanes: int = 1) -> Callable[[], None]:
     """Hold every compute lane with a solo job; the returned call lets them go."""
     gate = threading.Event()
     for _ in range(lanes):
@@ -68,25 +70,16 @@ def _held(passes: SharedPasses, pool: ThreadPoolExecutor, lanes: int = 1) -> Cal
     return gate.set
 
 
-def _distance(a: list[str], b: list[str]) -> int:
-    row = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        diagonal, row[0] = row[0], i
-        for j, y in enumerate(b, 1):
-            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (x != y))
-    return row[-1]
-
-
 @pytest.mark.parametrize("beam", [1, 5])
 def test_concurrent_requests_share_one_pass_and_keep_their_words(
     model: Any, audio: dict[str, np.ndarray], pool: ThreadPoolExecutor, beam: int
 ) -> None:
-    alone_passes = SharedPasses(1)
+    alone_passes = shared_passes(1)
     alone_passes.add_lane(model)
     alone = {name: _transcribe(model, alone_passes, clip, beam) for name, clip in audio.items()}
-    assert alone_passes.passes == alone_passes.windows  # one window a call
+    assert alone_passes.passes == alone_passes.items  # one window a call
 
-    passes = SharedPasses(8)
+    passes = shared_passes(8)
     passes.add_lane(model)
     release = _held(passes, pool)
     together = {name: pool.submit(_transcribe, model, passes, clip, beam) for name, clip in audio.items()}
@@ -95,11 +88,11 @@ def test_concurrent_requests_share_one_pass_and_keep_their_words(
     texts = {name: f.result(timeout=120) for name, f in together.items()}
 
     # The four first windows went through one call (a clip needing a second window adds one).
-    assert passes.windows >= len(CLIPS) and passes.passes <= passes.windows - (len(CLIPS) - 1)
+    assert passes.items >= len(CLIPS) and passes.passes <= passes.items - (len(CLIPS) - 1)
     if beam == 1:
         assert texts == alone  # greedy: the same words exactly
     else:
-        ours = sum(_distance(words(alone[n]), words(texts[n])) for n in CLIPS)
+        ours = sum(edit_distance(words(alone[n]), words(texts[n])) for n in CLIPS)
         assert ours / sum(len(words(alone[n])) for n in CLIPS) <= 0.005, (alone, texts)
     assert "lazy dog" in texts["fox"].lower() and "weather" in texts["weather"].lower()
 
@@ -107,7 +100,7 @@ def test_concurrent_requests_share_one_pass_and_keep_their_words(
 def test_two_lanes_split_the_waiting_windows_between_them(
     model: Any, audio: dict[str, np.ndarray], pool: ThreadPoolExecutor
 ) -> None:
-    passes = SharedPasses(6)  # three windows a pass on each of two lanes
+    passes = shared_passes(6)  # three windows a pass on each of two lanes
     passes.add_lane(model)
     passes.add_lane(model)  # shared weights: two CTranslate2 callers on one model
     assert passes.per_pass == 3
@@ -118,34 +111,5 @@ def test_two_lanes_split_the_waiting_windows_between_them(
     release()
     texts = [f.result(timeout=120) for f in futures]
     assert texts[:3] == texts[3:]
-    assert passes.passes >= 2 and passes.windows >= 6
-    assert passes.windows <= 3 * passes.passes  # no pass held more than its share
-
-
-def test_finals_go_first_and_partials_last() -> None:
-    passes = SharedPasses(4)
-    passes.add_lane(object())  # type: ignore[arg-type]  (solo jobs only: the model is not called)
-    order: list[str] = []
-    with ThreadPoolExecutor(4) as pool:
-        release = _held(passes, pool)
-        done = []
-        for name, urgency in [("partial", PARTIAL), ("file", FILE), ("final", FINAL)]:
-            done.append(pool.submit(passes.solo, lambda _m, n=name: order.append(n), urgency))
-            queued = len(done)
-            wait_for(lambda n=queued: passes.waiting == n, timeout=10, what=f"{name} waiting")
-        release()
-        for f in done:
-            f.result(timeout=10)
-    assert order == ["final", "file", "partial"]
-
-
-def test_a_failing_pass_fails_its_requests_and_the_lane_goes_on() -> None:
-    passes = SharedPasses(1)
-    passes.add_lane(object())  # type: ignore[arg-type]
-
-    def broken(_model: object) -> None:
-        raise RuntimeError("out of memory")
-
-    with pytest.raises(RuntimeError, match="out of memory"):
-        passes.solo(broken)
-    assert passes.solo(lambda _m: "still serving") == "still serving"
+    assert passes.passes >= 2 and passes.items >= 6
+    assert passes.items <= 3 * passes.passes  # no pass held more than its share

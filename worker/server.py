@@ -64,6 +64,7 @@ from common.protocol import (
     kind_of,
 )
 from worker.backends import Backend, LoadError, create_backend, warm_up
+from worker.engine.batcher import Batcher
 from worker.engine.lanes import Lanes
 from worker.engine.sessions import SessionTable
 from worker.engine.tally import Tally
@@ -93,6 +94,7 @@ class _Serving:
     lanes: Lanes
     transcriber: Transcriber
     sessions: SessionTable
+    batcher: Batcher[Any, Any]  # the model's compute lanes: its time in the model and its batches
 
 
 class WorkerServer:
@@ -172,7 +174,8 @@ class WorkerServer:
         sessions = SessionTable(
             backend, info, lanes, self._post, self._start, beam_size=options.beam_size, tally=self._tally
         )
-        self._serving = _Serving(lanes, Transcriber(backend, info, lanes, self._post, self._tally), sessions)
+        transcriber = Transcriber(backend, info, lanes, self._post, self._tally)
+        self._serving = _Serving(lanes, transcriber, sessions, backend.batcher)
         self._vitals = Vitals(cuda=info.device == "cuda")
         self._post(Ready(info=info))
         # The other lanes' model copies, if any, each loaded on its own lane's thread.
@@ -306,7 +309,7 @@ class WorkerServer:
             last_inference_at=max(inferences, default=None),
             time=time.time(),
             sessions=sessions.count,
-            work=self._tally.totals(),
+            work=self._tally.totals(serving.batcher.work()),
         )
 
     async def _say_goodbye(self, sock: zmq.asyncio.Socket) -> None:

@@ -143,8 +143,9 @@ class WorkTotals(msgspec.Struct, frozen=True):
     counter that restarts with the process (the supervisor banks a worker's last figures
     when it ends, so a model's totals never go backwards)."""
 
-    #: Seconds its lanes spent in the model on file requests (not decoding the audio file
-    #: nor waiting for a lane), and the seconds of audio those requests held.
+    #: Seconds its compute lanes spent in the model on file requests (not decoding the audio
+    #: file nor waiting; a batched call's time shared by its windows), and the seconds of
+    #: audio those requests held.
     inference_seconds: float = 0.0
     audio_seconds: float = 0.0
     #: Seconds its lanes spent in the model on live sessions' partials and finals.
@@ -155,3 +156,7 @@ class WorkTotals(msgspec.Struct, frozen=True):
     #: ... and from the audio of an utterance's last voiced sample reaching the worker to its
     #: final going out (the `end_silence_ms` wait for the pause included, as a speaker feels it).
     final_after_speech: Latencies = Latencies()
+    #: Model calls its compute lanes made for windows (or stretches), and how many they held:
+    #: `pass_items / passes` is the mean batch.
+    passes: int = 0
+    pass_items: int = 0

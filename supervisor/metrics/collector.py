@@ -159,7 +159,7 @@ class ServerCollector(Collector):
         inference = CounterMetricFamily(
             "asr_inference_seconds",
             "Seconds the model's workers spent in the model on file requests (not decoding audio files, not "
-            "waiting for a lane); over time, lanes busy.",
+            "waiting for a lane; a batched call's time shared by its windows); over time, lanes busy.",
             labels=["model"],
         )
         audio = CounterMetricFamily(
@@ -170,6 +170,16 @@ class ServerCollector(Collector):
         live = CounterMetricFamily(
             "asr_live_inference_seconds",
             "Seconds the model's workers spent in the model on live streams' partials and finals.",
+            labels=["model"],
+        )
+        passes = CounterMetricFamily(
+            "asr_batch_passes",
+            "Model calls the model's workers made for windows of requests and live sessions, batched.",
+            labels=["model"],
+        )
+        pass_items = CounterMetricFamily(
+            "asr_batch_items",
+            "Windows (or Parakeet stretches) those calls held; divided by asr_batch_passes, the mean batch.",
             labels=["model"],
         )
         first_partial = _LatencyFamily(
@@ -200,9 +210,11 @@ class ServerCollector(Collector):
             inference.add_metric([name], work.inference_seconds)
             audio.add_metric([name], work.audio_seconds)
             live.add_metric([name], work.live_inference_seconds)
+            passes.add_metric([name], work.passes)
+            pass_items.add_metric([name], work.pass_items)
             first_partial.add(name, work.first_partial)
             final.add(name, work.final_after_speech)
-        yield from (rss, vram, lanes, busy, starts, exits, evictions, inference, audio, live)
+        yield from (rss, vram, lanes, busy, starts, exits, evictions, inference, audio, live, passes, pass_items)
         yield first_partial.family
         yield final.family
 

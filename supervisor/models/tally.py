@@ -57,6 +57,8 @@ def add(a: WorkTotals, b: WorkTotals) -> WorkTotals:
         live_inference_seconds=a.live_inference_seconds + b.live_inference_seconds,
         first_partial=_add_latencies(a.first_partial, b.first_partial),
         final_after_speech=_add_latencies(a.final_after_speech, b.final_after_speech),
+        passes=a.passes + b.passes,
+        pass_items=a.pass_items + b.pass_items,
     )
 
 

@@ -8,9 +8,10 @@ pull numpy in.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from common.protocol import ModelOptions, ReadyInfo, Segment, TranscribeParams, TranscribeResult
+from worker.engine.batcher import Batcher
 
 if TYPE_CHECKING:
     import numpy as np
@@ -30,6 +31,10 @@ class Backend(Protocol):
     #: Whether `TranscribeParams.prefix` is honoured (the text begins with those words). Live
     #: sessions commit words only on a backend that does: a live final begins with them.
     keeps_prefix: bool
+
+    #: The model's compute lanes (worker.engine.batcher): what requests and live sessions
+    #: decode goes through it, batched; the heartbeat reads its time in the model from it.
+    batcher: Batcher[Any, Any]
 
     @property
     def max_audio_seconds(self) -> float:

@@ -1,9 +1,10 @@
 """What the worker has done since it started, for its heartbeat (`WorkTotals`).
 
-Only the worker sees how long its lanes spend in the model (the supervisor sees a request's
-whole round trip: the audio file's decoding and the wait for a lane included) and when a
-live session's speech reached it. Lanes add to the tally from their own threads, the live
-scheduler from the event loop, so every change takes a lock; each is a few additions.
+Only the worker sees how long its compute lanes spend in the model (the supervisor sees a
+request's whole round trip: the audio file's decoding and the wait for a lane included;
+the lanes' time and batches are counted by worker.engine.batcher and read here) and when a
+live session's speech reached it. Requests add to the tally from their own threads, the
+live scheduler from the event loop, so every change takes a lock; each is a few additions.
 The counters restart with the process: the supervisor banks a worker's last heartbeat when
 it ends (`supervisor.models.tally`).
 """
@@ -14,6 +15,7 @@ import bisect
 import threading
 
 from common.protocol import LATENCY_BUCKETS, Latencies, WorkTotals
+from worker.engine.batcher import Work
 
 
 class _Histogram:
@@ -32,21 +34,14 @@ class _Histogram:
 class Tally:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._inference = 0.0
         self._audio = 0.0
-        self._live_inference = 0.0
         self._first_partial = _Histogram()
         self._final_after_speech = _Histogram()
 
-    def inference(self, seconds: float, audio_seconds: float) -> None:
-        """A file request's decode on a lane took `seconds` for `audio_seconds` of audio."""
+    def decoded(self, audio_seconds: float) -> None:
+        """A file request held `audio_seconds` of audio, decoded now."""
         with self._lock:
-            self._inference += seconds
             self._audio += audio_seconds
-
-    def live_inference(self, seconds: float) -> None:
-        with self._lock:
-            self._live_inference += seconds
 
     def first_partial(self, seconds: float) -> None:
         with self._lock:
@@ -56,12 +51,16 @@ class Tally:
         with self._lock:
             self._final_after_speech.observe(seconds)
 
-    def totals(self) -> WorkTotals:
+    def totals(self, compute: Work | None = None) -> WorkTotals:
+        """The totals, with the model's time and batches as its compute lanes count them."""
+        compute = compute or Work(0.0, 0.0, 0, 0)
         with self._lock:
             return WorkTotals(
-                inference_seconds=self._inference,
+                inference_seconds=compute.file_seconds,
                 audio_seconds=self._audio,
-                live_inference_seconds=self._live_inference,
+                live_inference_seconds=compute.live_seconds,
+                passes=compute.passes,
+                pass_items=compute.items,
                 first_partial=self._first_partial.frozen(),
                 final_after_speech=self._final_after_speech.frozen(),
             )

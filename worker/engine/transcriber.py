@@ -134,7 +134,6 @@ class Transcriber:
         try:
             with audio.open_stream(data, params, self._backend.max_audio_seconds) as samples:
                 progress.total = samples.declared_seconds
-                started = time.perf_counter()
                 try:
                     result = self._backend.transcribe(samples, params, on_segment, lane)
                 finally:
@@ -143,5 +142,5 @@ class Transcriber:
             raise RequestError(ErrorCode.BAD_AUDIO, str(exc)) from exc
         except audio.AudioTooLong as exc:
             raise RequestError(ErrorCode.AUDIO_TOO_LONG, str(exc)) from exc
-        self._tally.inference(time.perf_counter() - started, result.duration)
+        self._tally.decoded(result.duration)
         return result

@@ -46,6 +46,7 @@ from worker.backends.faster_whisper.features import log_mel
 from worker.backends.faster_whisper.generate import Decoded
 from worker.backends.faster_whisper.options import Options
 from worker.backends.faster_whisper.seek_stream import SeekStream
+from worker.engine.batcher import FILE
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -76,7 +77,7 @@ class BatchDecoder:
         shared: passes.SharedPasses,
         speech: SpeechDetector | None = None,
         window_frames: int = WINDOW_FRAMES,
-        urgency: int = passes.FILE,
+        urgency: int = FILE,
     ) -> None:
         """`model` is read for what needs no compute (features, prompts, token splits); the
         encoder and decoder run in `shared`'s passes, `urgency` says how soon."""

@@ -25,6 +25,7 @@ from worker.backends.base import LoadError, OnSegment
 from worker.backends.faster_whisper import cuda as cuda_setup
 from worker.backends.faster_whisper import decoder, passes, wire
 from worker.backends.faster_whisper.options import Options
+from worker.engine.batcher import URGENCY
 
 BUNDLED = "bundled"
 if TYPE_CHECKING:
@@ -121,7 +122,7 @@ class FasterWhisperBackend:
         self._models: list[Any] = []
         #: Where every model call of the seek loop runs: one compute lane per copy, or per
         #: CTranslate2 worker on shared weights. Requests run on slots and wait for them.
-        self._passes = passes.SharedPasses(1)
+        self.batcher = passes.shared_passes(1)
         self._options: dict[str, object] = {}
         self._path = ""
         self._copies = 1
@@ -169,9 +170,9 @@ class FasterWhisperBackend:
             raise LoadError(f"faster-whisper could not load {self._source!r}: {exc}") from exc
         self._models, self._copies = [model], plan.copies
         self._batch_size = batch_size(self._batch_option, device, compute_type, estimate, self._beam_size)
-        self._passes = passes.SharedPasses(self._batch_size)
+        self.batcher = passes.shared_passes(self._batch_size)
         for _lane in range(lanes if plan.weights == "shared" else 1):
-            self._passes.add_lane(model)
+            self.batcher.add_lane(model)
         # A request waits for the compute lanes on a slot of its own: as many slots as a batch
         # holds windows, so concurrent requests and live sessions can fill one.
         slots = max(lanes, self._batch_size)
@@ -207,7 +208,7 @@ class FasterWhisperBackend:
         log.info("loading a copy of the model for lane %d", lane)
         copy = WhisperModel(self._path, **self._options)
         self._models.append(copy)
-        self._passes.add_lane(copy)
+        self.batcher.add_lane(copy)
 
     def transcribe(
         self, audio: np.ndarray | Iterable[np.ndarray], params: TranscribeParams, on_segment: OnSegment, lane: int = 0
@@ -223,7 +224,7 @@ class FasterWhisperBackend:
         assert self._models, "transcribe() before load()"
         model = self._models[0]  # for what needs no compute: the passes run the model itself
         live = params.heard_seconds > 0 or bool(params.prefix)
-        urgency = _URGENCY[params.live]
+        urgency = URGENCY[params.live]
         if live:  # a live decode with context: read whole, if the new audio holds sound
             whole = np.asarray(audio, dtype=np.float32)
             new = pieces.Blocks(whole[round(params.heard_seconds * SAMPLE_RATE) :])
@@ -235,7 +236,7 @@ class FasterWhisperBackend:
         first = next(sections, None)
         if first is None:
             return _result([], params.language or (None if model.model.is_multilingual else "en"), blocks.seconds)
-        language = params.language or self._passes.solo(lambda m: _language(m, first), urgency)
+        language = params.language or self.batcher.solo(lambda m: _language(m, first), urgency)
         sections = itertools.chain([first], sections)
         if params.vad_filter:
             return self._transcribe_plain(model, sections, blocks, language, params, on_segment)
@@ -252,7 +253,7 @@ class FasterWhisperBackend:
             word_timestamps=params.word_timestamps,
         )
         window = decoder.WINDOW_FRAMES if params.window_seconds is None else params.window_seconds * _FRAMES_PER_SECOND
-        batch = decoder.BatchDecoder(model, tokenizer, options, self._batch_size, self._passes, speech, window, urgency)
+        batch = decoder.BatchDecoder(model, tokenizer, options, self._batch_size, self.batcher, speech, window, urgency)
         if live:
             heard = [(h.start, h.end, h.text) for h in params.heard]
             found = batch.continuation(first.samples, heard, params.heard_seconds, params.prefix)
@@ -301,10 +302,6 @@ class FasterWhisperBackend:
             # text makes it answer without timestamps, a whole 30 s window as one segment.
             prompt = tokens[-_PROMPT_TOKENS:] or prompt
         return _result(segments, language, blocks.seconds)
-
-
-#: How soon a request's windows are decoded: live finals first, live partials last.
-_URGENCY = {"final": passes.FINAL, None: passes.FILE, "partial": passes.PARTIAL}
 
 
 def _sounds(audio: pieces.Blocks) -> bool:

@@ -78,6 +78,7 @@ class NemoBackend(ParakeetBackend):
             )
         rss = process.memory_info().rss / _MB
         return self._ready(
+            model=self._model,
             backend=NEMO.name,
             languages=sources.languages(self._options.source, NEMO),
             device=self._device,
@@ -90,7 +91,7 @@ class NemoBackend(ParakeetBackend):
             rss_mb=rss,
         )
 
-    def decode(self, samples: np.ndarray) -> list[windows.TimedWord]:
+    def decode_batch(self, model: Any, stretches: list[np.ndarray]) -> list[list[windows.TimedWord]]:
         import torch
 
         autocast = (
@@ -99,14 +100,18 @@ class NemoBackend(ParakeetBackend):
             else contextlib.nullcontext()
         )
         with torch.inference_mode(), autocast:
-            out = self._model.transcribe([samples], batch_size=1, timestamps=True, verbose=False)
-        hypothesis = (out[0] if isinstance(out, tuple) else out)[0]  # RNNT models once returned (best, all)
-        stamps = (getattr(hypothesis, "timestamp", None) or {}).get("word") or []
-        if stamps:
-            return [windows.TimedWord(str(w["word"]), float(w["start"]), float(w["end"])) for w in stamps]
-        # No word timings (a model without them): the words, spread over the audio.
-        text = str(getattr(hypothesis, "text", hypothesis))
-        return _spread(text.split(), samples.size / 16000)
+            out = model.transcribe(stretches, batch_size=len(stretches), timestamps=True, verbose=False)
+        hypotheses = out[0] if isinstance(out, tuple) else out  # RNNT models once returned (best, all)
+        return [_words(h, samples.size / 16000) for h, samples in zip(hypotheses, stretches, strict=True)]
+
+
+def _words(hypothesis: Any, seconds: float) -> list[windows.TimedWord]:
+    stamps = (getattr(hypothesis, "timestamp", None) or {}).get("word") or []
+    if stamps:
+        return [windows.TimedWord(str(w["word"]), float(w["start"]), float(w["end"])) for w in stamps]
+    # No word timings (a model without them): the words, spread over the audio.
+    text = str(getattr(hypothesis, "text", hypothesis))
+    return _spread(text.split(), seconds)
 
 
 def _spread(words: list[str], seconds: float) -> list[windows.TimedWord]:

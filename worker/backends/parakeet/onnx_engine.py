@@ -73,6 +73,7 @@ class OnnxBackend(ParakeetBackend):
         self._model = model.with_timestamps()
         rss = process.memory_info().rss / _MB
         return self._ready(
+            model=self._model,
             backend=ONNX.name,
             languages=sources.languages(self._options.source, ONNX),
             device=device,
@@ -85,9 +86,9 @@ class OnnxBackend(ParakeetBackend):
             rss_mb=rss,
         )
 
-    def decode(self, samples: np.ndarray) -> list[windows.TimedWord]:
-        result = self._model.recognize(samples, sample_rate=16000)
-        return words_of(list(result.tokens or []), list(result.timestamps or []), list(result.logprobs or []))
+    def decode_batch(self, model: Any, stretches: list[np.ndarray]) -> list[list[windows.TimedWord]]:
+        results = model.recognize(stretches, sample_rate=16000)
+        return [words_of(list(r.tokens or []), list(r.timestamps or []), list(r.logprobs or [])) for r in results]
 
 
 def words_of(tokens: list[str], times: list[float], logprobs: list[float]) -> list[windows.TimedWord]:

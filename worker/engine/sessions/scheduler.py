@@ -198,7 +198,6 @@ class LaneScheduler:
     def _decoded(self, decoded: _Decoded) -> None:
         seat, job = decoded.seat, decoded.job
         seat.jobs_out -= 1
-        self._tally.live_inference(decoded.seconds)
         log.debug("session %s: %s job of %.2fs decoded in %.3fs", seat.id, job.kind, job.duration, decoded.seconds)
         if seat.left:
             return
