@@ -32,6 +32,14 @@ def test_auto_on_a_cpu_fits_a_quarter_of_the_ram(ram: dict[str, float]) -> None:
     assert engine.batch_size("auto", "cpu", "int8", 72, 5) == 4
 
 
+def test_auto_stays_within_what_the_memory_budget_leaves(ram: dict[str, float]) -> None:
+    # tiny.en at beam 5: 90 MB a window. 200 MB left by memory_budget_mb after the copies: 2.
+    assert engine.batch_size("auto", "cpu", "int8", 72, 5, room_mb=200) == 2
+    assert engine.batch_size("auto", "cpu", "int8", 72, 5, room_mb=10) == 1  # never none
+    assert engine.batch_size("auto", "cpu", "int8", 72, 5, room_mb=None) == engine.CPU_MAX_BATCH  # no budget
+    assert engine.batch_size(6, "cpu", "int8", 72, 5, room_mb=10) == 6  # a number is obeyed
+
+
 def test_auto_on_cuda_reads_the_free_vram(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine, "_cuda_free_mb", lambda: 40_000.0)
     # large-v3 in float16: 1.9 GB a window at beam 5; 10 GB holds 5.

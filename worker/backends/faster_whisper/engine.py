@@ -169,7 +169,16 @@ class FasterWhisperBackend:
         except (RuntimeError, ValueError, OSError) as exc:
             raise LoadError(f"faster-whisper could not load {self._source!r}: {exc}") from exc
         self._models, self._copies = [model], plan.copies
-        self._batch_size = batch_size(self._batch_option, device, compute_type, estimate, self._beam_size)
+        rss = process.memory_info().rss / _MB
+        # The load's RSS growth understates a copy when the heap reuses what an earlier model
+        # freed (a warm spare's warm-up model), and the file understates one loaded wider
+        # than stored: the larger of the two is counted.
+        copy_mb = max(rss - base, estimate)
+        footprint = rss + (plan.copies - 1) * copy_mb
+        room_left = None if room_mb is None else room_mb - footprint
+        self._batch_size = batch_size(
+            self._batch_option, device, compute_type, estimate, self._beam_size, room_mb=room_left
+        )
         self.batcher = passes.shared_passes(self._batch_size)
         for _lane in range(lanes if plan.weights == "shared" else 1):
             self.batcher.add_lane(model)
@@ -177,11 +186,6 @@ class FasterWhisperBackend:
         # holds windows, so concurrent requests and live sessions can fill one.
         slots = max(lanes, self._batch_size)
         log.info("batches of up to %d windows; %d requests decoded side by side", self._batch_size, slots)
-        rss = process.memory_info().rss / _MB
-        # The load's RSS growth understates a copy when the heap reuses what an earlier model
-        # freed (a warm spare's warm-up model), and the file understates one loaded wider
-        # than stored: the larger of the two is counted.
-        copy_mb = max(rss - base, estimate)
         return ReadyInfo(
             pid=os.getpid(),
             backend=DESCRIPTION.name,
@@ -196,7 +200,7 @@ class FasterWhisperBackend:
             lane_weights=plan.weights,
             lanes_reason=plan.reason,
             copy_mb=round(copy_mb, 1),
-            footprint_mb=round(rss + (plan.copies - 1) * copy_mb, 1),
+            footprint_mb=round(footprint, 1),
         )
 
     def load_lane(self, lane: int) -> None:
@@ -333,13 +337,17 @@ CUDA_MAX_BATCH = 16
 WINDOW_SHARE_PER_HYPOTHESIS = 0.25
 
 
-def batch_size(option: int | str, device: str, compute_type: str, weights_mb: float, beam_size: int) -> int:
-    """The batch for long files: the option, or for "auto" what a quarter of the memory holds.
+def batch_size(
+    option: int | str, device: str, compute_type: str, weights_mb: float, beam_size: int, room_mb: float | None = None
+) -> int:
+    """The batch: the option, or for "auto" what a quarter of the memory holds.
 
     A window in a batch costs `beam_size` copies of the cross-attention cache
     (WINDOW_SHARE_PER_HYPOTHESIS of the weights each): 92 MB for tiny.en at beam 5, 2.5 GB
     for large-v3 on a CPU. "auto" gives the batch a quarter of the available RAM (CPU) or of
-    the free VRAM (CUDA), within 1 to CPU_MAX_BATCH / CUDA_MAX_BATCH.
+    the free VRAM (CUDA), within 1 to CPU_MAX_BATCH / CUDA_MAX_BATCH, and no more than
+    `room_mb`: what memory_budget_mb leaves the worker once its copies are counted (the
+    budget counts the copies, not the batch, which comes and goes with the work).
     """
     if isinstance(option, int):
         return option
@@ -351,6 +359,8 @@ def batch_size(option: int | str, device: str, compute_type: str, weights_mb: fl
         free, most = psutil.virtual_memory().available / _MB, CPU_MAX_BATCH
     if free is None:
         return 1
+    if room_mb is not None:
+        most = min(most, int(room_mb / per_window))
     return max(1, min(most, int(free / 4 / per_window)))
 
 
