@@ -596,7 +596,12 @@ def main() -> int:
     p.add_argument(
         "--long",
         action="store_true",
-        help="run only the long-recordings part (bench/long.py: two 10-minute files, about 4 minutes on 2 cores)",
+        help="run only the long-recordings part (bench/long.py: seven 10-minute files, about 14 minutes on 2 cores)",
+    )
+    p.add_argument(
+        "--batching",
+        action="store_true",
+        help="run only batches across requests against lanes alone (bench/batching.py: about 7 minutes on 2 cores)",
     )
     p.add_argument("--live-frame-ms", type=int, default=50, help="milliseconds of audio per live WebSocket frame")
     args = p.parse_args()
@@ -614,6 +619,10 @@ def main() -> int:
                         *(["--rev", args.rev] if args.rev else []),
                     ]
                 )
+            if args.batching:
+                from bench import batching
+
+                return batching.main(["--cpu-threads", str(args.cpu_threads), "--out", args.out])
             if args.lanes:
                 return run_lanes(args)
             return run_live(args) if args.live else run(args)

@@ -1,6 +1,7 @@
 """One worker, many users: shared passes against lanes alone, on the running server (issue 26).
 
-    .venv/bin/python -m bench.batching                      # about 10 minutes on 2 cores
+    .venv/bin/python -m bench --batching                    # the same as: python -m bench.batching
+    .venv/bin/python -m bench.batching                      # about 7 minutes on 2 cores
     .venv/bin/python -m bench.batching --clients 4 8 --sessions 4 6 --rounds 1
 
 Two supervisors serve the bundled tiny.en (CPU int8, beam 5, the same CTranslate2 threads),
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "batching.md").write_text("\n".join(lines) + "\n")
     (args.out / "batching.json").write_text(json.dumps(rows, indent=1) + "\n")
     print("\n".join(lines))
+    page.update(args.out)
     return 0 if not any(r.get("changed") for r in rows) else 1
 
 

@@ -1,7 +1,7 @@
 """The benchmark's own page, docs/performance.md, and the README's headline figures.
 
 Every part of the benchmark writes its latest results into bench/results (results.md,
-live.md, lanes.md, long.md, memory.md, parakeet.md, with their JSON), and then calls
+live.md, lanes.md, long.md, batching.md, memory.md, parakeet.md, with their JSON), and then calls
 `update()`: the site's Performance page and the few ratios the README quotes are rewritten
 from those files, so neither is ever a copy typed by hand that a later run leaves behind.
 Each results file carries its own date, machine and commit (`stamp()`), and the page shows
@@ -72,8 +72,16 @@ PARTS = (
         "long",
         "Long recordings",
         "python -m bench --long",
-        "Two 10-minute recordings through the server, through faster-whisper read sequentially and "
+        "Seven 10-minute recordings through the server, through faster-whisper read sequentially and "
         "through its BatchedInferencePipeline: time, WER and deleted words.",
+    ),
+    Part(
+        "batching",
+        "One worker, many users",
+        "python -m bench --batching",
+        "Windows of concurrent requests and live sessions decoded in shared calls, against lanes alone "
+        "(batch_size = 1): requests per second at 4, 8 and 16 clients, replies changed by batching, and "
+        "the live sessions one worker keeps in real time (goal: p95 speech end to final at most 2 s).",
     ),
     Part(
         "memory",
