@@ -8,6 +8,7 @@ decided by the code, not by timing.
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import wave
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tiny_parakeet
-from conftest import ASSETS, wait_for
+from conftest import ASSETS, make_long_clip, wait_for
 
 from common.protocol import ModelOptions, TranscribeParams
 
@@ -39,7 +40,7 @@ def model() -> tiny_parakeet.TinyParakeet:
     return tiny_parakeet.cached()
 
 
-def _backend(kind: str, model: tiny_parakeet.TinyParakeet) -> Any:
+def _backend(kind: str, model: tiny_parakeet.TinyParakeet, batch_size: int = 4) -> Any:
     if kind == "onnx":
         from worker.backends.parakeet import onnx_engine as engine
 
@@ -48,7 +49,7 @@ def _backend(kind: str, model: tiny_parakeet.TinyParakeet) -> Any:
         from worker.backends.parakeet import nemo_engine as engine  # type: ignore[no-redef]
 
         source = str(model.nemo)
-    backend = engine.create(ModelOptions(source=source, device="cpu", concurrency=1, batch_size=4))
+    backend = engine.create(ModelOptions(source=source, device="cpu", concurrency=1, batch_size=batch_size))
     backend.load()
     return backend
 
@@ -77,3 +78,20 @@ def test_concurrent_stretches_share_one_call_and_keep_their_words(kind: str, mod
 
     assert texts == alone
     assert (batcher.passes - before[0], batcher.items - before[1]) == (1, len(CLIPS))  # one call held all four
+
+
+def test_a_long_files_windows_are_decoded_in_batches_with_the_same_segments(
+    model: tiny_parakeet.TinyParakeet, tmp_path: Any
+) -> None:
+    with wave.open(io.BytesIO(make_long_clip(tmp_path, 20))) as w:  # 294 s: three 2-minute windows or more
+        audio = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(np.float32) / 32768
+    results = {}
+    for batch in (1, 4):
+        backend = _backend("onnx", model, batch_size=batch)
+        result = backend.transcribe(audio, TranscribeParams(word_timestamps=True), lambda _s: True)
+        results[batch] = (result, backend.batcher.passes, backend.batcher.items)
+    (one, passes_one, windows), (four, passes_four, windows_four) = results[1], results[4]
+    assert windows == windows_four >= 3
+    assert passes_one == windows and passes_four == -(-windows // 4)  # a pass for every four windows
+    assert [(s.start, s.end, s.text) for s in four.segments] == [(s.start, s.end, s.text) for s in one.segments]
+    assert four.segments[-1].end > 240  # the clock runs on through the windows

@@ -134,9 +134,13 @@ class Batcher(Generic[ItemT, ResultT]):
 
     def decode(self, items: Sequence[ItemT]) -> list[ResultT]:
         """Each item's result, once a pass has run it (blocks: call from a slot's thread)."""
+        return [done.result() for done in self.submit(items)]
+
+    def submit(self, items: Sequence[ItemT]) -> list[Future[ResultT]]:
+        """Each item's result to come: for a caller that uses the first before the last is done."""
         jobs = [_Job(item.urgency, item.key, item=item) for item in items]
         self._enter(jobs)
-        return [job.done.result() for job in jobs]
+        return [job.done for job in jobs]
 
     def solo(self, fn: Callable[[Any], T], urgency: int = FILE) -> T:
         """`fn(model)`, run alone on a compute lane: model work outside the backend's passes."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -46,6 +47,7 @@ class ParakeetBackend:
         self._languages: list[str] = []  # from the catalogue entry; [] accepts any
         self._loaded = False
         self.batcher: Batcher[Stretch, list[windows.TimedWord]] = Batcher(self._pass, 1)
+        self._batch = 1
 
     def decode_batch(self, model: Any, stretches: list[np.ndarray]) -> list[list[windows.TimedWord]]:
         """Each stretch's words, decoded by `model` in one call (runs on a compute lane)."""
@@ -67,10 +69,11 @@ class ParakeetBackend:
         skip = params.heard_seconds
         urgency = URGENCY[params.live]
 
-        def decode(samples: np.ndarray) -> list[windows.TimedWord]:
-            return self.batcher.decode([Stretch(samples, urgency)])[0]
+        def submit(stretches: list[np.ndarray]) -> list[Future[list[windows.TimedWord]]]:
+            return self.batcher.submit([Stretch(samples, urgency) for samples in stretches])
 
-        return windows.transcribe(audio, decode, on_segment, language, params.word_timestamps, skip)
+        ahead = self._batch  # a long file's windows in batches too, as many as one holds
+        return windows.transcribe(audio, submit, on_segment, language, params.word_timestamps, skip, ahead)
 
     def _ready(
         self,
@@ -91,7 +94,7 @@ class ParakeetBackend:
         run on `model` (one copy), and take the batch `batch_size` sets."""
         option = self._options.batch_size
         batch = option if isinstance(option, int) else AUTO_BATCH.get(device, 1)
-        self.batcher = Batcher(self._pass, batch)
+        self.batcher, self._batch = Batcher(self._pass, batch), batch
         for _lane in range(lanes):
             self.batcher.add_lane(model)
         self._languages, self._loaded = languages, True

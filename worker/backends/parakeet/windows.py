@@ -12,8 +12,10 @@ grows long (subtitles read badly past `MAX_SEGMENT_SECONDS`).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import msgspec
@@ -48,43 +50,55 @@ class TimedWord:
     logprob: float | None = None
 
 
-#: Decodes one stretch of 16 kHz mono audio into words timed from its own start.
-Decode = Callable[[np.ndarray], list[TimedWord]]
+#: Hands stretches of 16 kHz mono audio to be decoded together; each one's words (timed from
+#: its own start) to come, in order.
+Submit = Callable[[list[np.ndarray]], list[Future[list[TimedWord]]]]
 
 
 def transcribe(
     audio: np.ndarray | Iterable[np.ndarray],
-    decode: Decode,
+    submit: Submit,
     on_segment: OnSegment,
     language: str | None,
     with_words: bool,
     skip: float = 0.0,
+    ahead: int = 1,
 ) -> TranscribeResult:
     """Decode `audio` stretch by stretch, sending each segment as soon as its stretch is done.
 
-    A stream of blocks is read one window at a time (worker.audio.pieces.sections), so an
-    hour costs the memory of two minutes. Segments carry their words only `with_words`
-    (a request's word timestamps), as Whisper's do. The first `skip` seconds of an array
-    are not read (a live decode's context, which Parakeet has no use for); times stay on
-    the whole array's clock.
+    A stream of blocks is read a window at a time (worker.audio.pieces.sections), `ahead`
+    windows handed to `submit` together (decoded in one batch, beside other requests'), so
+    an hour costs the memory of `ahead` times two minutes. Segments carry their words only
+    `with_words` (a request's word timestamps), as Whisper's do. The first `skip` seconds of
+    an array are not read (a live decode's context, which Parakeet has no use for); times
+    stay on the whole array's clock.
     """
     if skip > 0 and isinstance(audio, np.ndarray):
         start = round(skip * SAMPLE_RATE)
-        result = transcribe(audio[start:], decode, lambda s: on_segment(_later(s, skip)), language, with_words)
+
+        def later(segment: Segment) -> bool:
+            return on_segment(_later(segment, skip))
+
+        result = transcribe(audio[start:], submit, later, language, with_words, ahead=ahead)
         return _result([_later(s, skip) for s in result.segments], language, audio.size / SAMPLE_RATE)
     blocks = pieces.Blocks(audio)
     segments: list[Segment] = []
-    for section in pieces.sections(blocks, speech, window_seconds=WINDOW_SECONDS):
-        piece = section.samples
-        if piece.size < MIN_SAMPLES:  # onnx-asr fails on less than a feature frame
-            piece = np.pad(piece, (0, MIN_SAMPLES - piece.size))
-        first, last = section.start / SAMPLE_RATE, section.end / SAMPLE_RATE
-        words = [_shifted(w, first, last) for w in decode(piece)]
-        for segment in group(words, first_id=len(segments), with_words=with_words):
-            segments.append(segment)
-            if not on_segment(segment):
-                return _result(segments, language, blocks.seconds)
+    sections = pieces.sections(blocks, speech, window_seconds=WINDOW_SECONDS)
+    while chunk := list(itertools.islice(sections, max(1, ahead))):
+        decoded = submit([_padded(section.samples) for section in chunk])
+        for section, words_to_come in zip(chunk, decoded, strict=True):
+            first, last = section.start / SAMPLE_RATE, section.end / SAMPLE_RATE
+            words = [_shifted(w, first, last) for w in words_to_come.result()]
+            for segment in group(words, first_id=len(segments), with_words=with_words):
+                segments.append(segment)
+                if not on_segment(segment):
+                    return _result(segments, language, blocks.seconds)
     return _result(segments, language, blocks.seconds)
+
+
+def _padded(piece: np.ndarray) -> np.ndarray:
+    """`piece`, padded with silence to MIN_SAMPLES: onnx-asr fails on less than a feature frame."""
+    return piece if piece.size >= MIN_SAMPLES else np.pad(piece, (0, MIN_SAMPLES - piece.size))
 
 
 def group(words: Sequence[TimedWord], first_id: int = 0, with_words: bool = True) -> list[Segment]:
