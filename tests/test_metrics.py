@@ -148,6 +148,16 @@ def test_an_http_transcription_moves_the_counts_and_histograms(server: Server) -
     assert value(scrape(server), "asr_inference_seconds_total", model="tiny.en") > value(
         before, "asr_inference_seconds_total", model="tiny.en"
     )
+    # The model calls its windows took, and the windows they held: at least one each, never fewer
+    # windows than calls (their ratio is the mean batch).
+    now = scrape(server)
+    calls = value(now, "asr_batch_passes_total", model="tiny.en") - value(
+        before, "asr_batch_passes_total", model="tiny.en"
+    )
+    windows = value(now, "asr_batch_items_total", model="tiny.en") - value(
+        before, "asr_batch_items_total", model="tiny.en"
+    )
+    assert 1 <= calls <= windows
 
 
 def test_a_failed_request_is_counted_with_its_kind(server: Server) -> None:
