@@ -117,7 +117,7 @@ class FasterWhisperBackend:
         self._batch_option = options.batch_size
         self._batch_size = 1
         self.max_audio_seconds = options.max_audio_seconds
-        # Lane i runs on _models[i], or on _models[0] when the lanes share it (see
+        # Compute lane i runs on _models[i], or on _models[0] when the lanes share it (see
         # common.lane_plan): load() loads the first, load_lane() each further copy.
         self._models: list[Any] = []
         #: Where every model call of the seek loop runs: one compute lane per copy, or per
