@@ -53,6 +53,8 @@ def test_copies_and_shared_weights_serve_two_at_once_and_shared_holds_less(make_
     for model in ("copy", "shared"):
         weather, fox = _two_at_once(server, model)
         assert "weather is sunny" in weather and "quick brown fox" in fox
+        # Both lanes run model calls, on two copies or on one copy's two CTranslate2 workers.
+        wait_for(lambda model=model: server.model(model)["lanes_open"] == 2, 30, what=f"{model}: both lanes open")
         m = server.model(model)
         assert m["concurrency"] == 2 and m["lane_weights"] == model
         assert m["copies"] == (2 if model == "copy" else 1) and m["copy_mb"] > 20

@@ -302,7 +302,7 @@ class WorkerServer:
         return Heartbeat(
             in_flight=transcriber.in_flight,
             served=transcriber.served,
-            lanes=serving.lanes.count,
+            lanes=serving.batcher.lanes,  # compute lanes open: fewer while copies still load
             lanes_busy=serving.lanes.busy,
             rss_bytes=vitals.rss_bytes(),
             vram_bytes=vitals.vram_bytes(),

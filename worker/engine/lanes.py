@@ -73,9 +73,8 @@ class Lanes:
 
     @property
     def count(self) -> int:
-        """Model calls that can run side by side now (the heartbeat's `lanes`): the lanes
-        open, or where more lanes than model copies take requests (slots), the copies loaded."""
-        return min(self._open, self._prepared)
+        """Lanes (slots) that take requests now."""
+        return self._open
 
     @property
     def planned(self) -> int:
