@@ -1,10 +1,10 @@
 """Inference lanes: one thread per concurrent request, each on its own model copy or all on one.
 
-Where a backend batches (faster-whisper: worker.backends.faster_whisper.passes), a lane is a
-*slot*: there are more of them than model copies (`ReadyInfo.slots`), a request's seek loop
-runs on one and hands its windows to the backend's compute lanes, which decode the windows
-of several slots in one call. Only the first `copies` lanes then need a copy loaded; the
-others open with the last of them.
+A lane here is a request's *slot*: there are as many as a batch holds (`ReadyInfo.slots`),
+more than the model's copies. A request runs on one and hands its windows to the model's
+compute lanes (worker.engine.batcher), which decode the windows of several slots in one
+call. Only the first `copies` slots need a copy loaded; the others open with the last of
+them.
 
 A request takes the lowest-numbered free lane. With one client at a time every request
 runs on lane 0, the same thread (and with copies, the same model copy), so its caches stay
@@ -19,7 +19,8 @@ for `IDLE_BEFORE_COPY_S`, or once a request has run for `BUSY_BEFORE_COPY_S`: ne
 beside the first short request after a cold start, which arrives just after READY (a
 copy's load costs CPU on the scale of a short request's decode, and would slow it down),
 and never by surprise under load, as when a copy loaded on a lane's first use. A long file
-that arrives first gets its copies after two seconds, not after it ends. Until a lane is open, requests queue for the open ones.
+that arrives first gets its copies after two seconds, not after it ends. Until a lane is
+open, requests queue for the open ones.
 
 The server makes one `Lanes` per model (`for_model`) and hands it to both users: file
 requests (`worker.engine.transcriber`) and live sessions (`worker.engine.sessions`).
