@@ -8,9 +8,11 @@
 A supervisor serving the bundled tiny.en (CPU, int8, beam 5, temperature 0) gets one WAV
 of real speech, the test clips cycled with pauses for `hours`. The figure is the worker's
 own high-water mark (VmHWM in /proc/PID/status), reset through /proc/PID/clear_refs once
-the model is loaded: exact, with no sampling to miss a short peak. `--abort-after`
-abandons the request after that many seconds (the peak of an old version, which reads
-its whole feature matrix at the start, is reached early). Writes bench/results/memory.md and
+the model is loaded, its copies too (they load with or without the upload): exact, with
+no sampling to miss a short peak. After the answer the worker is left idle for `IDLE_S`
+and its RSS read again: what it keeps between requests. `--abort-after` abandons the
+request after that many seconds (the peak of an old version, which reads its whole
+feature matrix at the start, is reached early). Writes bench/results/memory.md and
 memory.json, then docs/performance.md (bench/page.py).
 """
 
@@ -28,11 +30,14 @@ from pathlib import Path
 import httpx
 
 from bench import page
-from bench.__main__ import export_rev
+from bench.__main__ import export_rev, wait_lanes_open
 from bench.clips import ASSETS, RATE
 from bench.servers import MB, REPO, Supervisor, _spawn, free_port
 
 PAUSE = b"\0\0" * (RATE // 2)
+#: How long the worker is left idle before its RSS is read again: past its heap trim
+#: (worker.engine.heap.IDLE_BEFORE_TRIM_S, 2 s) and the next heartbeat.
+IDLE_S = 4.0
 
 
 def long_wav(path: Path, seconds: float) -> Path:
@@ -115,7 +120,9 @@ def measure(
                 time.sleep(0.1)
             files = {"file": ("short.wav", (ASSETS / "short.wav").read_bytes())}
             client.post("/v1/audio/transcriptions", files=files).raise_for_status()  # loads the model
-            pid = client.get("/health").json()["models"]["tiny.en"]["pid"]
+            model = client.get("/health").json()["models"]["tiny.en"]
+            wait_lanes_open(client, model)  # its copies are part of the loaded worker
+            pid = model["pid"]
             idle_kb = status_kb(pid, "VmRSS")
             Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
             data = wav.read_bytes()
@@ -138,6 +145,12 @@ def measure(
                     pending.exception()  # the connection fails once the server is gone
                 else:
                     peak_kb = status_kb(pid, "VmHWM")
+            # What the worker keeps once idle: the batch's memory goes back after a quiet
+            # moment (worker.engine.heap), or stays until the model unloads (older code).
+            after_kb = None
+            if sup.proc.poll() is None:
+                time.sleep(IDLE_S)
+                after_kb = status_kb(pid, "VmRSS")
             return {
                 "audio": "silence (FLAC)" if silence else "speech (WAV)",
                 "batch_size": batch_size,
@@ -146,6 +159,7 @@ def measure(
                 "samples_mb": round(hours * 3600 * RATE * 4 / MB),
                 "idle_rss_mb": round(idle_kb / 1024),
                 "peak_rss_mb": round(peak_kb / 1024),
+                "idle_after_mb": None if after_kb is None else round(after_kb / 1024),
                 "seconds": round(time.monotonic() - started),
                 "outcome": outcome,
             }
@@ -189,14 +203,15 @@ def render(rows: list[dict[str, object]], stamp: str) -> str:
         "",
         stamp,
         "",
-        "| audio | upload | `batch_size` | idle worker | peak RSS | over idle | time | outcome |",
-        "|---|---|---|---|---|---|---|---|",
+        "| audio | upload | `batch_size` | idle worker | peak RSS | over idle | idle after | time | outcome |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         idle, peak = int(str(row["idle_rss_mb"])), int(str(row["peak_rss_mb"]))
+        after = "" if row.get("idle_after_mb") is None else f"{row['idle_after_mb']} MB"
         lines.append(
             f"| {row['hours']:g} h of {row['audio']} | {row['upload_mb']} MB | `{row['batch_size']}` | {idle} MB "
-            f"| {peak} MB | +{peak - idle} MB | {row['seconds']} s | {row['outcome']} |"
+            f"| {peak} MB | +{peak - idle} MB | {after} | {row['seconds']} s | {row['outcome']} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
-from conftest import BASIC_CONFIG, Server, start_server
+from conftest import BASIC_CONFIG, Server, start_server, wait_for
 
 from bench.live_text import normalize  # digits spelled out: "$340" and "three hundred forty dollars" agree
 
@@ -177,6 +178,42 @@ def test_a_large_upload_waits_on_disk_and_is_removed_when_its_request_ends(
     while _spooled(spool) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _spooled(spool), "the upload stayed on disk after its client left"
+
+
+def test_the_memory_a_long_file_held_goes_back_once_the_worker_is_idle(
+    tmp_path: Path, recording: tuple[bytes, str, float]
+) -> None:
+    """A long file's batch holds a few hundred MB while it is decoded. Once the worker has
+    been idle a moment that memory is the system's again, not the worker's until the model
+    unloads (worker.engine.heap)."""
+    server = start_server(tmp_path, BASIC_CONFIG)
+    try:
+        assert server.transcribe().status_code == 200  # the model loads
+        wait_for(lambda: server.model()["lanes_open"] == server.model()["concurrency"], 30, what="the copies")
+        pid = server.model()["pid"]
+        worker = psutil.Process(pid)
+        before = worker.memory_info().rss
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # the peak (VmHWM) starts from here
+        files = {"file": ("long.wav", recording[0], "audio/wav")}
+        response = server.client.post("/v1/audio/transcriptions", files=files, timeout=600)
+        assert response.status_code == 200, response.text
+        peak = _status_kb(pid, "VmHWM") * 1024
+        mb = 1024 * 1024
+        assert peak - before > 100 * mb, f"the file held only {(peak - before) // mb} MB: nothing to give back"
+        wait_for(
+            lambda: worker.memory_info().rss < before + 40 * mb,
+            30,
+            what=f"RSS back near {before // mb} MB (peak {peak // mb} MB)",
+        )
+    finally:
+        server.stop()
+
+
+def _status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
 def test_long_silences_are_skipped_and_the_speech_around_them_kept(long_server: Server, tmp_path: Path) -> None:

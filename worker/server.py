@@ -64,6 +64,7 @@ from common.protocol import (
     kind_of,
 )
 from worker.backends import Backend, LoadError, create_backend, warm_up
+from worker.engine import heap
 from worker.engine.batcher import Batcher
 from worker.engine.lanes import Lanes
 from worker.engine.sessions import SessionTable
@@ -180,6 +181,8 @@ class WorkerServer:
         self._post(Ready(info=info))
         # The other lanes' model copies, if any, each loaded on its own lane's thread.
         self._start(lanes.open_rest(backend.load_lane), "lanes")
+        # What a long file's batch held goes back to the system once the lanes are quiet.
+        self._start(heap.give_back_when_idle(lanes, self._vitals.rss_bytes, heap.libc_trim()), "heap")
         log.info("ready: load_s=%.2f device=%s", info.load_seconds, info.device)
         await self._leave.wait()
 

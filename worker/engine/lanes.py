@@ -132,6 +132,23 @@ class Lanes:
             self._free.append(lane)
             self._available.release()
 
+    async def quiet(self, seconds: float) -> None:
+        """Return once no lane has been busy, and no request has waited, for `seconds`."""
+        while True:
+            changed = self._changed
+            if self.busy or self._waiting:
+                await changed.wait()
+                continue
+            try:
+                await asyncio.wait_for(changed.wait(), seconds)
+            except TimeoutError:
+                return
+
+    async def until_busy(self) -> None:
+        """Return once a request runs on a lane or waits for one."""
+        while not (self.busy or self._waiting):
+            await self._changed.wait()
+
     async def _until_wanted(self, idle_s: float, busy_s: float) -> None:
         """Return once a request waits for a lane, no lane has been busy for `idle_s`, or
         lanes have been busy for `busy_s` with no request starting or ending."""
