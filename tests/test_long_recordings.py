@@ -21,6 +21,7 @@ import pytest
 from conftest import BASIC_CONFIG, Server, start_server, wait_for
 
 from bench.live_text import normalize  # digits spelled out: "$340" and "three hundred forty dollars" agree
+from bench.memory import status_kb
 
 CLIPS = Path(__file__).resolve().parent.parent / "bench" / "clips"
 RATE = 16000
@@ -197,7 +198,7 @@ def test_the_memory_a_long_file_held_goes_back_once_the_worker_is_idle(
         files = {"file": ("long.wav", recording[0], "audio/wav")}
         response = server.client.post("/v1/audio/transcriptions", files=files, timeout=600)
         assert response.status_code == 200, response.text
-        peak = _status_kb(pid, "VmHWM") * 1024
+        peak = status_kb(pid, "VmHWM") * 1024
         mb = 1024 * 1024
         assert peak - before > 100 * mb, f"the file held only {(peak - before) // mb} MB: nothing to give back"
         wait_for(
@@ -207,13 +208,6 @@ def test_the_memory_a_long_file_held_goes_back_once_the_worker_is_idle(
         )
     finally:
         server.stop()
-
-
-def _status_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
 def test_long_silences_are_skipped_and_the_speech_around_them_kept(long_server: Server, tmp_path: Path) -> None:
